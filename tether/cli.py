@@ -1,0 +1,49 @@
+"""`tether <command>`: a thin layer over the Python API.
+
+Each command lives in its own module with `add_arguments(parser)` and `run(args) -> int`; this file only
+collects them. A `TetherError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tether import __version__
+from tether.errors import TetherError
+
+# (command name, module, one-line help)
+COMMANDS = [
+    ("optimal-policy", "tether.commands.optimal_policy", "closed-form optimum pi* ∝ prior·exp(r/beta)"),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tether", description="Reinforcement learning from human feedback.")
+    parser.add_argument("--version", action="version", version=f"tether {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except TetherError as e:
+        print(f"tether {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Errors that the command line turns into one line on stderr and exit code 2."""
+
+
+class TetherError(Exception):
+    """A problem with the user's input or configuration: printed as one line, exit code 2."""
+
+
+class DataError(TetherError):
+    """A problem in a data file; the message names the file and line."""
+
+    def __init__(self, path, line: int | None, problem: str):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {problem}")
+        self.path, self.line, self.problem = path, line, problem
