@@ -1,8 +1,11 @@
 """Errors that the command line turns into one line on stderr and exit code 2."""
 
 
-class TetherError(Exception):
-    """A problem with the user's input or configuration: printed as one line, exit code 2."""
+class TetherError(ValueError):
+    """A problem with the user's input or configuration.
+
+    The command line prints it as one line on stderr and exits with code 2; from Python it is a ValueError.
+    """
 
 
 class DataError(TetherError):
