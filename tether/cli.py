@@ -16,6 +16,7 @@ from tether.errors import TetherError
 # (command name, module, one-line help)
 COMMANDS = [
     ("optimal-policy", "tether.commands.optimal_policy", "closed-form optimum pi* ∝ prior·exp(r/beta)"),
+    ("sft", "tether.commands.sft", "supervised fine-tuning on demonstrations"),
 ]
 
 

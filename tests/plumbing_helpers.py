@@ -1,0 +1,70 @@
+"""Tiny models, data and configs shared by the plumbing tests (config, data, rollout, loop, SFT).
+
+Nothing is downloaded: the tokenizer is tether's word-level one over WORDS and the model a 2-layer
+Llama with hidden size 32, both saved to a directory that `from_pretrained` loads like a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tether.config import SFTConfig, load_config
+from tether.models import build_tiny_llama, build_word_tokenizer
+
+WORDS = "a b c d e f g h i j k l".split()  # ids 4..15; 0-3 are <pad> <unk> <bos> <eos>
+
+
+def tiny_tokenizer():
+    return build_word_tokenizer(WORDS)
+
+
+def tiny_model(seed: int = 0):
+    return build_tiny_llama(len(WORDS) + 4, hidden_size=32, num_layers=2, num_heads=2, seed=seed)
+
+
+def word_id(w: str) -> int:
+    return 4 + WORDS.index(w)
+
+
+def write_model_dir(path: Path, seed: int = 0) -> Path:
+    tiny_model(seed).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def reversal_records(n: int, seed: int = 0) -> list[dict]:
+    """Prompt: 1-4 random words; completion: the same words reversed (a task a tiny model can learn)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(1, 4))]
+        out.append({"prompt": " ".join(words), "completion": " ".join(reversed(words))})
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def sft_setup(tmp: Path, n_train: int = 32, n_test: int = 8) -> dict[str, Path]:
+    """A model directory and train/test files under `tmp`."""
+    return {
+        "model": write_model_dir(tmp / "model"),
+        "train": write_jsonl(tmp / "train.jsonl", reversal_records(n_train, seed=1)),
+        "test": write_jsonl(tmp / "test.jsonl", reversal_records(n_test, seed=2)),
+    }
+
+
+def sft_overrides(paths: dict[str, Path], **train) -> list[str]:
+    """key=value overrides for a small, fast SFT run on `paths`; `train` overrides the loop's fields."""
+    loop = {"lr": 1e-2, "batch_size": 8, "micro_batch_size": 4, "max_steps": 8, "save_every": 2,
+            "keep_last": 3, "progress": False, **train}
+    return [f"model={paths['model']}", f"data.train={paths['train']}", f"data.test={paths['test']}",
+            "data.max_length=16", *(f"train.{k}={v}" for k, v in loop.items())]
+
+
+def sft_config(paths: dict[str, Path], **train) -> SFTConfig:
+    return load_config(SFTConfig, None, sft_overrides(paths, **train))

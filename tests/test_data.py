@@ -1,0 +1,189 @@
+"""tether.data: readers name file:line, tokenisation (prompt and completion apart, EOS appended), collators.
+
+Expected ids are derived by hand from the word tokenizer: <pad>=0 <unk>=1 <bos>=2 <eos>=3, then WORDS from 4
+(a=4, b=5, c=6, ...). It adds no special tokens of its own.
+"""
+
+import logging
+import re
+
+import pytest
+import torch
+from plumbing_helpers import tiny_tokenizer, word_id, write_jsonl
+
+from tether.data import (
+    PairTokens,
+    PromptTokens,
+    SFTTokens,
+    collate_pairs,
+    collate_prompts,
+    collate_sft,
+    encode_prompt,
+    load_preferences,
+    load_prompts,
+    load_sft,
+    pad,
+    position_ids,
+    render_plain,
+    tokenize_prompts,
+    tokenize_sft,
+)
+from tether.errors import DataError
+
+A, B, C, D, EOS, PAD = word_id("a"), word_id("b"), word_id("c"), word_id("d"), 3, 0
+
+
+def _raises_at(path, line, fragment):
+    return pytest.raises(DataError, match=re.escape(f"{path}:{line}: ") + ".*" + re.escape(fragment))
+
+
+def test_sft_reads_both_formats_and_skips_blank_lines(tmp_path):
+    f = tmp_path / "sft.jsonl"
+    f.write_text(
+        '{"prompt": "a b", "completion": "c"}\n'
+        "\n"
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b c"}]}\n'
+    )
+    ex = load_sft(f)
+    assert [(e.prompt, e.completion, e.line) for e in ex] == [
+        ("a b", "c", 1),
+        ([{"role": "user", "content": "a"}], "b c", 3),  # the blank line 2 still counts
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "fragment"),
+    [
+        (['{"prompt": "a", "completion": "b"}', '{"prompt": "a", "completion": '], 2, "malformed JSON"),
+        (['["a", "b"]'], 1, "expected a JSON object"),
+        (['{"prompt": "a"}'], 1, "missing column 'completion'"),
+        (['{"completion": "a"}'], 1, "missing column 'prompt'"),
+        (['{"text": "a"}'], 1, "missing columns"),
+        (['{"prompt": "a", "completion": "  "}'], 1, "empty completion"),
+        (['{"prompt": 3, "completion": "a"}'], 1, "'prompt' must be a string"),
+        (['{"messages": [{"role": "user", "content": "a"}]}'], 1, "last message must be the assistant's"),
+        (['{"messages": [{"role": "assistant", "content": ""}]}'], 1, "empty completion"),
+        (['{"messages": [{"role": "user"}]}'], 1, "messages[0] must be an object"),
+    ],
+)
+def test_sft_problems_name_file_and_line(tmp_path, lines, line, fragment):
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    with _raises_at(f, line, fragment):
+        load_sft(f)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(DataError, match="cannot read"):
+        load_sft(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match="no records"):
+        load_sft(tmp_path / "empty.jsonl")
+
+
+def test_preferences_and_prompts(tmp_path):
+    f = write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "a", "chosen": "b", "rejected": "c"},
+        {"prompt": [{"role": "user", "content": "a"}], "chosen": "b", "rejected": "c", "label": 1},
+    ])
+    pairs = load_preferences(f)
+    assert pairs[1].prompt == [{"role": "user", "content": "a"}] and pairs[1].chosen == "b"
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"},
+                                              {"prompt": "a", "chosen": "b", "rejected": ""}])
+    with _raises_at(bad, 2, "empty rejected"):
+        load_preferences(bad)
+    bad2 = write_jsonl(tmp_path / "bad2.jsonl", [{"prompt": "a", "chosen": "b"}])
+    with _raises_at(bad2, 1, "missing column 'rejected'"):
+        load_preferences(bad2)
+    prompts = load_prompts(write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a b", "answer": "7"}]))
+    assert prompts[0].prompt == "a b" and prompts[0].meta == {"answer": "7"}
+
+
+def test_prompt_and_completion_are_tokenised_apart_with_eos(tmp_path):
+    tok = tiny_tokenizer()
+    f = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "a b", "completion": "c d"}])
+    (item,), skips = tokenize_sft(load_sft(f), tok, max_length=16)
+    assert item.prompt_ids == [A, B] and item.completion_ids == [C, D, EOS]
+    assert skips.skipped == 0 and skips.truncated == 0
+
+
+def test_too_long_prompt_errors_or_is_skipped_with_a_count(tmp_path, caplog):
+    tok = tiny_tokenizer()
+    f = write_jsonl(tmp_path / "s.jsonl", [
+        {"prompt": "a", "completion": "b"},
+        {"prompt": "a b c d", "completion": "b"},  # 4 prompt tokens: no room in max_length 4
+        {"prompt": "a b", "completion": "c d"},  # 2 + 3 tokens > 4: the completion is cut to 2
+    ])
+    with _raises_at(f, 2, "prompt is 4 tokens, leaving no room for a completion in max_length 4"):
+        tokenize_sft(load_sft(f), tok, max_length=4)
+    with caplog.at_level(logging.WARNING, logger="tether.data"):
+        items, skips = tokenize_sft(load_sft(f), tok, max_length=4, too_long="skip")
+    assert skips.skipped == 1 and skips.first == [f"{f}:2"] and skips.truncated == 1
+    assert [(x.prompt_ids, x.completion_ids) for x in items] == [([A], [B, EOS]), ([A, B], [C, D])]
+    assert "skipped 1 SFT records" in caplog.text and f"{f}:2" in caplog.text
+
+
+def test_chat_template_is_used_for_messages_and_plain_text_otherwise():
+    tok = tiny_tokenizer()
+    messages = [{"role": "user", "content": "a b"}]
+    # No template: "User: a b\n\nAssistant:" — the role words are not in the vocabulary, so <unk> (1).
+    assert render_plain(messages) == "User: a b\n\nAssistant:"
+    assert encode_prompt(tok, messages) == [1, A, B, 1]
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}c {% endif %}{{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}d{% endif %}"
+    )
+    assert encode_prompt(tok, messages) == [C, A, B, D]  # "c a b d"
+    assert encode_prompt(tok, "a b") == [A, B]  # auto: a string prompt stays plain
+    assert encode_prompt(tok, "a b", chat_template="always") == [C, A, B, D]
+    assert encode_prompt(tok, messages, chat_template="never") == [1, A, B, 1]
+
+
+def test_collate_sft_right_and_left():
+    items = [SFTTokens([A, B], [C, EOS]), SFTTokens([A], [EOS])]
+    right = collate_sft(items, PAD, "right")
+    assert right["input_ids"].tolist() == [[A, B, C, EOS], [A, EOS, PAD, PAD]]
+    assert right["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert right["loss_mask"].tolist() == [[0, 0, 1, 1], [0, 1, 0, 0]]
+    left = collate_sft(items, PAD, "left")
+    assert left["input_ids"].tolist() == [[A, B, C, EOS], [PAD, PAD, A, EOS]]
+    assert left["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+    assert left["loss_mask"].tolist() == [[0, 0, 1, 1], [0, 0, 0, 1]]
+
+
+def test_collate_pairs_puts_chosen_rows_first():
+    batch = collate_pairs([PairTokens([A], [B, EOS], [C, D, EOS]), PairTokens([B], [A, EOS], [EOS])], PAD)
+    chosen, rejected = [[A, B, EOS, PAD], [B, A, EOS, PAD]], [[A, C, D, EOS], [B, EOS, PAD, PAD]]
+    assert batch["input_ids"].tolist() == chosen + rejected
+    assert batch["loss_mask"].tolist() == [[0, 1, 1, 0], [0, 1, 1, 0], [0, 1, 1, 1], [0, 1, 0, 0]]
+
+
+def test_prompts_left_padded_and_too_long_policies(tmp_path):
+    tok = tiny_tokenizer()
+    f = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a"}, {"prompt": "a b c"}])
+    with _raises_at(f, 2, "prompt is 3 tokens, longer than max_prompt_length 2"):
+        tokenize_prompts(load_prompts(f), tok, 2)
+    items, skips = tokenize_prompts(load_prompts(f), tok, 2, too_long="truncate")
+    assert [x.prompt_ids for x in items] == [[A], [B, C]] and skips.truncated == 1  # keeps the end
+    items, skips = tokenize_prompts(load_prompts(f), tok, 2, too_long="skip")
+    assert [x.prompt_ids for x in items] == [[A]] and skips.skipped == 1
+    batch = collate_prompts([PromptTokens([A], None), PromptTokens([A, B, C], None)], PAD)
+    assert batch["input_ids"].tolist() == [[PAD, PAD, A], [A, B, C]]
+    assert batch["attention_mask"].tolist() == [[0, 0, 1], [1, 1, 1]]
+
+
+def test_pad_and_position_ids():
+    ids, mask = pad([[7], [8, 9]], PAD, side="left")
+    assert ids.tolist() == [[PAD, 7], [8, 9]] and mask.tolist() == [[0, 1], [1, 1]]
+    # Positions count real tokens: a left-padded row starts at 0 at its first real token.
+    assert position_ids(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]])).tolist() == [[0, 0, 0, 1], [0, 1, 2, 2]]
+    with pytest.raises(ValueError):
+        pad([[1]], PAD, side="middle")
+
+
+def test_an_empty_prompt_is_replaced_by_bos(tmp_path):
+    """Otherwise the first completion token would have no position to be predicted from (<bos> = 2)."""
+    tok = tiny_tokenizer()
+    f = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "", "completion": "a"}])
+    (item,), _ = tokenize_sft(load_sft(f), tok, max_length=8)
+    assert item.prompt_ids == [2] and item.completion_ids == [A, EOS]

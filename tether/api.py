@@ -1,0 +1,22 @@
+"""The Python API that the commands are thin layers over; usable from a notebook.
+
+    from tether.api import SFTConfig, load_config, train_sft
+    cfg = load_config(SFTConfig, "configs/sft.yaml", ["train.max_steps=100"])
+    run_dir = train_sft(cfg, "runs/sft")     # RUN/model is the fine-tuned model
+"""
+
+from tether.config import LoopConfig, SFTConfig, SFTDataConfig, dump_config, load_config
+from tether.trainers.base import Loop, TrainingDiverged, TrainingInterrupted
+from tether.trainers.sft import train_sft
+
+__all__ = [
+    "Loop",
+    "LoopConfig",
+    "SFTConfig",
+    "SFTDataConfig",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "dump_config",
+    "load_config",
+    "train_sft",
+]

@@ -1,0 +1,330 @@
+"""Stage configs: one dataclass per stage, loaded from YAML, overridden by `key=value`, dumped resolved.
+
+A config is a tree of dataclasses (a field whose type is a dataclass is a nested section; override its
+fields with dotted keys, `train.lr=1e-4`). Every field carries a one-line docstring saying why it exists.
+
+    cfg = load_config(SFTConfig, "configs/sft.yaml", ["train.lr=3e-4", "data.max_length=128"])
+    dump_config(cfg, run_dir, data_files=[cfg.data.train])   # writes RUN/config.yaml
+
+Values are checked against the field types (int, float, bool, str, Literal[...], X | None, list[X], nested
+dataclasses): an unknown key or a wrongly typed value raises `TetherError` naming the key. In YAML, a float
+written without a dot (`1e-4`, which YAML reads as a string) is accepted for a float field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import subprocess
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tether.errors import TetherError
+
+PROVENANCE_KEY = "provenance"  # written by `dump_config`, ignored by `load_config`
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """The shared training loop (tether.trainers.base): optimisation, schedule, logging and checkpoints."""
+
+    lr: float = 1e-4
+    """Peak learning rate of AdamW, reached at the end of warm-up."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay; 0 keeps fine-tuning close to the starting model."""
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2): decay rates of the first and second moment estimates."""
+    batch_size: int = 8
+    """Examples per optimizer step, over all processes and accumulation steps together."""
+    micro_batch_size: int = 8
+    """Examples per forward pass on one process; batch_size / (micro_batch_size * processes) micro-batches
+    are accumulated per step (the loss is divided by the whole step's count, so the split changes nothing)."""
+    epochs: float = 1.0
+    """Passes over the training data (fractions allowed); ignored when max_steps is set."""
+    max_steps: int | None = None
+    """Optimizer steps to run; overrides epochs when set."""
+    warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up from lr/warmup_steps to lr, which steadies Adam's early steps."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate shape after warm-up: constant, or decaying to 0 at the last step (linear, cosine)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping (the norm is still logged)."""
+    max_bad_steps: int = 5
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each one is skipped)."""
+    eval_every: int = 0
+    """Evaluate every this many steps (0: only at the end)."""
+    save_every: int = 0
+    """Write a checkpoint every this many steps (0: only at the end and on SIGTERM)."""
+    keep_last: int = 2
+    """Checkpoints to keep; older ones are deleted once a newer one is complete."""
+    log_every: int = 1
+    """Write training metrics every this many steps."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision passed to accelerate; 'no' keeps float32 (and exact CPU resume)."""
+    device: Literal["auto", "cpu"] = "auto"
+    """'cpu' forces the CPU even when a GPU is present; 'auto' lets accelerate choose."""
+    progress: bool = True
+    """Show a tqdm progress bar (on the main process only)."""
+
+
+@dataclasses.dataclass
+class SFTDataConfig:
+    """Where the demonstrations come from and how they become tokens (tether.data)."""
+
+    train: str
+    """JSONL file of {"prompt", "completion"} or {"messages": [...]} records to train on."""
+    test: str | None = None
+    """JSONL file in the same format for test loss and perplexity; none: no evaluation."""
+    max_length: int = 512
+    """Tokens per example (prompt + completion + EOS); longer completions are cut to fit."""
+    too_long: Literal["error", "skip"] = "error"
+    """A prompt that leaves no room for a completion: 'error' names the record, 'skip' drops and counts it."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """'auto': the tokenizer's chat template for messages records when it has one; 'always': also wrap
+    plain prompts as a user turn; 'never': plain text only."""
+
+
+@dataclasses.dataclass
+class SFTConfig:
+    """`tether sft`: masked cross-entropy on demonstrations (InstructGPT stage 1)."""
+
+    model: str
+    """Hugging Face causal LM to fine-tune: a local directory (config.json, weights, tokenizer) or a name."""
+    data: SFTDataConfig
+    """Training and test data."""
+    tokenizer: str | None = None
+    """Tokenizer directory or name when it differs from the model's."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Weights' dtype while training; float32 gives exact CPU resume, 'auto' keeps the saved dtype."""
+    seed: int = 0
+    """Seeds data order, dropout and everything random; the same seed gives the same weights on CPU."""
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-4, epochs=3.0))
+    """Optimisation, schedule, logging and checkpoints."""
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):
+    """Build a `cls` config from a YAML file (optional) and `key=value` overrides, validating both."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+    for item in overrides or []:
+        key, value = parse_override(cls, item)
+        _set_dotted(raw, key, value)
+    return from_dict(cls, raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file, without the provenance section `dump_config` adds."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise TetherError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise TetherError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TetherError(f"{path}: a config must be a mapping of keys to values, got {type(data).__name__}")
+    data.pop(PROVENANCE_KEY, None)
+    return data
+
+
+def parse_override(cls: type, item: str) -> tuple[str, Any]:
+    """`"train.lr=3e-4"` → `("train.lr", 0.0003)`, typed by the field the dotted key names."""
+    if "=" not in item:
+        raise TetherError(f"override {item!r} is not of the form key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    hint = _field_type(cls, key)
+    return key, _parse_text(key, text, hint)
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = ""):
+    """Validate a nested mapping against the dataclass `cls` and build it (missing keys take defaults)."""
+    if not isinstance(raw, dict):
+        raise TetherError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise TetherError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name in raw:
+            kwargs[name] = _check(key, raw[name], hints[name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if dataclasses.is_dataclass(hints[name]):
+                kwargs[name] = _check(key, {}, hints[name])  # a section whose own keys may be required
+            else:
+                raise TetherError(f"missing required config key {key}")
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """The config as plain nested dicts/lists (what config.yaml holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def _field_type(cls: type, dotted: str):
+    hint: Any = cls
+    for i, part in enumerate(dotted.split(".")):
+        if not dataclasses.is_dataclass(hint):
+            parent = ".".join(dotted.split(".")[:i])
+            raise TetherError(f"unknown config key {dotted} ({parent} has no fields)")
+        hints = typing.get_type_hints(hint)
+        if part not in hints:
+            raise TetherError(f"unknown config key {dotted} (known: {', '.join(sorted(hints))})")
+        hint = hints[part]
+    return hint
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _parse_text(key: str, text: str, hint) -> Any:
+    """Turn an override's text into a value for a field of type `hint` (checked later by `_check`)."""
+    text = text.strip()
+    if hint is str:
+        return text
+    if _optional_inner(hint) is str:
+        return None if text.lower() in ("null", "none", "~") else text
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        raise TetherError(f"config key {key}: cannot parse {text!r}") from None
+    return value
+
+
+def _optional_inner(hint):
+    """X for `X | None`, else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0]
+    return None
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check(key: str, value: Any, hint) -> Any:
+    """`value` converted to `hint`, or TetherError naming `key`."""
+    bad = TetherError(f"config key {key}: expected {_type_name(hint)}, got {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value if value is not None else {}, prefix=key + ".")
+    inner = _optional_inner(hint)
+    if inner is not None:
+        return None if value is None else _check(key, value, inner)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise TetherError(f"config key {key}: {value!r} is not one of {choices}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        (item,) = typing.get_args(hint)
+        return [_check(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TetherError(f"config key {key}: unsupported field type {hint!r}")  # a bug in a config class
+
+
+# ------------------------------------------------------------------------------------------------ dumping
+
+
+def dump_config(cfg, run_dir: str | Path, data_files: list[str | None] | None = None) -> Path:
+    """Write the resolved `cfg` and its provenance to RUN/config.yaml; returns the path.
+
+    Provenance: versions of tether, torch and transformers, the git commit of the tether source when it is
+    a git checkout, and the sha256 of each data file (so a run can be matched to the data it saw).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = to_dict(cfg)
+    doc[PROVENANCE_KEY] = provenance(data_files or [])
+    path = run_dir / "config.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def provenance(data_files: list[str | None]) -> dict[str, Any]:
+    """Versions, git commit and data hashes, for the record."""
+    import torch
+    import transformers
+
+    import tether
+
+    return {
+        "tether_version": str(tether.__version__),
+        "torch_version": str(torch.__version__),
+        "transformers_version": str(transformers.__version__),
+        "git_commit": git_commit(),
+        "data_sha256": {str(p): sha256_file(p) for p in data_files if p},
+    }
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout tether runs from (with '+dirty' for local changes); None outside git."""
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src, capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -1,0 +1,387 @@
+"""JSONL datasets, tokenisation and collators: the one data path of lab and real data.
+
+Formats (one JSON object per line; blank lines are ignored):
+- SFT: {"prompt": str, "completion": str} or {"messages": [{"role", "content"}, ...]} whose last message is
+  the assistant's (the completion; the messages before it are the prompt, so only the last turn is trained).
+- preferences: {"prompt", "chosen", "rejected"}; prompt is a string or a messages list, chosen/rejected
+  strings.
+- prompts: {"prompt"} (string or messages) plus any metadata (kept in `PromptExample.meta`).
+
+Every problem raises `DataError(path, line, problem)`, so the message starts with `path:line:`.
+
+Tokenisation: the prompt and the completion are tokenised separately and concatenated, then EOS is appended,
+so the prompt's ids are exactly what a policy is conditioned on when it samples. A messages prompt goes
+through the tokenizer's chat template when it has one (`chat_template="auto"`), a string prompt only when
+asked (`"always"`); without a template, messages are rendered as "Role: content" paragraphs ending in
+"Assistant:". Collators return input_ids, attention_mask and loss_mask (1 on completion tokens, EOS included).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tether.errors import DataError, TetherError
+
+log = logging.getLogger(__name__)
+
+Prompt = str | list[dict[str, str]]  # text, or chat messages [{"role", "content"}, ...]
+
+
+@dataclass
+class SFTExample:
+    prompt: Prompt
+    completion: str
+    path: str
+    line: int
+
+
+@dataclass
+class PreferenceExample:
+    prompt: Prompt
+    chosen: str
+    rejected: str
+    path: str
+    line: int
+
+
+@dataclass
+class PromptExample:
+    prompt: Prompt
+    meta: dict[str, Any]
+    path: str
+    line: int
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; DataError on unreadable files and bad JSON."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise DataError(path, None, f"cannot read: {e.strerror}") from None
+    with f:
+        n = 0
+        for line_no, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(path, line_no, f"malformed JSON: {e.msg} at column {e.colno}") from None
+            if not isinstance(obj, dict):
+                raise DataError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
+            n += 1
+            yield line_no, obj
+    if n == 0:
+        raise DataError(path, None, "no records")
+
+
+def _text(path, line, obj, key) -> str:
+    if key not in obj:
+        raise DataError(path, line, f"missing column {key!r} (columns: {', '.join(sorted(obj))})")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataError(path, line, f"column {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _nonempty(path, line, obj, key) -> str:
+    value = _text(path, line, obj, key)
+    if not value.strip():
+        raise DataError(path, line, f"empty {key}")
+    return value
+
+
+def _messages(path, line, value, key) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise DataError(path, line, f"column {key!r} must be a non-empty list of messages")
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DataError(path, line, f"{key}[{i}] must be an object with string 'role' and 'content'")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _prompt(path, line, obj) -> Prompt:
+    if "prompt" not in obj:
+        raise DataError(path, line, f"missing column 'prompt' (columns: {', '.join(sorted(obj))})")
+    if isinstance(obj["prompt"], list):
+        return _messages(path, line, obj["prompt"], "prompt")
+    return _text(path, line, obj, "prompt")
+
+
+def load_sft(path: str | Path) -> list[SFTExample]:
+    """Demonstrations: prompt/completion or messages records."""
+    out = []
+    for line, obj in read_jsonl(path):
+        if "messages" in obj:
+            msgs = _messages(path, line, obj["messages"], "messages")
+            last = msgs[-1]
+            if last["role"] != "assistant":
+                raise DataError(path, line, f"the last message must be the assistant's, got {last['role']!r}")
+            if not last["content"].strip():
+                raise DataError(path, line, "empty completion (last assistant message)")
+            out.append(SFTExample(msgs[:-1], last["content"], str(path), line))
+        elif "prompt" in obj or "completion" in obj:
+            prompt = _prompt(path, line, obj)
+            completion = _text(path, line, obj, "completion")
+            if not completion.strip():
+                raise DataError(path, line, "empty completion")
+            out.append(SFTExample(prompt, completion, str(path), line))
+        else:
+            cols = ", ".join(sorted(obj))
+            problem = f"missing columns: need 'prompt' and 'completion', or 'messages' (columns: {cols})"
+            raise DataError(path, line, problem)
+    return out
+
+
+def load_preferences(path: str | Path) -> list[PreferenceExample]:
+    """Preference pairs: prompt (text or messages), chosen, rejected."""
+    out = []
+    for line, obj in read_jsonl(path):
+        prompt = _prompt(path, line, obj)
+        chosen = _nonempty(path, line, obj, "chosen")
+        rejected = _nonempty(path, line, obj, "rejected")
+        out.append(PreferenceExample(prompt, chosen, rejected, str(path), line))
+    return out
+
+
+def load_prompts(path: str | Path) -> list[PromptExample]:
+    """Prompts for sampling; every other column is kept as metadata (e.g. for a gold reward)."""
+    out = []
+    for line, obj in read_jsonl(path):
+        prompt = _prompt(path, line, obj)
+        meta = {k: v for k, v in obj.items() if k != "prompt"}
+        out.append(PromptExample(prompt, meta, str(path), line))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+
+
+def eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise TetherError("the tokenizer has no EOS token; tether needs one to end completions")
+    return int(tokenizer.eos_token_id)
+
+
+def pad_id(tokenizer) -> int:
+    """The pad id, falling back to EOS (padding is masked out, so its value never matters)."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else eos_id(tokenizer)
+
+
+def render_plain(messages: list[dict[str, str]]) -> str:
+    """A template-free rendering of messages: "Role: content" paragraphs, then "Assistant:"."""
+    turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join([*turns, "Assistant:"])
+
+
+def encode_prompt(tokenizer, prompt: Prompt, chat_template: str = "auto") -> list[int]:
+    """Prompt ids, with the tokenizer's special tokens (e.g. BOS) and the chat template where it applies."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    use = chat_template == "always" or (chat_template == "auto" and isinstance(prompt, list) and has_template)
+    if use:
+        if not has_template:
+            raise TetherError("chat_template is 'always' but the tokenizer has no chat template")
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])  # the template has its specials
+    text = render_plain(prompt) if isinstance(prompt, list) else prompt
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if ids and ids[-1] == tokenizer.eos_token_id:  # a post-processor that appends EOS to every text
+        ids = ids[:-1]
+    return ids
+
+
+def encode_nonempty_prompt(tokenizer, ex, chat_template: str) -> list[int]:
+    """`encode_prompt`, with BOS standing in for a prompt that has no tokens (the first response token needs
+    a position to be predicted from); DataError when the tokenizer has no BOS either."""
+    ids = encode_prompt(tokenizer, ex.prompt, chat_template)
+    if ids:
+        return ids
+    if tokenizer.bos_token_id is None:
+        raise DataError(ex.path, ex.line, "the prompt has no tokens and the tokenizer no BOS to stand in")
+    return [int(tokenizer.bos_token_id)]
+
+
+def encode_completion(tokenizer, text: str) -> list[int]:
+    """Completion ids without special tokens, then EOS."""
+    return [*tokenizer(text, add_special_tokens=False)["input_ids"], eos_id(tokenizer)]
+
+
+@dataclass
+class SFTTokens:
+    prompt_ids: list[int]
+    completion_ids: list[int]  # EOS included (unless the completion was cut at max_length)
+
+
+@dataclass
+class PairTokens:
+    prompt_ids: list[int]
+    chosen_ids: list[int]  # EOS included
+    rejected_ids: list[int]
+
+
+@dataclass
+class PromptTokens:
+    prompt_ids: list[int]
+    example: PromptExample
+
+
+@dataclass
+class Skips:
+    """Counts of records dropped (opt-in) or cut while tokenising, for the log and metrics."""
+
+    skipped: int = 0
+    truncated: int = 0
+    first: list[str] = field(default_factory=list)  # "path:line" of the first few skipped records
+
+    def add_skip(self, path, line):
+        self.skipped += 1
+        if len(self.first) < 3:
+            self.first.append(f"{path}:{line}")
+
+    def report(self, what: str) -> None:
+        if self.skipped:
+            log.warning("skipped %d %s (too long), first at %s", self.skipped, what, ", ".join(self.first))
+        if self.truncated:
+            log.warning("cut %d %s to fit the maximum length", self.truncated, what)
+
+
+def _check_prompt_length(ex, n: int, limit: int, too_long: str, skips: Skips, what: str) -> bool:
+    """True to keep the record; raises in 'error' mode, counts in 'skip' mode."""
+    if n < limit:
+        return True
+    if too_long == "skip":
+        skips.add_skip(ex.path, ex.line)
+        return False
+    problem = f"prompt is {n} tokens, leaving no room for {what} in max_length {limit}"
+    raise DataError(ex.path, ex.line, problem + " (drop the record or opt in to skipping: too_long=skip)")
+
+
+def tokenize_sft(
+    examples: Sequence[SFTExample], tokenizer, max_length: int, too_long: str = "error",
+    chat_template: str = "auto",
+) -> tuple[list[SFTTokens], Skips]:
+    """Prompt and completion ids per example; completions are cut so that the total fits max_length."""
+    out, skips = [], Skips()
+    for ex in examples:
+        p = encode_nonempty_prompt(tokenizer, ex, chat_template)
+        c = encode_completion(tokenizer, ex.completion)
+        if not _check_prompt_length(ex, len(p), max_length, too_long, skips, "a completion"):
+            continue
+        if len(p) + len(c) > max_length:
+            c = c[: max_length - len(p)]
+            skips.truncated += 1
+        out.append(SFTTokens(p, c))
+    skips.report("SFT records")
+    return out, skips
+
+
+def tokenize_preferences(
+    examples: Sequence[PreferenceExample], tokenizer, max_length: int, too_long: str = "error",
+    chat_template: str = "auto",
+) -> tuple[list[PairTokens], Skips]:
+    """Prompt, chosen and rejected ids per pair; responses are cut so that prompt + response fits."""
+    out, skips = [], Skips()
+    for ex in examples:
+        p = encode_nonempty_prompt(tokenizer, ex, chat_template)
+        if not _check_prompt_length(ex, len(p), max_length, too_long, skips, "a response"):
+            continue
+        room = max_length - len(p)
+        chosen, rejected = encode_completion(tokenizer, ex.chosen), encode_completion(tokenizer, ex.rejected)
+        if len(chosen) > room or len(rejected) > room:
+            skips.truncated += 1
+        out.append(PairTokens(p, chosen[:room], rejected[:room]))
+    skips.report("preference pairs")
+    return out, skips
+
+
+def tokenize_prompts(
+    examples: Sequence[PromptExample], tokenizer, max_prompt_length: int, too_long: str = "error",
+    chat_template: str = "auto",
+) -> tuple[list[PromptTokens], Skips]:
+    """Prompt ids; a prompt longer than max_prompt_length is an error, a counted skip, or
+    (too_long="truncate") cut from the left, keeping the end that the response follows."""
+    out, skips = [], Skips()
+    for ex in examples:
+        p = encode_nonempty_prompt(tokenizer, ex, chat_template)
+        if len(p) > max_prompt_length:
+            if too_long == "truncate":
+                p = p[-max_prompt_length:]
+                skips.truncated += 1
+            elif too_long == "skip":
+                skips.add_skip(ex.path, ex.line)
+                continue
+            else:
+                raise DataError(ex.path, ex.line, f"prompt is {len(p)} tokens, longer than max_prompt_length "
+                                f"{max_prompt_length} (opt in with too_long=skip or too_long=truncate)")
+        out.append(PromptTokens(p, ex))
+    skips.report("prompts")
+    return out, skips
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+def pad(seqs: Sequence[Sequence[int]], pad_value: int, side: str = "right") -> tuple[torch.Tensor, ...]:
+    """Pad id lists to one length: (ids, mask), both (B, T) long; mask is 1 on real tokens."""
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if not s:
+            continue
+        sl = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+        ids[i, sl] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def collate_completions(
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    pad_value: int,
+    side: str = "right",
+) -> dict[str, torch.Tensor]:
+    """Rows prompt + completion: input_ids, attention_mask and loss_mask (1 on completion tokens), (B, T)."""
+    ids, attn = pad([[*p, *c] for p, c in zip(prompts, completions, strict=True)], pad_value, side)
+    flags, _ = pad([[0] * len(p) + [1] * len(c) for p, c in zip(prompts, completions, strict=True)], 0, side)
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": flags}
+
+
+def collate_sft(items: Sequence[SFTTokens], pad_value: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """An SFT batch: input_ids, attention_mask, loss_mask, each (B, T)."""
+    prompts, completions = [x.prompt_ids for x in items], [x.completion_ids for x in items]
+    return collate_completions(prompts, completions, pad_value, side)
+
+
+def collate_pairs(items: Sequence[PairTokens], pad_value: int, side: str = "right") -> dict[str, Tensor]:
+    """A preference batch of 2B rows, the B chosen rows first, then the B rejected rows in the same order."""
+    prompts = [x.prompt_ids for x in items] * 2
+    responses = [x.chosen_ids for x in items] + [x.rejected_ids for x in items]
+    return collate_completions(prompts, responses, pad_value, side)
+
+
+def collate_prompts(items: Sequence[PromptTokens], pad_value: int) -> dict[str, torch.Tensor]:
+    """Left-padded prompts for sampling: input_ids and attention_mask, (B, P)."""
+    ids, mask = pad([x.prompt_ids for x in items], pad_value, side="left")
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, (B, T) → (B, T): a left-padded row starts at 0 at its first
+    real token, exactly as it would unpadded (padding positions get 0; they are masked anyway)."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.clamp(min=0)

@@ -1,0 +1,160 @@
+"""Batched sampling from a Hugging Face causal LM with a KV cache → `Rollout`.
+
+    batch = collate_prompts(prompts, pad_id)                      # left-padded (B, P)
+    r = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=32,
+               eos_token_id=tok.eos_token_id, pad_token_id=pad_id, temperature=1.0, top_p=1.0,
+               generator=torch.Generator().manual_seed(0))
+
+Left padding: position ids count real tokens only (`tether.data.position_ids`), so a padded row is
+computed exactly as it would be alone; each new token takes the next position of its own row.
+Each step draws one uniform number per row from `generator` (a CPU generator, whatever the model's
+device) and inverts the CDF of the (temperature-scaled, top-p-truncated) next-token distribution, so a
+seed fixes the samples. A row stops at its EOS (kept, mask 1); later positions hold the pad id with mask 0.
+
+Log-probs are those of the temperature-scaled distribution softmax(logits / T) at the sampled token —
+what `score_responses` recomputes with a forward pass, so the PPO ratio is 1 before an update. Top-p
+only restricts which tokens can be drawn; it does not renormalise the recorded log-probs. With T ≠ 1 a KL
+computed from them is the KL of the sampling distribution. T = 0 means greedy decoding, with log-probs at
+T = 1.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from tether.data import position_ids
+from tether.losses import token_logprobs
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # (B, P) left-padded
+    prompt_mask: torch.Tensor  # (B, P) 1 on prompt tokens
+    response_ids: torch.Tensor  # (B, R) right-padded with the pad id
+    response_mask: torch.Tensor  # (B, R) 1 on response tokens, EOS included
+    logprobs: torch.Tensor  # (B, R) float32 sampling log-probs; 0 where response_mask is 0
+    ended: torch.Tensor  # (B,) bool: the response ends with EOS (False: cut at max_new_tokens)
+    temperature: float
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """Prompt then response, (B, P + R)."""
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, P + R): 1 on prompt and response tokens."""
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1).long()
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        """(B,) response tokens per row, EOS included."""
+        return self.response_mask.sum(-1)
+
+
+def _draw(logits: torch.Tensor, temperature: float, top_p: float, generator) -> tuple[torch.Tensor, ...]:
+    """One token per row from next-token logits (B, V) → (tokens (B,), log-probs (B,))."""
+    if temperature == 0:
+        token = logits.argmax(-1)  # (B,)
+        return token, F.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
+    logp_all = F.log_softmax(logits / temperature, -1)  # (B, V)
+    probs, order = logp_all.exp().sort(dim=-1, descending=True, stable=True)  # (B, V)
+    if top_p < 1.0:
+        before = probs.cumsum(-1) - probs  # mass of the more likely tokens
+        probs = torch.where(before < top_p, probs, torch.zeros_like(probs))  # the most likely always stays
+    cdf = probs.cumsum(-1)  # (B, V)
+    u = torch.rand(logits.shape[0], generator=generator, dtype=torch.float64).to(logits.device)
+    u = (u * cdf[:, -1].double()).to(cdf.dtype)  # (B,) uniform on [0, kept mass)
+    idx = torch.searchsorted(cdf, u[:, None], right=True)  # first position whose CDF exceeds u, (B, 1)
+    last_kept = (probs > 0).sum(-1, keepdim=True) - 1  # rounding must not step past the kept tokens
+    token = order.gather(-1, torch.minimum(idx, last_kept)).squeeze(-1)  # (B,)
+    return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
+
+
+def _cache_argument(model) -> str:
+    """The name under which forward() takes the KV cache: `cache` in recent transformers, else the older
+    `past_key_values`."""
+    inner = getattr(model, "module", model)  # a DDP-wrapped model forwards its keyword arguments as they are
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _cache_of(out):
+    cache = out.get("cache")
+    return cache if cache is not None else out.get("past_key_values")
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample up to `max_new_tokens` per left-padded prompt (B, P), reusing the KV cache."""
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    attn = prompt_mask.long()  # (B, P)
+    if not bool(attn.sum(-1).gt(0).all()):
+        raise ValueError("every prompt needs at least one token")
+    was_training = model.training
+    model.eval()
+    B, device = prompt_ids.shape[0], prompt_ids.device
+    cache_arg = _cache_argument(model)
+    pos = position_ids(attn)  # (B, P)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+    next_pos = pos[:, -1:] + 1  # (B, 1): rows are left-padded, so the last column is each row's last token
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    tokens, logps, masks = [], [], []
+    for t in range(max_new_tokens):
+        token, logp = _draw(out.logits[:, -1].float(), temperature, top_p, generator)  # (B,), (B,)
+        active = ~finished
+        tokens.append(torch.where(active, token, torch.full_like(token, pad_token_id)))
+        logps.append(torch.where(active, logp, torch.zeros_like(logp)))
+        masks.append(active)
+        finished = finished | (active & (token == eos_token_id))
+        if bool(finished.all()) or t == max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # (B, P + t + 1)
+        cache = {cache_arg: _cache_of(out)}
+        out = model(input_ids=tokens[-1][:, None], attention_mask=attn, position_ids=next_pos, use_cache=True,
+                    **cache)
+        next_pos = next_pos + 1
+    model.train(was_training)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask.long(),
+        response_ids=torch.stack(tokens, 1),  # (B, R)
+        response_mask=torch.stack(masks, 1).long(),  # (B, R)
+        logprobs=torch.stack(logps, 1),  # (B, R)
+        ended=finished,
+        temperature=temperature,
+    )
+
+
+def response_logits(model, rollout: Rollout) -> torch.Tensor:
+    """Logits that predict each response token, (B, R, V), from one forward pass over prompt + response."""
+    attn = rollout.attention_mask  # (B, P + R)
+    logits = model(input_ids=rollout.input_ids, attention_mask=attn, position_ids=position_ids(attn)).logits
+    P = rollout.prompt_ids.shape[1]
+    return logits[:, P - 1 : -1]  # logits[:, P - 1 + t] predicts response token t
+
+
+def score_responses(model, rollout: Rollout, temperature: float | None = None) -> torch.Tensor:
+    """Log-probs of the response tokens under `model` at `temperature` (default: the rollout's; 0 → 1),
+    (B, R), 0 where the response mask is 0. Gradients flow when called outside no_grad."""
+    t = rollout.temperature if temperature is None else temperature
+    logits = response_logits(model, rollout).float()
+    lp = token_logprobs(logits / (t if t > 0 else 1.0), rollout.response_ids)  # (B, R)
+    return lp * rollout.response_mask

@@ -1,0 +1,1 @@
+"""Training stages: each is data → loss (from tether.losses) → optimizer, on the shared loop in base.py."""

@@ -1,0 +1,393 @@
+"""The shared training loop: one `Loop` that every trainer stands on.
+
+A `Loop` owns what is the same in every stage: the `accelerate.Accelerator`, the AdamW optimizer, the
+learning-rate schedule with warm-up, gradient accumulation and clipping, the NaN/inf guard, metrics
+(RUN/metrics.jsonl), checkpoints (RUN/checkpoints/step-N/), resume and SIGTERM. It holds no loss math: a
+trainer computes its loss with `tether.losses` and hands it over. The pieces:
+
+    loop = Loop(cfg.train, run_dir, model, tokenizer, total_steps=N)
+    extra = loop.resume(path)              # optional: weights, optimizer, scheduler, RNG, counters
+    with loop.running():                   # SIGTERM handler + progress bar
+        for each optimizer step:
+            for i, micro in enumerate(micro_batches):
+                with loop.accumulate(sync=i == last):   # skips the gradient all-reduce until the last
+                    loss, metrics = loss_fn(loop.model, micro)
+                    loop.backward(loss)                  # loss already divided by the step's total count
+            info = loop.optimizer_step()   # clip, guard, step, schedule; {"grad_norm", "lr", "skipped"}
+            loop.log({"loss": ..., **info})
+            if loop.due(loop.cfg.save_every) or loop.stop_requested: loop.save(extra={...})
+
+Supervised trainers (SFT, RM, DPO) use the data-iterating driver in `tether.trainers.supervised`; PPO-style
+trainers call the same pieces from their own iteration (rollout, then several epochs over minibatches),
+passing their iteration counter and controller state as `extra` to `save`.
+
+Counting: `state.step` counts optimizer steps attempted, skipped ones included (the data moves on); the
+scheduler advances only on applied steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from tether.config import LoopConfig
+from tether.errors import TetherError
+from tether.trainers import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after SIGTERM once a checkpoint is written; resume with `--resume`."""
+
+    def __init__(self, checkpoint: Path):
+        super().__init__(f"interrupted by SIGTERM; checkpoint saved at {checkpoint} (continue with --resume)")
+        self.checkpoint = checkpoint
+
+
+class TrainingDiverged(TetherError):
+    """Too many consecutive non-finite steps; no checkpoint is written, the last good one stays."""
+
+
+@dataclasses.dataclass
+class LoopState:
+    step: int = 0  # optimizer steps attempted (applied + skipped)
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient, in total
+    bad_streak: int = 0  # consecutive skipped steps up to now
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr at scheduler step `step` (0-based count of applied steps).
+
+    Warm-up: (step + 1) / warmup_steps, so the first update already moves (lr/warmup_steps); then constant,
+    linear to 0, or half a cosine to 0 at `total_steps`.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise TetherError(f"unknown learning-rate schedule {schedule!r}")
+
+
+class MetricsLog:
+    """RUN/metrics.jsonl: one flat JSON object per line, flushed at once (only the main process writes)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+
+    def count(self) -> int:
+        """Records written so far (saved with each checkpoint)."""
+        if not (self.enabled and self.path.is_file()):
+            return 0
+        return sum(1 for ln in self.path.read_text().splitlines() if ln.strip())
+
+    def truncate(self, n_records: int) -> None:
+        """Keep the first `n_records` (those written before the checkpoint a run resumes from)."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in lines[:n_records]))
+        tmp.replace(self.path)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.item() if x.numel() == 1 else x.tolist()
+    return x
+
+
+class Loop:
+    """Optimizer, schedule, accumulation, clipping, NaN guard, metrics and checkpoints for one run.
+
+    model: the trained model (saved HF-loadable at the checkpoint's root); extra_models: more trained modules
+    (e.g. {"value": critic}), saved in sub-directories and optimised by the same AdamW; total_steps: optimizer
+    steps of the whole run, for the schedule.
+    """
+
+    def __init__(
+        self,
+        cfg: LoopConfig,
+        run_dir: str | Path,
+        model: torch.nn.Module,
+        tokenizer=None,
+        *,
+        total_steps: int,
+        extra_models: dict[str, torch.nn.Module] | None = None,
+    ):
+        self.cfg, self.run_dir, self.tokenizer = cfg, Path(run_dir), tokenizer
+        self.total_steps = total_steps
+        self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+        self.is_main = self.accelerator.is_main_process
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.checkpoints = self.run_dir / "checkpoints"
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_partial(self.checkpoints)
+
+        names = ["model", *(extra_models or {})]
+        modules = [model, *(extra_models or {}).values()]
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        betas = tuple(cfg.betas)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        *prepared, self.optimizer = self.accelerator.prepare(*modules, optimizer)
+        self.models = dict(zip(names, prepared, strict=True))
+        self.model = self.models["model"]
+        self.params = [p for m in prepared for p in m.parameters() if p.requires_grad]
+        # Stepped by hand once per applied update (accelerate's wrapper would step it once per process).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer.optimizer,
+            lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.schedule),
+        )
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
+        self.state = LoopState()
+        self.stop_requested = False
+        self.bar = None
+        self._bad_loss = False
+
+    # -------------------------------------------------------------------------------------- one step
+
+    @contextlib.contextmanager
+    def accumulate(self, sync: bool = True):
+        """Wrap forward + backward of one micro-batch; sync=False defers the cross-process gradient sum."""
+        if sync or self.world == 1:
+            yield
+        else:
+            with self.accelerator.no_sync(self.model):
+                yield
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Add this micro-batch's gradients; a non-finite loss marks the whole step to be skipped.
+
+        The trainer divides the loss by the step's total count (tokens, pairs), so gradients sum to those of
+        the step's mean loss however the step is split into micro-batches and processes.
+        """
+        if not torch.isfinite(loss.detach()).all():
+            self._bad_loss = True
+        self.accelerator.backward(loss)
+
+    def optimizer_step(self) -> dict[str, float]:
+        """Clip, check, update and advance the schedule; or skip the step if the loss/gradient is not finite.
+
+        Returns {"grad_norm", "lr", "skipped"}; raises TrainingDiverged after `max_bad_steps` skips in a row.
+        """
+        lr = self.scheduler.get_last_lr()[0]
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = self.accelerator.clip_grad_norm_(self.params, max_norm)
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        bad_loss = self._any_process(self._bad_loss)
+        skipped = bad_loss or not math.isfinite(grad_norm)
+        self.state.step += 1
+        if skipped:
+            self.state.skipped += 1
+            self.state.bad_streak += 1
+            reason = "non-finite loss" if bad_loss else "non-finite gradient"
+            log.warning("step %d skipped: %s (%d in a row)", self.state.step, reason, self.state.bad_streak)
+            self.metrics.write({"step": self.state.step, "kind": "skip", "reason": reason,
+                                "bad_streak": self.state.bad_streak})
+        else:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.bad_streak = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        self._bad_loss = False
+        if self.state.bad_streak >= self.cfg.max_bad_steps:
+            latest = ckpt.find_latest(self.checkpoints)
+            raise TrainingDiverged(
+                f"stopped at step {self.state.step}: {self.state.bad_streak} consecutive steps had a "
+                "non-finite loss or gradient (lower train.lr or check the data); "
+                f"last good checkpoint: {latest or 'none'}"
+            )
+        return {"grad_norm": grad_norm, "lr": lr, "skipped": float(skipped)}
+
+    def _any_process(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
+
+    # -------------------------------------------------------------------------------------- metrics
+
+    def reduce_mean(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Numbers averaged over processes (identity with one process)."""
+        out = {k: _plain(v) for k, v in metrics.items()}
+        if self.world == 1:
+            return out
+        keys = [k for k, v in out.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+        t = torch.tensor([float(out[k]) for k in keys], device=self.accelerator.device)
+        t = self.accelerator.reduce(t, reduction="mean")
+        out.update(zip(keys, t.tolist(), strict=True))
+        return out
+
+    def log(self, metrics: dict[str, Any], kind: str = "train", step: int | None = None) -> None:
+        """Append {"step", "kind", **metrics} to metrics.jsonl (main process) and show it on the bar."""
+        record = {"step": self.state.step if step is None else step, "kind": kind}
+        record.update({k: _plain(v) for k, v in metrics.items()})
+        self.metrics.write(record)
+        if self.bar is not None and kind == "train" and "loss" in record:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+
+    def due(self, every: int) -> bool:
+        """True when `every` > 0 and the current step is a multiple of it."""
+        return every > 0 and self.state.step % every == 0
+
+    # -------------------------------------------------------------------------------------- running
+
+    @contextlib.contextmanager
+    def running(self, total: int | None = None, initial: int | None = None, desc: str | None = None):
+        """SIGTERM sets `stop_requested` (the driver saves and stops at the next step boundary) and a tqdm
+        bar counts steps (or the driver's own units: `total`, `initial`)."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.bar = tqdm(
+            total=self.total_steps if total is None else total,
+            initial=self.state.step if initial is None else initial,
+            desc=desc, disable=not (self.is_main and self.cfg.progress), dynamic_ncols=True,
+        )
+        try:
+            yield self
+        finally:
+            self.bar.close()
+            self.bar = None
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        log.warning("SIGTERM: saving a checkpoint at the end of this step")
+        self.stop_requested = True
+
+    def should_stop(self) -> bool:
+        """Whether any process was asked to stop (SIGTERM)."""
+        return self._any_process(self.stop_requested)
+
+    # -------------------------------------------------------------------------------------- checkpoints
+
+    def save(self, extra: dict[str, Any] | None = None) -> Path:
+        """Write RUN/checkpoints/step-N atomically (see tether.trainers.checkpoint); keeps the last k.
+
+        `extra`: the trainer's own state (data position, PPO iteration, KL controller...), plain values or
+        tensors, returned by `resume`.
+        """
+        acc, step = self.accelerator, self.state.step
+        tmp = ckpt.tmp_dir(self.checkpoints, step)
+        if self.is_main:
+            ckpt.begin(self.checkpoints, step)
+        acc.wait_for_everyone()
+        ckpt.save_rng(tmp, self.rank)
+        for name, module in self.models.items():
+            state_dict = acc.get_state_dict(module)  # gathers shards under FSDP/DeepSpeed: all processes
+            if self.is_main:
+                save_module(acc.unwrap_model(module), tmp if name == "model" else tmp / name, state_dict)
+        if self.is_main:
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "loop": dataclasses.asdict(self.state),
+                "extra": extra or {},
+                "world": self.world,
+                "metrics_records": self.metrics.count(),
+            }
+            torch.save(state, tmp / ckpt.STATE_FILE)
+        acc.wait_for_everyone()
+        final = ckpt.step_dir(self.checkpoints, step)
+        if self.is_main:
+            ckpt.commit(self.checkpoints, step)
+            ckpt.prune(self.checkpoints, self.cfg.keep_last)
+            log.info("checkpoint %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        return ckpt.find_latest(self.checkpoints)
+
+    def resume(self, path: str | Path | None = None) -> dict[str, Any]:
+        """Restore weights, optimizer, scheduler, RNG and counters from `path` (default: the latest complete
+        checkpoint of this run); returns the trainer's `extra`. Metrics written after it are dropped."""
+        path = ckpt.check_complete(path) if path is not None else self.latest_checkpoint()
+        if path is None:
+            raise TetherError(f"nothing to resume: {self.checkpoints} holds no complete checkpoint")
+        state = torch.load(path / ckpt.STATE_FILE, weights_only=True, map_location="cpu")
+        if state.get("world", 1) != self.world:
+            raise TetherError(f"{path} was saved by {state['world']} processes; resume with the same number")
+        for name, module in self.models.items():
+            load_module(self.accelerator.unwrap_model(module), path if name == "model" else path / name)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.state = LoopState(**state["loop"])
+        ckpt.load_rng(path, self.rank)
+        self.metrics.truncate(state["metrics_records"])
+        log.info("resumed from %s (step %d)", path, self.state.step)
+        return state["extra"]
+
+
+# ------------------------------------------------------------------------------------------------ modules
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No transformers progress bars while saving and loading inside a run (they would break tqdm's)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def save_module(module: torch.nn.Module, directory: Path, state_dict=None) -> None:
+    """HF models via save_pretrained (loadable by from_pretrained); other modules as model.safetensors."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(module, "save_pretrained"):
+        with quiet_transformers():
+            module.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+    else:
+        from safetensors.torch import save_model
+
+        save_model(module, str(directory / "model.safetensors"))
+
+
+def load_module(module: torch.nn.Module, directory: Path) -> None:
+    """Load weights written by `save_module` into `module` in place (the optimizer keeps its parameters)."""
+    if hasattr(module, "save_pretrained") and hasattr(type(module), "from_pretrained"):
+        with quiet_transformers():
+            loaded = type(module).from_pretrained(directory, dtype=next(module.parameters()).dtype)
+        module.load_state_dict(loaded.state_dict())
+    else:
+        from safetensors.torch import load_model
+
+        load_model(module, str(directory / "model.safetensors"))

@@ -1,0 +1,149 @@
+"""Supervised fine-tuning (InstructGPT stage 1): demonstrations → `tether.losses.sft_loss` → AdamW.
+
+    run_dir = train_sft(load_config(SFTConfig, "configs/sft.yaml"), "runs/sft")
+
+writes RUN/config.yaml, metrics.jsonl (train loss per step; test_loss and test_perplexity per eval),
+checkpoints/, the final model in RUN/model/ (HF-loadable, with its tokenizer) and summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+
+from tether.config import SFTConfig, dump_config
+from tether.data import SFTTokens, collate_sft, load_sft, pad_id, position_ids, tokenize_sft
+from tether.errors import TetherError
+from tether.losses import sft_loss
+from tether.trainers.base import Loop, quiet_transformers, save_module
+from tether.trainers.supervised import fit, to_device, total_steps
+
+log = logging.getLogger(__name__)
+
+
+class SFTTask:
+    """Masked next-token cross-entropy on completion tokens (EOS included); the unit is a completion token."""
+
+    unit = "tokens"
+
+    def __init__(self, pad_value: int, micro_batch_size: int):
+        self.pad_value, self.micro_batch_size = pad_value, micro_batch_size
+
+    def collate(self, items: Sequence[SFTTokens]) -> dict[str, torch.Tensor]:
+        return collate_sft(items, self.pad_value, side="right")
+
+    def count(self, items: Sequence[SFTTokens]) -> int:
+        return sum(len(x.completion_ids) for x in items)
+
+    def loss(self, model, batch, num_units):
+        ids, attn = batch["input_ids"], batch["attention_mask"]  # (B, T)
+        out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn))
+        logits = out.logits  # (B, T, V)
+        # logits[:, t] predicts ids[:, t + 1]; loss_mask[:, t + 1] is 1 when that is a completion token
+        loss, metrics = sft_loss(logits[:, :-1], ids[:, 1:], batch["loss_mask"][:, 1:], num_tokens=num_units)
+        return loss, {"accuracy": metrics["accuracy"]}
+
+    @torch.no_grad()
+    def evaluate(self, loop: Loop, items: Sequence[SFTTokens]) -> dict[str, float]:
+        """Mean token NLL over the test completions (each process scores its share), and its exp."""
+        model = loop.model
+        was_training = model.training
+        model.eval()
+        mine = items[loop.rank :: loop.world]
+        nll = torch.zeros(2, dtype=torch.float64, device=loop.accelerator.device)  # [summed NLL, tokens]
+        for i in range(0, len(mine), self.micro_batch_size):
+            chunk = mine[i : i + self.micro_batch_size]
+            batch = to_device(self.collate(chunk), loop.accelerator.device)
+            total, _ = self.loss(model, batch, num_units=1.0)  # dividing by 1 leaves the sum
+            nll += torch.tensor([float(total), self.count(chunk)], dtype=torch.float64, device=nll.device)
+        if loop.world > 1:
+            nll = loop.accelerator.reduce(nll, reduction="sum")
+        model.train(was_training)
+        loss = float(nll[0] / nll[1].clamp(min=1))
+        return {"test_loss": loss, "test_perplexity": math.exp(min(loss, 700.0)), "test_tokens": int(nll[1])}
+
+
+def prepare_run_dir(run_dir: Path, resume) -> None:
+    """A new run needs an empty or missing directory; resuming needs the old one."""
+    if resume:
+        if not run_dir.is_dir():
+            raise TetherError(f"cannot resume: {run_dir} does not exist")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+
+
+def load_model(cfg: SFTConfig):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[cfg.dtype]
+    try:
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+    except OSError as e:
+        raise TetherError(f"cannot load the model {cfg.model!r}: {e}") from None
+    return model, tokenizer
+
+
+def save_final(loop: Loop, run_dir: Path) -> Path:
+    """The trained model and tokenizer in RUN/model/, written to a temporary directory and renamed."""
+    final, tmp = run_dir / "model", run_dir / ".tmp-model"
+    state_dict = loop.accelerator.get_state_dict(loop.model)
+    if loop.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_module(loop.accelerator.unwrap_model(loop.model), tmp, state_dict)
+        loop.tokenizer.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.replace(final)
+    loop.accelerator.wait_for_everyone()
+    return final
+
+
+def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False) -> Path:
+    """Fine-tune `cfg.model` on `cfg.data`; returns the run directory.
+
+    resume: True continues from the run's latest checkpoint, a path from that checkpoint. Raises
+    `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
+    """
+    start = time.perf_counter()
+    run_dir = Path(out)
+    prepare_run_dir(run_dir, resume)
+    set_seed(cfg.seed)
+    model, tokenizer = load_model(cfg)
+    d = cfg.data
+    train, _ = tokenize_sft(load_sft(d.train), tokenizer, d.max_length, d.too_long, d.chat_template)
+    test = None
+    if d.test:
+        test, _ = tokenize_sft(load_sft(d.test), tokenizer, d.max_length, d.too_long, d.chat_template)
+    if not train:
+        raise TetherError(f"{d.train}: no training records left after skipping")
+
+    steps = total_steps(cfg.train, len(train))
+    loop = Loop(cfg.train, run_dir, model, tokenizer, total_steps=steps)
+    if loop.is_main:
+        dump_config(cfg, run_dir, [d.train, d.test])
+    task = SFTTask(pad_id(tokenizer), cfg.train.micro_batch_size)
+    last_eval = fit(loop, task, train, test, cfg.seed, resume=resume)
+    model_dir = save_final(loop, run_dir)
+    if loop.is_main:
+        summary = {
+            "stage": "sft",
+            "steps": loop.state.step,
+            "skipped_steps": loop.state.skipped,
+            "train_examples": len(train),
+            **last_eval,
+            "model": str(model_dir),
+            "wall_seconds": time.perf_counter() - start,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return run_dir
