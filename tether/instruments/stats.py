@@ -1,0 +1,39 @@
+"""Small statistics shared by the instruments: every reported rate carries its sample size and interval."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927), 95% by default.
+
+    successes may be fractional (ties counted as half a win). With p̂ = successes/n:
+    centre = (p̂ + z²/2n) / (1 + z²/n), half-width = z·sqrt(p̂(1 − p̂)/n + z²/4n²) / (1 + z²/n).
+    Unlike p̂ ± z·se it stays inside [0, 1] and is sensible at p̂ = 0 or 1 and small n.
+    """
+    if n <= 0:
+        raise ValueError("wilson_interval needs n >= 1")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    p = successes / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Sample mean and its standard error s/√n (s with n − 1); stderr is 0 for a single value."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_stderr needs at least one value")
+    mean = math.fsum(values) / n
+    if n == 1:
+        return mean, 0.0
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
