@@ -1,0 +1,120 @@
+"""evaluate_against_base on tiny models, the terminal table, report.html and the summary schema."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+import tether
+from tether.data import PromptExample, PromptTokens
+from tether.instruments import ScoreJudge
+from tether.instruments.evaluate import decode_responses, evaluate_against_base
+from tether.instruments.report import terminal_table, write_report
+from tether.models import build_tiny_llama, build_word_tokenizer
+from tether.rollout import Rollout
+
+SCHEMA = json.loads((Path(tether.__file__).parent / "summary.schema.json").read_text())
+WORDS = "a b c d e f".split()
+
+
+def _items(prompts):
+    tok = build_word_tokenizer(WORDS)
+    return tok, [
+        PromptTokens(tok(p, add_special_tokens=False)["input_ids"], PromptExample(p, {}, "x", i + 1))
+        for i, p in enumerate(prompts)
+    ]
+
+
+def _length(prompts, responses):
+    return [float(len(r.split())) for r in responses]
+
+
+def test_decode_strips_eos_and_padding():
+    """Row 1: 'a b' + EOS (mask 1 1 1); row 2: 'c' + EOS then a pad (mask 1 1 0)."""
+    tok = build_word_tokenizer(WORDS)
+    a, b, c, eos, pad = 4, 5, 6, 3, 0
+    r = Rollout(
+        torch.tensor([[a], [a]]),
+        torch.ones(2, 1, dtype=torch.long),
+        torch.tensor([[a, b, eos], [c, eos, pad]]),
+        torch.tensor([[1, 1, 1], [1, 1, 0]]),
+        torch.zeros(2, 3),
+        torch.tensor([True, True]),
+        1.0,
+    )
+    assert decode_responses(tok, r) == ["a b", "c"]
+
+
+def test_evaluate_same_model_has_zero_kl_and_rewards_match_samples():
+    """Policy = base: KL(π‖π) = 0 exactly. The mean rewards must be the means of the scorer over the very
+    samples returned, recomputed here independently; n is the number of prompts."""
+    tok, items = _items(["a b", "c d e", "f", "a a"] * 3)
+    model = build_tiny_llama(len(tok), hidden_size=16, num_layers=1, num_heads=2, seed=3)
+    judge = ScoreJudge(_length, "length")
+    res = evaluate_against_base(
+        model,
+        model,
+        tok,
+        items,
+        judge=judge,
+        proxy=_length,
+        gold=None,
+        max_new_tokens=5,
+        seed=0,
+        batch_size=5,
+    )
+    kl, wr = res["instruments"]["kl_from_base"], res["instruments"]["win_rate_vs_base"]
+    assert kl["value"] == pytest.approx(0.0, abs=1e-6) and kl["n"] == 12
+    pol, base = res["samples"]["policy"], res["samples"]["base"]
+    assert res["rewards"]["policy"]["proxy"] == pytest.approx(sum(_length(None, pol.responses)) / 12)
+    assert res["rewards"]["base"]["proxy"] == pytest.approx(sum(_length(None, base.responses)) / 12)
+    assert res["rewards"]["policy"]["gold"] is None
+    wins = sum(
+        1.0 if len(p.split()) > len(b.split()) else 0.5 if len(p.split()) == len(b.split()) else 0.0
+        for p, b in zip(pol.responses, base.responses, strict=True)
+    )
+    assert wr["value"] == pytest.approx(wins / 12) and wr["n"] == 12
+
+
+def _summary():
+    return {
+        "instruments": {
+            "rm_test_accuracy": {"value": 0.71, "n": 400, "threshold": 0.65, "pass": True},
+            "kl_from_base": {"value": 3.2, "stderr": 0.1, "n": 400, "unit": "nats"},
+            "win_rate_vs_base": {
+                "value": 0.66,
+                "ci95": [0.61, 0.7],
+                "n": 400,
+                "judge": "gold",
+                "threshold": 0.5,
+                "pass": True,
+            },
+        },
+        "rewards": {"policy": {"proxy": 1.2, "gold": 0.5}, "base": {"proxy": 0.3, "gold": 0.2}},
+        "beta": 0.05,
+        "wall_seconds": 250.0,
+    }
+
+
+def test_schema_accepts_a_summary_and_rejects_broken_ones():
+    jsonschema.validate(_summary(), SCHEMA)
+    bad = _summary()
+    del bad["instruments"]["win_rate_vs_base"]["ci95"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMA)
+    bad = _summary()
+    bad["instruments"]["kl_from_base"]["unit"] = "bits"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMA)
+
+
+def test_table_and_report_show_verdicts(tmp_path):
+    s = _summary()
+    s["instruments"]["rm_test_accuracy"].update(value=0.6, **{"pass": False})
+    table = terminal_table(s)
+    assert "rm_test_accuracy" in table and "FAIL" in table and "95% CI [0.610, 0.700]" in table
+    path = write_report(tmp_path / "report.html", s, {"reward": ([1, 2, 3], [0.1, 0.5, 0.4])})
+    text = path.read_text()
+    assert "<svg" in text and "class='fail'" in text and "win_rate_vs_base" in text

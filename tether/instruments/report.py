@@ -1,0 +1,139 @@
+"""The run's verdict for people: a terminal table and a self-contained report.html (plots as inline SVG)."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+
+def _num(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
+    """(name, value, detail, verdict) for each instrument, in a fixed order then the rest."""
+    rows = []
+    for name, inst in summary["instruments"].items():
+        value = _num(inst.get("value"))
+        if inst.get("unit"):
+            value += f" {inst['unit']}"
+        detail = []
+        if "stderr" in inst:
+            detail.append(f"± {_num(inst['stderr'])} (stderr)")
+        if "ci95" in inst:
+            lo, hi = inst["ci95"]
+            detail.append(f"95% CI [{_num(lo)}, {_num(hi)}]")
+        if "judge" in inst:
+            detail.append(f"judge {inst['judge']}")
+        if "threshold" in inst:
+            detail.append(f"threshold {_num(inst['threshold'], 2)}")
+        detail.append(f"n={inst.get('n', '-')}")
+        verdict = "" if "pass" not in inst else ("PASS" if inst["pass"] else "FAIL")
+        rows.append((name, value, ", ".join(detail), verdict))
+    return rows
+
+
+def reward_rows(summary: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for kind in ("gold", "proxy"):
+        pol, base = summary["rewards"]["policy"].get(kind), summary["rewards"]["base"].get(kind)
+        if pol is not None or base is not None:
+            rows.append((f"{kind} reward", _num(pol), _num(base)))
+    return rows
+
+
+def terminal_table(summary: dict) -> str:
+    rows = instrument_rows(summary)
+    w0 = max(len("instrument"), *(len(r[0]) for r in rows))
+    w1 = max(len("value"), *(len(r[1]) for r in rows))
+    w2 = max(len("detail"), *(len(r[2]) for r in rows))
+    lines = [f"{'instrument':<{w0}}  {'value':>{w1}}  {'detail':<{w2}}  verdict"]
+    lines += [f"{a:<{w0}}  {b:>{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows]
+    rewards = reward_rows(summary)
+    if rewards:
+        lines.append("")
+        lines.append(f"{'mean reward':<{w0}}  {'policy':>{w1}}  base")
+        lines += [f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rewards]
+    lines.append("")
+    lines.append(f"beta {_num(summary.get('beta'), 4)}   wall time {_num(summary.get('wall_seconds'), 1)} s")
+    return "\n".join(lines)
+
+
+def svg_line_plot(xs: list[float], ys: list[float], title: str, width: int = 420, height: int = 180) -> str:
+    """A minimal line plot as an SVG string (no plotting library needed)."""
+    pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None and math.isfinite(y)]
+    if len(pts) < 2:
+        return f"<p>{html.escape(title)}: not enough points</p>"
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    if y1 == y0:
+        y0, y1 = y0 - 1, y1 + 1
+    pad = 30
+
+    def sx(x):
+        return pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad)
+
+    def sy(y):
+        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+
+    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+    t = html.escape(title)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{t}">'
+        f'<text x="{pad}" y="16" font-size="13">{t}</text>'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<text x="2" y="{sy(y1) + 4:.1f}" font-size="10">{y1:.3g}</text>'
+        f'<text x="2" y="{sy(y0) + 4:.1f}" font-size="10">{y0:.3g}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" font-size="10" text-anchor="end">{x1:.0f}</text>'
+        f'<polyline fill="none" stroke="#1f6feb" stroke-width="1.5" points="{path}"/></svg>'
+    )
+
+
+def metric_series(metrics: list[dict], key: str, x_key: str = "step") -> tuple[list, list]:
+    rows = [m for m in metrics if key in m and m.get(x_key) is not None]
+    return [m[x_key] for m in rows], [m[key] for m in rows]
+
+
+def write_report(
+    path: str | Path,
+    summary: dict,
+    curves: dict[str, tuple[list, list]] | None = None,
+    title: str = "tether run",
+) -> Path:
+    """Self-contained HTML: the instruments table, mean rewards, training curves, the raw summary."""
+    path = Path(path)
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td><td class='{d.lower()}'>{esc(d)}</td></tr>"
+        for a, b, c, d in instrument_rows(summary)
+    )
+    rewards = "".join(
+        f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>" for a, b, c in reward_rows(summary)
+    )
+    plots = "".join(svg_line_plot(xs, ys, name) for name, (xs, ys) in (curves or {}).items())
+    doc = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}td,th{{padding:4px 10px;text-align:left}}
+.pass{{color:#1a7f37;font-weight:bold}}.fail{{color:#cf222e;font-weight:bold}}svg{{margin:6px}}</style></head>
+<body><h1>{esc(title)}</h1>
+<h2>Instruments</h2><table><tr><th>instrument</th><th>value</th><th>detail</th><th>verdict</th></tr>{rows}</table>
+<h2>Mean reward on held-out prompts</h2><table><tr><th></th><th>policy</th><th>base</th></tr>{rewards}</table>
+<p>beta = {esc(_num(summary.get("beta"), 4))}, wall time {esc(_num(summary.get("wall_seconds"), 1))} s</p>
+<h2>Training curves</h2>{plots}
+<h2>summary.json</h2><pre>{esc(json.dumps(summary, indent=2))}</pre>
+</body></html>
+"""
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(doc)
+    tmp.replace(path)
+    return path
