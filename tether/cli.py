@@ -17,6 +17,7 @@ from tether.errors import TetherError
 COMMANDS = [
     ("optimal-policy", "tether.commands.optimal_policy", "closed-form optimum pi* ∝ prior·exp(r/beta)"),
     ("sft", "tether.commands.sft", "supervised fine-tuning on demonstrations"),
+    ("rm", "tether.commands.rm", "Bradley-Terry reward model on preference pairs"),
 ]
 
 

@@ -106,6 +106,50 @@ class SFTConfig:
     """Optimisation, schedule, logging and checkpoints."""
 
 
+@dataclasses.dataclass
+class RMDataConfig:
+    """Preference pairs for the reward model and how they become tokens (tether.data)."""
+
+    train: str
+    """JSONL file of {"prompt", "chosen", "rejected"} pairs to train on (prompt: text or messages)."""
+    test: str | None = None
+    """JSONL file of held-out pairs for pairwise accuracy, margin and calibration; none: no evaluation."""
+    max_length: int = 512
+    """Tokens per row (prompt + response + EOS); longer responses are cut to fit."""
+    too_long: Literal["error", "skip"] = "error"
+    """A prompt that leaves no room for a response: 'error' names the record, 'skip' drops and counts it."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """As in SFT, so that the reward model reads prompts exactly as the policy was trained on them."""
+    use_soft_labels: bool = False
+    """Read each record's "label" (probability that chosen is preferred) and fit it with a soft
+    Bradley-Terry cross-entropy; off: every pair counts as a sure preference for chosen."""
+    margin_field: str | None = None
+    """A numeric column subtracted from r_chosen − r_rejected inside the loss (Llama 2's preference-strength
+    margin: strongly preferred pairs must be separated by more); none: no margin."""
+
+
+@dataclasses.dataclass
+class RMConfig:
+    """`tether rm`: a Bradley-Terry reward model on preference pairs (InstructGPT stage 2)."""
+
+    model: str
+    """The SFT model directory: its trunk is kept, its LM head replaced by a new scalar head."""
+    data: RMDataConfig
+    """Training and test pairs."""
+    tokenizer: str | None = None
+    """Tokenizer directory or name when it differs from the model's."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Weights' dtype while training; float32 gives exact CPU resume, 'auto' keeps the saved dtype."""
+    seed: int = 0
+    """Seeds the new head, data order and dropout; the same seed gives the same weights on CPU."""
+    center_coef: float = 0.0
+    """Adds center_coef·mean((r_chosen + r_rejected)²) to keep rewards near 0 (the loss only sees
+    differences, so their offset would otherwise drift); e.g. 0.01."""
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-4, epochs=1.0))
+    """Optimisation, schedule, logging and checkpoints (InstructGPT trains its reward model for one epoch:
+    more overfits the pairs)."""
+
+
 # ------------------------------------------------------------------------------------------------ loading
 
 

@@ -1,0 +1,186 @@
+"""The reward model: an SFT trunk with a scalar head, stored as a Hugging Face sequence-classification model.
+
+    model, tokenizer = create_reward_model("runs/sft/model")        # trunk from SFT, head new
+    scores = sequence_scores(model, input_ids, attention_mask)      # (B,) reward of each row
+    model, tokenizer = load_reward_model("runs/rm/model")           # a trained one
+    rewards = score_texts(model, tokenizer, prompts, completions)   # list[float], tokenised like the trainers
+
+On disk it is `AutoModelForSequenceClassification` with `num_labels=1` (e.g. `LlamaForSequenceClassification`:
+the causal LM's body plus a bias-free linear `score` head, hidden size → 1), written with `save_pretrained`
+together with the tokenizer, so `from_pretrained` reloads it anywhere.
+
+Creating it from the SFT directory keeps every trunk weight, drops the LM head and initialises the score head
+afresh with the architecture's own initialiser (for Llama, normal with std `initializer_range`, 0.02), drawn
+from torch's global RNG: seed it first for a reproducible head. Initial rewards are therefore small and
+random; the Bradley-Terry loss only sees their differences.
+
+Pooling is done here, not by Hugging Face: its forward takes the last token that is not the pad id, which
+is wrong when pad == EOS (every response ends in EOS). `token_scores` applies the head at every position
+(the trunk run with position ids counted over real tokens, so left padding changes nothing);
+`sequence_scores` takes the score at the last position whose attention mask is 1, under left or right
+padding. A PPO critic initialised from the reward model uses `token_scores` as its per-token values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+
+from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, pad_id, position_ids
+from tether.errors import TetherError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+@contextlib.contextmanager
+def _quiet(errors_only: bool = False):
+    """No transformers progress bars while loading (they would break a run's tqdm bar); `errors_only` also
+    hides its warnings (the load report that lists the new head and the dropped LM head, which we expect)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def create_reward_model(sft_dir: str | Path, tokenizer: str | Path | None = None, dtype: str = "float32"):
+    """(model, tokenizer): the causal LM in `sft_dir` as a one-output sequence classifier with a new head.
+
+    tokenizer: a directory or name when it differs from `sft_dir`; dtype: "float32", "bfloat16" or "auto".
+    `config.pad_token_id` is set from the tokenizer (falling back to EOS), as Hugging Face needs one.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer or sft_dir)
+    try:
+        with _quiet(errors_only=True):
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                sft_dir, num_labels=1, dtype=_DTYPES[dtype], output_loading_info=True
+            )
+    except (OSError, ValueError) as e:
+        raise TetherError(f"cannot load {str(sft_dir)!r} as a reward-model trunk: {e}") from None
+    score_head(model)  # fail early on an architecture without a `score` head
+    trunk_missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("score."))
+    if trunk_missing:  # the head is expected to be new; a new trunk weight means a mismatched checkpoint
+        raise TetherError(f"{sft_dir}: the trunk lacks {len(trunk_missing)} weights, e.g. {trunk_missing[0]}")
+    model.config.pad_token_id = pad_id(tok)
+    log.info("reward model from %s: trunk loaded, score head freshly initialised", sft_dir)
+    return model, tok
+
+
+def load_reward_model(
+    model_dir: str | Path, dtype: str = "float32", device: str | torch.device | None = None
+):
+    """(model, tokenizer) of a saved reward model (RUN/model of `tether rm`), in eval mode."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        with _quiet():
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=_DTYPES[dtype])
+    except (OSError, ValueError) as e:
+        raise TetherError(f"cannot load the reward model {str(model_dir)!r}: {e}") from None
+    if model.config.num_labels != 1:
+        raise TetherError(
+            f"{model_dir}: a reward model has one output, this one has {model.config.num_labels}"
+        )
+    score_head(model)
+    if device is not None:
+        model.to(device)
+    return model.eval(), tok
+
+
+def score_head(model) -> torch.nn.Linear:
+    """The linear head hidden → 1 (`model.score`, the name Hugging Face's causal-LM classifiers use)."""
+    head = getattr(model, "score", None)
+    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
+        raise TetherError(
+            f"{type(model).__name__} has no one-output linear `score` head; tether's reward "
+            "model needs a decoder-only architecture with AutoModelForSequenceClassification"
+        )
+    return head
+
+
+def token_scores(model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """The head applied at every position: (B, T) ids and mask → (B, T) float32 scores.
+
+    Position t's score depends on tokens ≤ t only (causal trunk); scores at padding positions are junk.
+    """
+    model = getattr(model, "module", model)  # a torch.compile / single-wrapper module's inner model
+    trunk = model.base_model  # e.g. LlamaModel: the body without any head
+    out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
+    hidden = out.last_hidden_state  # (B, T, H)
+    return score_head(model)(hidden).squeeze(-1).float()  # (B, T)
+
+
+def last_positions(attention_mask: Tensor) -> Tensor:
+    """Index of the last position with mask 1 in each row, (B, T) → (B,) long (0 for an empty row)."""
+    T = attention_mask.shape[-1]
+    steps = torch.arange(T, device=attention_mask.device)  # (T,)
+    return (steps * (attention_mask != 0)).amax(-1)
+
+
+def sequence_scores(model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """The reward of each row: the score at its last real token (EOS for a complete response), (B,)."""
+    scores = token_scores(model, input_ids, attention_mask)  # (B, T)
+    last = last_positions(attention_mask)  # (B,)
+    return scores.gather(1, last[:, None]).squeeze(1)  # (B,)
+
+
+@torch.no_grad()
+def score_sequences(
+    model, sequences: Sequence[Sequence[int]], pad_value: int, batch_size: int = 32
+) -> list[float]:
+    """Rewards of token-id sequences (prompt + response + EOS), scored `batch_size` at a time."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(sequences), batch_size):
+        ids, mask = pad(sequences[i : i + batch_size], pad_value, side="right")  # (b, T) each
+        out += sequence_scores(model, ids.to(device), mask.to(device)).tolist()
+    model.train(was_training)
+    return out
+
+
+def encode_pair_text(tokenizer, prompt: Prompt, completion: str, chat_template: str = "auto") -> list[int]:
+    """Prompt ids + completion ids + EOS, exactly as `tether.data.tokenize_preferences` builds a response row
+    (an empty prompt becomes BOS; nothing is cut)."""
+    ex = SimpleNamespace(prompt=prompt, path="<prompt>", line=None)
+    return [*encode_nonempty_prompt(tokenizer, ex, chat_template), *encode_completion(tokenizer, completion)]
+
+
+def score_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    completions: Sequence[str],
+    batch_size: int = 32,
+    chat_template: str = "auto",
+) -> list[float]:
+    """The reward of each (prompt, completion): tokenised as the trainers do, EOS appended, then scored.
+
+    Every completion gets an EOS, as every training response had one; a response cut at a length limit is
+    therefore scored as if it had ended (penalise unfinished responses separately).
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    seqs = [
+        encode_pair_text(tokenizer, p, c, chat_template) for p, c in zip(prompts, completions, strict=True)
+    ]
+    return score_sequences(model, seqs, pad_id(tokenizer), batch_size)
