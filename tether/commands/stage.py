@@ -61,3 +61,22 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif a.get(k) != b.get(k):
             out.append(prefix + k)
     return out
+
+
+def run_stage(args, stage: str, cls: type, train_fn, what: str) -> int:
+    """The body of every training command: resolve the config, train, report where the result is.
+
+    Returns 143 (128 + SIGTERM, as a shell reports it) when SIGTERM stopped the run after a checkpoint."""
+    import sys
+
+    from tether.trainers.base import TrainingInterrupted
+
+    run_dir = run_dir_of(args, stage)
+    cfg = stage_config(cls, args, run_dir)
+    try:
+        train_fn(cfg, run_dir, resume=resume_of(args))
+    except TrainingInterrupted as e:
+        print(f"tether {stage}: {e}", file=sys.stderr)
+        return 143
+    print(f"tether {stage}: done, {what} in {run_dir / 'model'} (summary: {run_dir / 'summary.json'})")
+    return 0
