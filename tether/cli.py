@@ -18,6 +18,8 @@ COMMANDS = [
     ("optimal-policy", "tether.commands.optimal_policy", "closed-form optimum pi* ∝ prior·exp(r/beta)"),
     ("sft", "tether.commands.sft", "supervised fine-tuning on demonstrations"),
     ("rm", "tether.commands.rm", "Bradley-Terry reward model on preference pairs"),
+    ("ppo", "tether.commands.ppo", "PPO with a KL penalty to the SFT model"),
+    ("run", "tether.commands.run", "the whole pipeline: lab → SFT → RM → PPO → evaluation"),
 ]
 
 

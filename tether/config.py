@@ -67,6 +67,10 @@ class LoopConfig:
     """Autocast precision passed to accelerate; 'no' keeps float32 (and exact CPU resume)."""
     device: Literal["auto", "cpu"] = "auto"
     """'cpu' forces the CPU even when a GPU is present; 'auto' lets accelerate choose."""
+    threads: int = 0
+    """torch intra-op threads; 0: one for a model under 20 M parameters on the CPU (its small ops lose more to
+    thread hand-offs than they gain: a lab PPO iteration took 2.5-3 s on 1 thread, 15-116 s on 2 busy
+    cores), else torch's default."""
     progress: bool = True
     """Show a tqdm progress bar (on the main process only)."""
 
@@ -372,3 +376,147 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+# ------------------------------------------------------------------------------------------------ PPO
+
+
+@dataclasses.dataclass
+class PPODataConfig:
+    """Prompts to sample responses for (tether.data prompt records: {"prompt"} plus any metadata)."""
+
+    train: str
+    """JSONL file of prompts for the training rollouts."""
+    test: str | None = None
+    """JSONL file of held-out prompts for the final evaluation (reward, gold reward, KL, win-rate vs SFT)."""
+    max_prompt_length: int = 128
+    """Longest prompt in tokens; see too_long for what happens to a longer one."""
+    too_long: Literal["error", "skip", "truncate"] = "error"
+    """A prompt over max_prompt_length: 'error' names the record, 'skip' drops and counts it, 'truncate'
+    keeps its last max_prompt_length tokens (the end the response follows)."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """As for SFT: the tokenizer's chat template for messages prompts when it has one."""
+
+
+@dataclasses.dataclass
+class PPORolloutConfig:
+    """How each iteration samples responses (tether.rollout.sample: batched, KV-cached, left-padded)."""
+
+    batch_size: int = 64
+    """Prompts per iteration, one response each: the experience every PPO epoch goes over."""
+    max_new_tokens: int = 32
+    """Longest response; a response cut here has not ended (see reward.no_eos)."""
+    temperature: float = 1.0
+    """Sampling temperature. Log-probs (policy and reference) are scored at the same temperature, so with
+    T ≠ 1 the KL penalty and the reported KL are those of the sampling distributions, not of the models."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1 samples from the whole (temperature-scaled) distribution."""
+    stop: list[str] = dataclasses.field(default_factory=list)
+    """Strings that end a response like EOS: it is cut after the first one it contains."""
+
+
+@dataclasses.dataclass
+class PPORewardConfig:
+    """The sequence score's source and its conditioning before the KL penalty (tether.rewards)."""
+
+    source: str = "gold"
+    """A reward model directory, 'gold' (the lab's gold reward) or 'module:function' taking (prompts,
+    responses) lists of strings and returning one float per response."""
+    normalize: bool = False
+    """Divide scores by a running std and subtract a running mean over every score seen so far (saved in
+    checkpoints); off keeps β in the reward's own units, as in E[R] − β·KL."""
+    no_eos: Literal["keep", "replace", "offset"] = "offset"
+    """A response that never ended (cut at max_new_tokens): 'keep' its score, 'replace' the score with
+    no_eos_score, or 'offset' it by no_eos_score. Applied after normalisation."""
+    no_eos_score: float = -1.0
+    """The replacement score or the offset for responses without EOS (or a stop string)."""
+
+
+@dataclasses.dataclass
+class PPOKLConfig:
+    """The KL penalty to the frozen SFT model: per-token estimator and coefficient β (tether.kl_control)."""
+
+    estimator: Literal["k1", "k3", "token_kl"] = "k1"
+    """Per-token KL in the reward: 'k1' log π − log π_ref at the sampled token (InstructGPT), 'k3' the
+    always-positive exp(−r) + r − 1, 'token_kl' the exact KL of the next-token distributions."""
+    beta: float = 0.05
+    """KL coefficient in reward units per nat (the initial value when adaptive)."""
+    adaptive: bool = False
+    """Adapt β towards target (Ziegler et al. 2019's proportional controller) instead of keeping it fixed."""
+    target: float = 6.0
+    """Adaptive β: the sequence-level KL in nats to hold the policy at."""
+    horizon: float = 10000.0
+    """Adaptive β: responses over which β may change by at most ±20%."""
+
+
+@dataclasses.dataclass
+class PPOAlgoConfig:
+    """The PPO update on each iteration's experience (Schulman et al. 2017; losses in tether.losses)."""
+
+    epochs: int = 4
+    """Passes over the iteration's responses, in minibatches of train.batch_size responses."""
+    clip_eps: float = 0.2
+    """Clip range ε of the policy ratio π/π_old."""
+    value_clip_eps: float = 0.2
+    """Clip range of the value update around the values at sampling time (in reward units)."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the summed loss (the critic shares the optimizer, not the weights)."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus (mean per-token entropy, subtracted from the loss)."""
+    gamma: float = 1.0
+    """Discount per token; 1 makes the return the undiscounted score − β·KL of the rest of the response."""
+    lam: float = 0.95
+    """GAE λ: 0 is the one-step TD advantage, 1 the Monte-Carlo return minus the value."""
+    whiten_advantages: bool = True
+    """Normalise advantages to mean 0, std 1 over the iteration's response tokens."""
+    max_approx_kl: float | None = None
+    """Stop the iteration's remaining epochs once an epoch's mean approx_kl (to the sampling policy) passes
+    this; none: always run every epoch."""
+
+
+@dataclasses.dataclass
+class PPOEvalConfig:
+    """The held-out evaluation at the end (and every train.eval_every iterations): policy vs SFT samples."""
+
+    max_prompts: int = 200
+    """Held-out prompts to evaluate on (the first ones of data.test)."""
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """`tether ppo`: RL from a reward with a KL penalty to the SFT model (InstructGPT stage 3).
+
+    train.batch_size is the PPO minibatch (responses per optimizer step) and train.micro_batch_size the
+    forward-pass size; iterations × ppo.epochs fix the length of the run (train.epochs and max_steps are not
+    used); train.eval_every and save_every count iterations.
+    """
+
+    policy: str
+    """The SFT model directory: the policy starts from it and the frozen reference is a copy of it."""
+    data: PPODataConfig
+    """Training and held-out prompts."""
+    reward: PPORewardConfig = dataclasses.field(default_factory=PPORewardConfig)
+    """The reward source and its conditioning."""
+    critic: Literal["auto", "rm", "policy"] = "auto"
+    """Value model: 'rm' a separate critic initialised from the reward model (InstructGPT), 'policy' one
+    initialised from the SFT model with a new scalar head; 'auto': rm when reward.source is a directory."""
+    tokenizer: str | None = None
+    """Tokenizer directory when it differs from the policy's."""
+    iterations: int = 100
+    """Rollout-and-update iterations."""
+    rollout: PPORolloutConfig = dataclasses.field(default_factory=PPORolloutConfig)
+    """Sampling."""
+    kl: PPOKLConfig = dataclasses.field(default_factory=PPOKLConfig)
+    """The KL penalty."""
+    ppo: PPOAlgoConfig = dataclasses.field(default_factory=PPOAlgoConfig)
+    """The PPO update."""
+    eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
+    """Held-out evaluation."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Weights' dtype; float32 gives exact CPU resume."""
+    seed: int = 0
+    """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
+    train: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(lr=1e-5, batch_size=16, micro_batch_size=16, save_every=0)
+    )
+    """Optimisation of policy and critic together (one AdamW), warm-up, clipping, checkpoints."""

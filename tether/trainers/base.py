@@ -60,6 +60,18 @@ class TrainingDiverged(TetherError):
     """Too many consecutive non-finite steps; no checkpoint is written, the last good one stays."""
 
 
+SMALL_MODEL = 20_000_000  # parameters: below this, one CPU thread is faster (see LoopConfig.threads)
+
+
+def set_threads(threads: int, model: torch.nn.Module, device: str) -> None:
+    """torch's intra-op threads: `threads` when > 0; 0 is one thread for a small model on the CPU."""
+    on_cpu = device == "cpu" or not torch.cuda.is_available()
+    if threads == 0 and on_cpu and sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
+        threads = 1
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 @dataclasses.dataclass
 class LoopState:
     step: int = 0  # optimizer steps attempted (applied + skipped)
@@ -146,6 +158,7 @@ class Loop:
     ):
         self.cfg, self.run_dir, self.tokenizer = cfg, Path(run_dir), tokenizer
         self.total_steps = total_steps
+        set_threads(cfg.threads, model, cfg.device)
         self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
         self.is_main = self.accelerator.is_main_process
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes

@@ -1,0 +1,165 @@
+"""Reward sources behind one interface, and what PPO does to a score before the KL penalty.
+
+A reward source is a callable `(prompts, responses) -> torch.Tensor` of shape (B,), float32: the score of
+each response to its prompt. prompts are as the data gives them (text, or a messages list for chat
+records); responses are decoded text without EOS. `load_reward(spec)` builds one from a spec:
+
+    "runs/rm/model"         a reward model directory (`tether rm`'s RUN/model), scored by
+                            tether.reward_model.score_texts
+    "gold"                  the lab's gold reward (tether.lab.gold_reward); lab prompts only
+    "my_pkg.rewards:score"  a Python function, imported: score(prompts: list, responses: list[str]) returning
+                            one float per response (a list, tuple, NumPy array or tensor of length B)
+
+    reward = load_reward("gold")
+    reward(["what is 3 plus 4 ? answer:"], ["7"])      # tensor([1.])
+
+`RunningMoments` normalises scores by a running mean and std; `penalize_unended` handles responses that
+never ended (a table of the three choices, keyed like `PPORewardConfig.no_eos`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from tether.errors import TetherError
+
+RewardFn = Callable[[Sequence, Sequence[str]], torch.Tensor]
+
+
+class RewardModelReward:
+    """A trained reward model's score of each (prompt, response), tokenised as the RM trainer does."""
+
+    def __init__(self, model_dir: str | Path, device=None, batch_size: int = 64):
+        from tether.reward_model import load_reward_model
+
+        self.model_dir = str(model_dir)
+        self.model, self.tokenizer = load_reward_model(model_dir, device=device)
+        self.model.requires_grad_(False)
+        self.batch_size = batch_size
+
+    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
+        from tether.reward_model import score_texts
+
+        scores = score_texts(self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size)
+        return torch.tensor(scores, dtype=torch.float32)  # (B,)
+
+
+def gold(prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
+    """The lab's gold reward of each response: (B,). TetherError for a prompt that is not a lab prompt."""
+    from tether.lab import gold_reward
+
+    out = []
+    for p, r in zip(prompts, responses, strict=True):
+        try:
+            out.append(gold_reward(p, r))
+        except (ValueError, AttributeError):  # not lab text (AttributeError: a messages list)
+            raise TetherError(f"the gold reward needs the lab's prompts; got {p!r}") from None
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def is_lab_prompt(prompt) -> bool:
+    """Whether the gold reward can score responses to `prompt`."""
+    from tether.lab import parse_prompt
+
+    try:
+        parse_prompt(prompt)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+class FunctionReward:
+    """A user function `module:function` returning one float per response, as a (B,) float32 tensor."""
+
+    def __init__(self, spec: str):
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise TetherError(f"reward {spec!r}: cannot import module {module_name!r}: {e}") from None
+        fn = getattr(module, attr, None)
+        if not callable(fn):
+            raise TetherError(f"reward {spec!r}: module {module_name!r} has no function {attr!r}")
+        self.spec, self.fn = spec, fn
+
+    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
+        scores = torch.as_tensor(self.fn(list(prompts), list(responses)), dtype=torch.float32).flatten()
+        if scores.shape[0] != len(responses):
+            raise TetherError(
+                f"reward {self.spec!r} returned {scores.shape[0]} scores for {len(responses)} responses"
+            )
+        return scores
+
+
+def is_reward_model_dir(spec: str) -> bool:
+    return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
+
+
+def load_reward(spec: str, device=None) -> RewardFn:
+    """The reward source a spec names: a reward model directory, "gold" or "module:function"."""
+    if spec == "gold":
+        return gold
+    if is_reward_model_dir(spec):
+        return RewardModelReward(spec, device=device)
+    if ":" in spec and not Path(spec).exists():
+        return FunctionReward(spec)
+    raise TetherError(
+        f"unknown reward {spec!r}: expected a reward model directory (with config.json), "
+        "'gold', or 'module:function'"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ scores
+
+
+class RunningMoments:
+    """Running mean and (population) std of every score seen, merged batch by batch (Chan et al. 1979)."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add a batch of scores (B,)."""
+        x = x.double().flatten()
+        n = x.numel()
+        if n == 0:
+            return
+        mean, m2 = float(x.mean()), float(((x - x.mean()) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count else 1.0
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x − mean) / std with the statistics so far (std floored at 1e-4)."""
+        return ((x - self.mean) / max(self.std, 1e-4)).to(x.dtype)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
+
+# What happens to the score of a response that never ended (no EOS, no stop string): scores, ended (B,) bool,
+# value → (B,). Ziegler et al. 2019 replaced it with a fixed low score (−1).
+NO_EOS = {
+    "keep": lambda scores, ended, value: scores,
+    "replace": lambda scores, ended, value: torch.where(ended, scores, torch.full_like(scores, value)),
+    "offset": lambda scores, ended, value: torch.where(ended, scores, scores + value),
+}
+
+
+def penalize_unended(scores: torch.Tensor, ended: torch.Tensor, mode: str, value: float) -> torch.Tensor:
+    """Scores (B,) with those of unended responses kept, replaced by `value` or offset by `value`."""
+    return NO_EOS[mode](scores, ended.to(scores.device).bool(), value)

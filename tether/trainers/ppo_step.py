@@ -1,0 +1,264 @@
+"""What one PPO iteration computes, as functions of tensors and models (the driver is tether.trainers.ppo).
+
+    exp = make_experience(policy, ref, critic, rollout, scores, beta, cfg)
+    loss, metrics = minibatch_loss(policy, critic, exp.rows(idx), cfg.ppo, num_tokens)
+
+For each sampled response (B rows, R response positions): old log-probs π_old(y_t), reference log-probs
+π_ref(y_t) and values V(s_t) at sampling time; a per-token KL estimate from the `KL_PENALTIES` table;
+rewards r_t = −β·kl_t plus the score on the last token (`kl_shaped_rewards`); GAE advantages and returns
+(`gae`), whitened. The update's loss on a minibatch is
+
+    ppo_policy_loss + vf_coef · value_loss − ent_coef · entropy
+
+with each term from tether.losses (Schulman et al. 2017, eq. 9, with the value term clipped as in OpenAI's
+PPO2 and Ziegler et al. 2019). Position t of the response is predicted from the state s_t = prompt +
+y_<t; its value is read at the same position as the logits that predict y_t (the token before y_t).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tether.config import PPOAlgoConfig, PPOConfig
+from tether.losses import (
+    gae,
+    kl_estimate,
+    kl_shaped_rewards,
+    masked_mean,
+    ppo_policy_loss,
+    token_kl,
+    token_logprobs,
+    value_loss,
+    whiten,
+)
+from tether.rollout import Rollout, response_logits
+
+# Per-token KL(π‖π_ref) penalty at each response position: (logprobs, ref_logprobs, logits, ref_logits,
+# mask) → (B, R). k1 is InstructGPT's log π − log π_ref; k3 is Schulman's (2020) always-positive unbiased
+# estimator; token_kl sums over the whole vocabulary (exact per position, so lower variance).
+KL_PENALTIES: dict[str, Callable[..., torch.Tensor]] = {
+    "k1": lambda lp, ref_lp, logits, ref_logits, mask: kl_estimate(lp, ref_lp, "k1"),
+    "k3": lambda lp, ref_lp, logits, ref_logits, mask: kl_estimate(lp, ref_lp, "k3"),
+    "token_kl": lambda lp, ref_lp, logits, ref_logits, mask: token_kl(logits, ref_logits, mask),
+}
+
+
+@dataclasses.dataclass
+class Experience:
+    """One iteration's responses and everything the PPO update needs; every tensor is (B, R) unless noted."""
+
+    rollout: Rollout  # prompt and response tokens, masks, sampling temperature
+    scores: torch.Tensor  # (B,) the sequence score (after normalisation and the no-EOS penalty)
+    old_logprobs: torch.Tensor  # log π_old(y_t | s_t), the policy that sampled
+    ref_logprobs: torch.Tensor  # log π_ref(y_t | s_t), the frozen SFT model
+    old_values: torch.Tensor  # V(s_t) at sampling time
+    kl: torch.Tensor  # per-token KL penalty estimate (0 off the mask)
+    rewards: torch.Tensor  # −β·kl_t, plus the score on the last token
+    advantages: torch.Tensor  # GAE, whitened when configured
+    returns: torch.Tensor  # GAE advantages (before whitening) + old values: the value targets
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.rollout.response_mask  # (B, R)
+
+    @property
+    def size(self) -> int:
+        return self.scores.shape[0]
+
+    def rows(self, idx) -> Experience:
+        """The responses `idx` (a slice, index list or tensor), every tensor cut alike."""
+        return take_rows(self, idx)
+
+    def trimmed(self) -> Experience:
+        """The same responses without the columns that are padding in every row: prompt columns before the
+        longest prompt (left padding) and response columns after the longest response. Position ids count
+        real tokens only, so the models compute the same values on fewer positions."""
+        r = self.rollout
+        first = int(r.prompt_mask.any(0).long().argmax())  # first prompt column with a real token
+        end = max(1, int(r.response_mask.sum(-1).max()))  # responses are right-padded
+        rollout = dataclasses.replace(
+            r,
+            prompt_ids=r.prompt_ids[:, first:],
+            prompt_mask=r.prompt_mask[:, first:],
+            response_ids=r.response_ids[:, :end],
+            response_mask=r.response_mask[:, :end],
+            logprobs=r.logprobs[:, :end],
+        )
+        cut = {
+            f.name: getattr(self, f.name)[:, :end]
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor) and getattr(self, f.name).dim() == 2
+        }
+        return dataclasses.replace(self, rollout=rollout, **cut)
+
+
+def take_rows(obj, idx):
+    """A copy of a dataclass of batch-first tensors (nested dataclasses included) with only rows `idx`."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, torch.Tensor):
+            changes[f.name] = value[idx]
+        elif dataclasses.is_dataclass(value):
+            changes[f.name] = take_rows(value, idx)
+    return dataclasses.replace(obj, **changes)
+
+
+# --------------------------------------------------------------------------------------------- forward passes
+
+
+def policy_logits(model, rollout: Rollout) -> torch.Tensor:
+    """Logits predicting each response token at the sampling temperature, (B, R, V) float32."""
+    t = rollout.temperature if rollout.temperature > 0 else 1.0
+    return response_logits(model, rollout).float() / t
+
+
+def critic_values(critic, rollout: Rollout) -> torch.Tensor:
+    """V(s_t) for each response position t, (B, R): the critic's per-token score at the position whose
+    logits predict y_t (the last prompt token for t = 0). 0 off the response mask."""
+    from tether.reward_model import token_scores
+
+    scores = token_scores(critic, rollout.input_ids, rollout.attention_mask)  # (B, P + R)
+    P = rollout.prompt_ids.shape[1]
+    return scores[:, P - 1 : -1] * rollout.response_mask  # (B, R)
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each next-token distribution, −Σ_v p log p: (B, R, V) → (B, R), in nats."""
+    logp = F.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@torch.no_grad()
+def score_rollout(
+    policy, ref, critic, rollout: Rollout, estimator: str, chunk: int
+) -> dict[str, torch.Tensor]:
+    """Old and reference log-probs, values and the per-token KL penalty, `chunk` rows per forward pass.
+
+    Returns {"old_logprobs", "ref_logprobs", "old_values", "kl"}, each (B, R), 0 off the response mask.
+    """
+    if estimator not in KL_PENALTIES:
+        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {sorted(KL_PENALTIES)}")
+    parts: dict[str, list[torch.Tensor]] = {
+        "old_logprobs": [],
+        "ref_logprobs": [],
+        "old_values": [],
+        "kl": [],
+    }
+    for start in range(0, rollout.prompt_ids.shape[0], chunk):
+        r = take_rows(rollout, slice(start, start + chunk))
+        mask = r.response_mask
+        logits, ref_logits = policy_logits(policy, r), policy_logits(ref, r)  # (b, R, V) each
+        lp = token_logprobs(logits, r.response_ids) * mask  # (b, R)
+        ref_lp = token_logprobs(ref_logits, r.response_ids) * mask  # (b, R)
+        parts["old_logprobs"].append(lp)
+        parts["ref_logprobs"].append(ref_lp)
+        parts["old_values"].append(critic_values(critic, r))
+        parts["kl"].append(KL_PENALTIES[estimator](lp, ref_lp, logits, ref_logits, mask) * mask)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+def advantages_and_returns(
+    kl: torch.Tensor,
+    old_values: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    cfg: PPOAlgoConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rewards, advantages, returns), each (B, R): KL-shaped rewards, GAE with (cfg.gamma, cfg.lam) and,
+    when cfg.whiten_advantages, whitened advantages. kl, old_values, mask: (B, R); scores: (B,)."""
+    rewards = kl_shaped_rewards(scores, kl, mask, beta)  # (B, R)
+    advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)  # (B, R) each
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    return rewards, advantages, returns
+
+
+def make_experience(
+    policy, ref, critic, rollout: Rollout, scores: torch.Tensor, beta: float, cfg: PPOConfig
+) -> Experience:
+    """Score a rollout with the three models (train.micro_batch_size rows per forward pass) and compute its
+    PPO targets with cfg.kl.estimator and cfg.ppo."""
+    s = score_rollout(policy, ref, critic, rollout, cfg.kl.estimator, cfg.train.micro_batch_size)
+    scores = scores.to(s["kl"].device)
+    mask = rollout.response_mask
+    rewards, advantages, returns = advantages_and_returns(
+        s["kl"], s["old_values"], scores, mask, beta, cfg.ppo
+    )
+    return Experience(
+        rollout,
+        scores,
+        s["old_logprobs"],
+        s["ref_logprobs"],
+        s["old_values"],
+        s["kl"],
+        rewards,
+        advantages,
+        returns,
+    )
+
+
+# --------------------------------------------------------------------------------------------- the update
+
+
+def ppo_objective(
+    logprobs: torch.Tensor,
+    values: torch.Tensor,
+    entropy: torch.Tensor,
+    exp: Experience,
+    cfg: PPOAlgoConfig,
+    num_tokens: float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ppo_policy_loss + vf_coef·value_loss − ent_coef·entropy on the rows of `exp`.
+
+    logprobs, values, entropy: (B, R) of the current policy and critic (with gradient); each term is a mean
+    over the response tokens, divided by `num_tokens` when given (the whole minibatch's count, so that
+    micro-batches sum to the minibatch mean).
+    """
+    mask = exp.mask
+    pg, pg_metrics = ppo_policy_loss(
+        logprobs, exp.old_logprobs, exp.advantages, mask, cfg.clip_eps, num_tokens
+    )
+    vl, v_metrics = value_loss(values, exp.old_values, exp.returns, mask, cfg.value_clip_eps, num_tokens)
+    ent = masked_mean(entropy, mask, num_tokens)
+    loss = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
+    with torch.no_grad():  # metrics are means over this micro-batch's own tokens
+        scale = 1.0 if num_tokens is None else num_tokens / mask.bool().sum().clamp(min=1)
+        metrics = {
+            "policy_loss": pg.detach() * scale,
+            "value_loss": vl.detach() * scale,
+            "entropy": masked_mean(entropy.detach(), mask),
+            **pg_metrics,
+            **v_metrics,
+        }
+    return loss, metrics
+
+
+def minibatch_loss(
+    policy, critic, exp: Experience, cfg: PPOAlgoConfig, num_tokens: float | torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward the policy and the critic on `exp`'s responses and return `ppo_objective`."""
+    logits = policy_logits(policy, exp.rollout)  # (B, R, V)
+    logprobs = token_logprobs(logits, exp.rollout.response_ids)  # (B, R)
+    entropy = token_entropy(logits if cfg.ent_coef else logits.detach())  # (B, R)
+    values = critic_values(critic, exp.rollout)  # (B, R)
+    return ppo_objective(logprobs, values, entropy, exp, cfg, num_tokens)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var(returns − values) / Var(returns) over the response tokens: 1 is a perfect critic, 0 one no
+    better than a constant, negative worse."""
+
+    def var(x):
+        return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+    v = var(returns)
+    return float(1.0 - var(returns - values) / v) if v > 0 else float("nan")
