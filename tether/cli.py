@@ -16,6 +16,7 @@ from tether.errors import TetherError
 # (command name, module, one-line help)
 COMMANDS = [
     ("optimal-policy", "tether.commands.optimal_policy", "closed-form optimum pi* ∝ prior·exp(r/beta)"),
+    ("lab", "tether.commands.lab", "build or score the embedded lab"),
     ("sft", "tether.commands.sft", "supervised fine-tuning on demonstrations"),
     ("rm", "tether.commands.rm", "Bradley-Terry reward model on preference pairs"),
     ("ppo", "tether.commands.ppo", "PPO with a KL penalty to the SFT model"),

@@ -1,0 +1,80 @@
+"""LabConfig: defaults, YAML, overrides, and bad values -> one line on stderr and exit code 2."""
+
+from pathlib import Path
+
+import pytest
+
+from tether import cli
+from tether.errors import TetherError
+from tether.lab import LabConfig, apply_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(monkeypatch, argv):
+    """`tether.cli.main` with the lab command registered (whether or not cli.py lists it yet)."""
+
+    return cli.main(argv)
+
+
+def test_configs_lab_yaml_is_the_default():
+    assert LabConfig.from_yaml(REPO / "configs" / "lab.yaml") == LabConfig()
+
+
+def test_yaml_round_trip(tmp_path):
+    config = LabConfig(prefs_train=10, families={"task": 1.0, "open": 2.0})
+    path = tmp_path / "lab.yaml"
+    path.write_text(config.to_yaml())
+    assert LabConfig.from_yaml(path) == config
+
+
+def test_overrides():
+    config = apply_overrides(
+        LabConfig(), ["prefs_train=500", "labelers.1.temperature=0.5", "families.task=2"]
+    )
+    assert (
+        config.prefs_train == 500 and config.labelers[1].temperature == 0.5 and config.families["task"] == 2
+    )
+    with pytest.raises(TetherError, match="unknown field 'prefs'"):
+        apply_overrides(LabConfig(), ["prefs=3"])
+    with pytest.raises(TetherError, match="expected key=value"):
+        apply_overrides(LabConfig(), ["prefs_train"])
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("labelers:\n  - {name: a, temperature: -1}\n", "labelers[0].temperature: must be >= 0, got -1"),
+        ("labelers:\n  - {name: a, biases: {loudness: 1}}\n", "unknown bias 'loudness'"),
+        ("families: {task: 1, poetry: 1}\n", "families: unknown family 'poetry'"),
+        ("sft_train: -5\n", "sft_train: must be >= 1"),
+        ("harmful_share: 1.5\n", "harmful_share: must be <= 1"),
+        ("hidden_size: 100\nnum_heads: 3\n", "num_heads: 3 does not divide hidden_size 100"),
+        ("colour: blue\n", "unknown field 'colour'"),
+        ("pair_mix: {model: 1, gossip: 1}\n", "pair_mix: unknown pair kind 'gossip'"),
+        ("families: [task\n", "invalid YAML"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(TetherError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        LabConfig.from_yaml(path)
+    code = run_cli(monkeypatch, ["lab", "build", "--out", str(tmp_path / "lab"), "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("tether lab: error: ") and message in err
+    assert not (tmp_path / "lab").exists()  # nothing was built
+
+
+def test_bad_override_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
+    code = run_cli(monkeypatch, ["lab", "build", "--out", str(tmp_path / "lab"), "labelers.0.temperature=-2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "temperature: must be >= 0" in err
+
+
+def test_missing_config_file(tmp_path, monkeypatch, capsys):
+    code = run_cli(
+        monkeypatch, ["lab", "build", "--out", str(tmp_path), "--config", str(tmp_path / "no.yaml")]
+    )
+    assert code == 2 and "cannot read config" in capsys.readouterr().err
