@@ -7,6 +7,7 @@ Llama-style model made from a config (no downloads). Both save to a directory th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -65,3 +66,17 @@ def build_tiny_llama(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No transformers progress bars while saving and loading inside a run (they would break tqdm's)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

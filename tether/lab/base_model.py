@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from tether.lab.behaviours import PRETRAIN_FLAWS, sample_response
 from tether.lab.config import LabConfig
 from tether.lab.world import PromptInfo, sample_prompt, vocabulary
-from tether.models import build_tiny_llama, build_word_tokenizer
+from tether.models import build_tiny_llama, build_word_tokenizer, quiet_transformers
 
 
 def lab_tokenizer():
@@ -183,5 +183,6 @@ def save_model(model, tokenizer, out_dir) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.save_pretrained(out_dir)
+    with quiet_transformers():
+        model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from tether.config import LoopConfig
 from tether.errors import TetherError
+from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
 from tether.trainers import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -366,20 +367,6 @@ class Loop:
 
 
 # ------------------------------------------------------------------------------------------------ modules
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """No transformers progress bars while saving and loading inside a run (they would break tqdm's)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def save_module(module: torch.nn.Module, directory: Path, state_dict=None) -> None:
