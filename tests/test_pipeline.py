@@ -2,6 +2,7 @@
 shipped schema), the report, the terminal table, resume, and bad overrides."""
 
 import json
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -67,5 +68,14 @@ def test_run_end_to_end_small(tmp_path, capsys):
     assert main(["run", "--out", str(out), "--no-progress", "--resume", *SMALL]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["instruments"] == summary["instruments"]
-    # without --resume an existing run is never overwritten
+    # without --resume an existing run is never overwritten, and a resume must keep the settings
     assert main(["run", "--out", str(out), "--no-progress", *SMALL]) == 2
+    assert main(["run", "--out", str(out), "--no-progress", "--resume", *SMALL, "seed=1"]) == 2
+    # a stage that died before its first checkpoint (PPO's directory without checkpoints or summary) starts
+    # afresh on --resume and, being seeded, ends with the same instruments
+    (out / "ppo" / "summary.json").unlink()
+    shutil.rmtree(out / "ppo" / "checkpoints")
+    (out / "summary.json").unlink()
+    assert main(["run", "--out", str(out), "--no-progress", "--resume", *SMALL]) == 0
+    rerun = json.loads((out / "summary.json").read_text())
+    assert rerun["instruments"] == summary["instruments"]

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from tether.errors import TetherError
+from tether.files import write_text_atomic
 
 PROVENANCE_KEY = "provenance"  # written by `dump_config`, ignored by `load_config`
 
@@ -329,10 +330,7 @@ def dump_config(cfg, run_dir: str | Path, data_files: list[str | None] | None = 
     doc = to_dict(cfg)
     doc[PROVENANCE_KEY] = provenance(data_files or [])
     path = run_dir / "config.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def provenance(data_files: list[str | None]) -> dict[str, Any]:

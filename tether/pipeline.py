@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
-from tether.config import SFTConfig, dump_config, load_config, parse_override
+from tether.config import SFTConfig, dump_config, load_config, parse_override, to_dict
 from tether.errors import TetherError
+from tether.files import write_json
+from tether.trainers.checkpoint import find_latest
 
 STAGES = ("sft", "rm", "ppo")
 
@@ -62,9 +65,14 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _prepare(run_dir: Path, resume: bool) -> None:
+def _prepare(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """A new run needs an empty directory; a resumed one the same RunConfig it started with (a finished
+    stage is not run again, so changed settings would silently apply to the later stages only)."""
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    stored = run_dir / "config.yaml"
+    if resume and stored.is_file() and to_dict(load_config(RunConfig, stored)) != to_dict(cfg):
+        raise TetherError(f"--resume with settings that differ from {stored}; resume with the same ones")
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -87,8 +95,11 @@ def _stage(name: str, cls: type, train_fn, overrides: list[str], run_dir: Path) 
         print(f"tether run: {name} already done, skipping", flush=True)
         return _read(out / "summary.json")
     cfg = load_config(cls, default_config(name), overrides)
-    print(f"tether run: {name}", flush=True)
-    train_fn(cfg, out, resume=out.is_dir() and any(out.iterdir()))
+    resume = find_latest(out / "checkpoints") is not None
+    if out.is_dir() and not resume:  # it stopped before its first checkpoint: start the stage afresh
+        shutil.rmtree(out)
+    print(f"tether run: {name}" + (" (resuming)" if resume else ""), flush=True)
+    train_fn(cfg, out, resume=resume)
     return _read(out / "summary.json")
 
 
@@ -104,7 +115,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress
         for item in items:  # a typo in a late stage's override fails now, not after the early stages ran
             parse_override(cls, item)
     run_dir = Path(out)
-    _prepare(run_dir, resume)
+    _prepare(cfg, run_dir, resume)
     dump_config(cfg, run_dir)
     lab = _lab(cfg, run_dir, progress)
     seed = f"seed={cfg.seed}"
@@ -170,9 +181,7 @@ def _write_outputs(run_dir: Path, summary: dict) -> None:
     from tether.instruments.report import metric_series, write_report
     from tether.trainers.base import read_metrics
 
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(run_dir / "summary.json")
+    write_json(run_dir / "summary.json", summary)
     ppo_metrics = [m for m in read_metrics(run_dir / "ppo") if m.get("kind", "train") == "train"]
     curves = {}
     for key in ("reward", "gold", "kl", "beta"):

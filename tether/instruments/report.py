@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from tether.files import write_text_atomic
+
 
 def _num(x, digits: int = 3) -> str:
     if x is None:
@@ -133,7 +135,4 @@ def write_report(
 <h2>summary.json</h2><pre>{esc(json.dumps(summary, indent=2))}</pre>
 </body></html>
 """
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(doc)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, doc)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from accelerate.utils import set_seed
 from tether.config import PPOConfig, dump_config
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
 from tether.errors import TetherError
+from tether.files import write_json
 from tether.instruments.evaluate import decode_responses, evaluate_against_base
 from tether.instruments.judges import GoldJudge, ScoreJudge
 from tether.kl_control import AdaptiveKLController, FixedKLController
@@ -409,7 +409,7 @@ class PPOTrainer:
             "model": str(model_dir),
             "wall_seconds": seconds,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(self.run_dir / "summary.json", summary)
 
 
 def train_ppo(cfg: PPOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:

@@ -14,7 +14,6 @@ with its tokenizer) and summary.json with {"instruments": {"rm_test_accuracy": {
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -36,6 +35,7 @@ from tether.data import (
     tokenize_preferences,
 )
 from tether.errors import DataError, TetherError
+from tether.files import write_json
 from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
@@ -236,7 +236,7 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
         if last_eval:
             acc = rm_accuracy_entry(last_eval["test_accuracy"], last_eval["test_pairs"])
             summary["instruments"] = {"rm_test_accuracy": acc}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "summary.json", summary)
     return run_dir
 
 

@@ -8,7 +8,6 @@ checkpoints/, the final model in RUN/model/ (HF-loadable, with its tokenizer) an
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -22,6 +21,7 @@ from accelerate.utils import set_seed
 from tether.config import SFTConfig, dump_config
 from tether.data import SFTTokens, collate_sft, load_sft, pad_id, position_ids, tokenize_sft
 from tether.errors import TetherError
+from tether.files import write_json
 from tether.losses import sft_loss
 from tether.trainers.base import Loop, quiet_transformers, save_module
 from tether.trainers.supervised import fit, to_device, total_steps
@@ -145,5 +145,5 @@ def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False
             "model": str(model_dir),
             "wall_seconds": time.perf_counter() - start,
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "summary.json", summary)
     return run_dir
