@@ -299,4 +299,4 @@ def test_config_file_loads():
 def test_without_a_test_set_the_summary_has_no_accuracy(paths, tmp_path):
     cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=2, save_every=0), "data.test=null"])
     summary = json.loads((train_rm(cfg, tmp_path / "run") / "summary.json").read_text())
-    assert summary["steps"] == 2 and summary["train_pairs"] == 64 and "instruments" not in summary
+    assert summary["steps"] == 2 and summary["train_items"] == 64 and "instruments" not in summary

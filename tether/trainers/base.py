@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -391,3 +392,28 @@ def load_module(module: torch.nn.Module, directory: Path) -> None:
         from safetensors.torch import load_model
 
         load_model(module, str(directory / "model.safetensors"))
+
+
+def prepare_run_dir(run_dir: Path, resume) -> None:
+    """A new run needs an empty or missing directory; resuming needs the old one."""
+    if resume:
+        if not run_dir.is_dir():
+            raise TetherError(f"cannot resume: {run_dir} does not exist")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+
+
+def save_final(loop: Loop, run_dir: Path) -> Path:
+    """The trained model and tokenizer in RUN/model/, written to a temporary directory and renamed."""
+    final, tmp = run_dir / "model", run_dir / ".tmp-model"
+    state_dict = loop.accelerator.get_state_dict(loop.model)
+    if loop.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_module(loop.accelerator.unwrap_model(loop.model), tmp, state_dict)
+        loop.tokenizer.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.replace(final)
+    loop.accelerator.wait_for_everyone()
+    return final

@@ -47,9 +47,15 @@ from tether.rewards import (
     penalize_unended,
 )
 from tether.rollout import Rollout, sample
-from tether.trainers.base import Loop, TrainingInterrupted, quiet_transformers, set_threads
+from tether.trainers.base import (
+    Loop,
+    TrainingInterrupted,
+    prepare_run_dir,
+    quiet_transformers,
+    save_final,
+    set_threads,
+)
 from tether.trainers.ppo_step import Experience, explained_variance, make_experience, minibatch_loss
-from tether.trainers.sft import prepare_run_dir, save_final
 from tether.trainers.supervised import batch_indices
 
 EVAL_SEED_OFFSET = 7919  # evaluation samples use their own seeds, apart from the training ones

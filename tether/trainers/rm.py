@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object, set_seed
 
-from tether.config import RMConfig, RMDataConfig, dump_config
+from tether.config import RMConfig, RMDataConfig
 from tether.data import (
     PairTokens,
     Skips,
@@ -40,9 +40,8 @@ from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
 from tether.reward_model import create_reward_model, sequence_scores
-from tether.trainers.base import Loop
-from tether.trainers.sft import prepare_run_dir, save_final
-from tether.trainers.supervised import fit, to_device, total_steps
+from tether.trainers.base import Loop, prepare_run_dir
+from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +209,6 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
     if not train:
         raise TetherError(f"{d.train}: no training pairs left after skipping")
 
-    steps = total_steps(cfg.train, len(train))
-    loop = Loop(cfg.train, run_dir, model, tokenizer, total_steps=steps)
-    if loop.is_main:
-        dump_config(cfg, run_dir, [d.train, d.test])
     task = RMTask(
         pad_id(tokenizer),
         cfg.train.micro_batch_size,
@@ -221,20 +216,10 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
         soft_labels=d.use_soft_labels,
         margins=d.margin_field is not None,
     )
-    last_eval = fit(loop, task, train, test, cfg.seed, resume=resume)
-    model_dir = save_final(loop, run_dir)
-    if loop.is_main:
-        summary = {
-            "stage": "rm",
-            "steps": loop.state.step,
-            "skipped_steps": loop.state.skipped,
-            "train_pairs": len(train),
-            **last_eval,
-            "model": str(model_dir),
-            "wall_seconds": time.perf_counter() - start,
-        }
-        if last_eval:
-            acc = rm_accuracy_entry(last_eval["test_accuracy"], last_eval["test_pairs"])
+    summary = train_supervised("rm", cfg, run_dir, model, tokenizer, task, train, test, resume, start)
+    if summary is not None:
+        if test:
+            acc = rm_accuracy_entry(summary["test_accuracy"], summary["test_pairs"])
             summary["instruments"] = {"rm_test_accuracy": acc}
         write_json(run_dir / "summary.json", summary)
     return run_dir

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,13 +17,13 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
-from tether.config import SFTConfig, dump_config
+from tether.config import SFTConfig
 from tether.data import SFTTokens, collate_sft, load_sft, pad_id, position_ids, tokenize_sft
 from tether.errors import TetherError
 from tether.files import write_json
 from tether.losses import sft_loss
-from tether.trainers.base import Loop, quiet_transformers, save_module
-from tether.trainers.supervised import fit, to_device, total_steps
+from tether.trainers.base import Loop, prepare_run_dir, quiet_transformers
+from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +70,6 @@ class SFTTask:
         return {"test_loss": loss, "test_perplexity": math.exp(min(loss, 700.0)), "test_tokens": int(nll[1])}
 
 
-def prepare_run_dir(run_dir: Path, resume) -> None:
-    """A new run needs an empty or missing directory; resuming needs the old one."""
-    if resume:
-        if not run_dir.is_dir():
-            raise TetherError(f"cannot resume: {run_dir} does not exist")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
-
-
 def load_model(cfg: SFTConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,22 +81,6 @@ def load_model(cfg: SFTConfig):
     except OSError as e:
         raise TetherError(f"cannot load the model {cfg.model!r}: {e}") from None
     return model, tokenizer
-
-
-def save_final(loop: Loop, run_dir: Path) -> Path:
-    """The trained model and tokenizer in RUN/model/, written to a temporary directory and renamed."""
-    final, tmp = run_dir / "model", run_dir / ".tmp-model"
-    state_dict = loop.accelerator.get_state_dict(loop.model)
-    if loop.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_module(loop.accelerator.unwrap_model(loop.model), tmp, state_dict)
-        loop.tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.replace(final)
-    loop.accelerator.wait_for_everyone()
-    return final
 
 
 def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False) -> Path:
@@ -128,22 +102,8 @@ def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False
     if not train:
         raise TetherError(f"{d.train}: no training records left after skipping")
 
-    steps = total_steps(cfg.train, len(train))
-    loop = Loop(cfg.train, run_dir, model, tokenizer, total_steps=steps)
-    if loop.is_main:
-        dump_config(cfg, run_dir, [d.train, d.test])
     task = SFTTask(pad_id(tokenizer), cfg.train.micro_batch_size)
-    last_eval = fit(loop, task, train, test, cfg.seed, resume=resume)
-    model_dir = save_final(loop, run_dir)
-    if loop.is_main:
-        summary = {
-            "stage": "sft",
-            "steps": loop.state.step,
-            "skipped_steps": loop.state.skipped,
-            "train_examples": len(train),
-            **last_eval,
-            "model": str(model_dir),
-            "wall_seconds": time.perf_counter() - start,
-        }
+    summary = train_supervised("sft", cfg, run_dir, model, tokenizer, task, train, test, resume, start)
+    if summary is not None:
         write_json(run_dir / "summary.json", summary)
     return run_dir

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 import torch
 
+from tether.config import dump_config
 from tether.errors import TetherError
-from tether.trainers.base import Loop, TrainingInterrupted
+from tether.trainers.base import Loop, TrainingInterrupted, save_final
 
 
 class SupervisedTask(Protocol):
@@ -153,3 +154,27 @@ def fit(
     if cfg.save_every > 0 and saved_at != loop.state.step:
         loop.save(position())
     return last_eval
+
+
+def train_supervised(
+    stage: str, cfg, run_dir: Path, model, tokenizer, task, train, test, resume, start: float
+):
+    """The common body of a supervised stage: the Loop, RUN/config.yaml, `fit`, RUN/model and the summary
+    fields every stage reports. Returns the summary on the main process (None elsewhere) for the stage to
+    extend and write; `cfg` needs `train` (LoopConfig), `seed` and `data.train` / `data.test`."""
+    loop = Loop(cfg.train, run_dir, model, tokenizer, total_steps=total_steps(cfg.train, len(train)))
+    if loop.is_main:
+        dump_config(cfg, run_dir, [cfg.data.train, cfg.data.test])
+    last_eval = fit(loop, task, train, test, cfg.seed, resume=resume)
+    model_dir = save_final(loop, run_dir)
+    if not loop.is_main:
+        return None
+    return {
+        "stage": stage,
+        "steps": loop.state.step,
+        "skipped_steps": loop.state.skipped,
+        "train_items": len(train),
+        **last_eval,
+        "model": str(model_dir),
+        "wall_seconds": time.perf_counter() - start,
+    }
