@@ -42,7 +42,7 @@ class RunConfig:
     """`key=value` overrides of the PPO stage (PPOConfig, defaults in tether/configs/ppo.yaml)."""
 
 
-def split_overrides(overrides: list[str]) -> list[str]:
+def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Command-line overrides → RunConfig overrides: `sft.train.lr=1e-3` is appended to the `sft` list (and
     likewise for rm, ppo and lab); anything else (`seed=1`, `lab_dir=...`) is a RunConfig key."""
     plain, staged = [], {s: [] for s in (*STAGES, "lab")}

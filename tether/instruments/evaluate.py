@@ -7,19 +7,17 @@ own distributions), so the win-rate compares like with like and the KL is that o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from tether.data import PromptTokens, collate_prompts, eos_id, pad_id
-from tether.instruments.judges import Judge
+from tether.instruments.judges import Judge, ScoreFn
 from tether.instruments.kl import kl_from_base
 from tether.instruments.stats import mean_stderr
 from tether.instruments.win_rate import win_rate
 from tether.rollout import Rollout, sample
-
-ScoreFn = Callable[[Sequence, Sequence[str]], Sequence[float]]
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-ScoreFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+# (prompts as the data gives them — text or chat messages —, responses) → one score per response
+ScoreFn = Callable[[Sequence, Sequence[str]], Sequence[float]]
 
 
 class Judge:
