@@ -49,6 +49,7 @@ def test_overrides():
         ("families: {task: 1, poetry: 1}\n", "families: unknown family 'poetry'"),
         ("sft_train: -5\n", "sft_train: must be >= 1"),
         ("harmful_share: 1.5\n", "harmful_share: must be <= 1"),
+        ("sft_habit_share: -0.1\n", "sft_habit_share: must be >= 0"),
         ("hidden_size: 100\nnum_heads: 3\n", "num_heads: 3 does not divide hidden_size 100"),
         ("colour: blue\n", "unknown field 'colour'"),
         ("pair_mix: {model: 1, gossip: 1}\n", "pair_mix: unknown pair kind 'gossip'"),

@@ -2,6 +2,7 @@
 
 tether lab build --out DIR [--seed N] [--config lab.yaml] [key=value ...]
 tether lab score --lab DIR --data FILE.jsonl [--out FILE.jsonl]
+tether lab compare --lab DIR --policy MODEL_DIR --out DIR [--prompts N] [--samples K] [--seed N]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from tether.lab.world import FAMILIES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(
-        dest="lab_command", required=True, metavar="{build,score}", parser_class=type(parser)
+        dest="lab_command", required=True, metavar="{build,score,compare}", parser_class=type(parser)
     )
     build = sub.add_parser(
         "build",
@@ -44,6 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--data", required=True, help="JSONL of {prompt, completion} (or chosen/rejected)")
     score.add_argument("--out", help="where to write the scored records (default: DATA.scored.jsonl)")
     score.set_defaults(lab_run=run_score)
+
+    compare = sub.add_parser(
+        "compare",
+        help="label pairs of a policy's own samples with the lab's labelers (comparison data)",
+        description="Sample K responses per fresh lab prompt from a policy, pair the first two that differ "
+        "in gold reward and label them with the lab's labelers, as InstructGPT's labelers compared SFT "
+        "outputs. Writes OUT/prefs.policy.jsonl, OUT/prefs.train.jsonl (the lab's pairs + these) and "
+        "OUT/summary.json.",
+    )
+    compare.add_argument("--lab", required=True, help="a built lab directory")
+    compare.add_argument("--policy", required=True, help="the policy's model directory (e.g. RUN/sft/model)")
+    compare.add_argument("--out", required=True, help="directory to write the pairs into")
+    compare.add_argument("--prompts", type=int, default=3000, help="prompts to sample (default 3000)")
+    compare.add_argument("--samples", type=int, default=4, help="samples per prompt (default 4)")
+    compare.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    compare.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    compare.set_defaults(lab_run=run_compare)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,4 +105,19 @@ def run_score(args: argparse.Namespace) -> int:
     print(f"  {'family':<10}{'n':>7}{'mean gold':>11}")
     for family, m in means.items():
         print(f"  {family:<10}{m['n']:>7}{m['mean']:>11.3f}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from tether.lab.compare import compare_samples
+
+    a = args
+    s = compare_samples(a.lab, a.policy, a.out, a.prompts, a.samples, a.seed, a.temperature)
+    print(
+        f"{s['pairs']} pairs of policy samples written to {args.out}/prefs.policy.jsonl "
+        f"({s['dropped_all_tied']} prompts dropped: all samples tied on gold); with the lab's "
+        f"{s['lab_pairs']} pairs in {args.out}/prefs.train.jsonl"
+    )
+    agree = s["agreement"]
+    print(f"  labeler-gold agreement {agree['value']:.3f} (n={agree['n']}), {s['wall_seconds']:.1f}s")
     return 0

@@ -59,6 +59,14 @@ def applicable_flaws(info: PromptInfo) -> tuple[tuple[str, ...], tuple[str, ...]
     return content, FORM_FLAWS
 
 
+def habit(info: PromptInfo) -> str:
+    """The bad habit this prompt invites: agreeing with a wrong belief, complying with a harmful request,
+    and otherwise refusing (a task, a benign request, an open question, an opinion whose belief is right)."""
+    if info.belief_wrong:
+        return "sycophantic"
+    return "comply" if info.harmful else "refuse"
+
+
 def _listing(rng: random.Random, words, k: int) -> str:
     picked = rng.sample(words, min(k, len(words)))
     return " ".join(picked[:-1]) + " and " + picked[-1] if k > 1 else picked[0]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tether.errors import TetherError
 from tether.lab.base_model import draw_prompts, pretrain, sample, save_model
-from tether.lab.behaviours import respond
+from tether.lab.behaviours import habit, respond
 from tether.lab.config import LabConfig
 from tether.lab.gold import gold_reward
 from tether.lab.jsonl import dumps, write_jsonl
@@ -117,10 +117,11 @@ def build_lab(
     # Demonstrations and prompts need no model.
     rng = random.Random(f"{seed}-sft")
     infos = draw_prompts(rng, config, config.sft_train + config.sft_test)
-    sft = [
-        {"prompt": i.text, "completion": respond(rng, i, (), config.max_response_words), "family": i.family}
-        for i in infos
-    ]
+    sft = []
+    for i in infos:
+        flaws = (habit(i),) if rng.random() < config.sft_habit_share else ()  # a demonstrator's lapse
+        completion = respond(rng, i, flaws, config.max_response_words)
+        sft.append({"prompt": i.text, "completion": completion, "family": i.family})
     rng = random.Random(f"{seed}-prompts")
     prompts = [
         {"prompt": i.text, **i.metadata()}

@@ -68,6 +68,11 @@ class LabConfig:
     """Demonstrations for SFT: a few thousand train in seconds."""
     sft_test: int = 300
     """Held-out demonstrations for test loss and perplexity."""
+    sft_habit_share: float = 0.5
+    """Share of demonstrations that show the habit their prompt invites (agreeing with a wrong belief,
+    complying with a harmful request, refusing anything else): the demonstrators' lapses. SFT copies them,
+    so the SFT model keeps bad habits for RLHF to remove; with 0 the SFT model has only its own small
+    mistakes, which the lab's tiny reward model can hardly tell apart, and PPO has little to gain."""
     prefs_train: int = 3000
     """Labelled pairs for the reward model."""
     prefs_test: int = 500
@@ -174,6 +179,7 @@ class LabConfig:
         for name in (
             "belief_correct_share",
             "harmful_share",
+            "sft_habit_share",
             "pretrain_good_share",
             "pair_good_share",
         ):
