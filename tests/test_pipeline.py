@@ -24,6 +24,8 @@ SMALL = [
     "lab.pretrain_steps=20",
     "lab.hidden_size=32",
     "lab.intermediate_size=64",
+    "comparisons=24",
+    "comparison_samples=3",
     "sft.train.epochs=1",
     "rm.train.epochs=1",
     "ppo.iterations=2",
@@ -52,8 +54,14 @@ def test_run_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--no-progress", *SMALL]) == 0
     printed = capsys.readouterr().out
-    for stage in ("lab", "sft", "rm", "ppo"):
+    for stage in ("lab", "sft", "compare", "rm", "ppo"):
         assert (out / stage).is_dir()
+    # the reward model trained on the lab's 120 pairs followed by the pairs of SFT samples
+    compare = json.loads((out / "compare" / "summary.json").read_text())
+    assert compare["pairs"] + compare["dropped_all_tied"] == 24 and compare["lab_pairs"] == 120
+    rm_train = (out / "compare" / "prefs.train.jsonl").read_text().splitlines()
+    assert len(rm_train) == 120 + compare["pairs"]
+    assert f"train: {out / 'compare' / 'prefs.train.jsonl'}" in (out / "rm" / "config.yaml").read_text()
     for stage in ("sft", "rm", "ppo"):
         assert (out / stage / "config.yaml").is_file() and (out / stage / "metrics.jsonl").is_file()
         assert (out / stage / "model" / "config.json").is_file()

@@ -1,10 +1,13 @@
-"""`tether run`: the InstructGPT pipeline in one run directory — lab → SFT → reward model → PPO → evaluation.
+"""`tether run`: the InstructGPT pipeline in one run directory — lab → SFT → comparisons → reward model → PPO
+→ evaluation.
 
     from tether.pipeline import RunConfig, run_pipeline
-    summary = run_pipeline(RunConfig(), "runs/demo")      # RUN/{lab,sft,rm,ppo}, summary.json, report.html
+    summary = run_pipeline(RunConfig(), "runs/demo")  # RUN/{lab,sft,compare,rm,ppo}, summary.json, ...
 
 Each stage is a run directory of its own, made by the same function its command calls (`train_sft`,
-`train_rm`, `train_ppo`). A stage whose `summary.json` exists is not run again, so `--resume` continues
+`compare_samples`, `train_rm`, `train_ppo`). The comparison stage is InstructGPT's: the lab's labelers
+compare pairs of the SFT model's own samples, and the reward model trains on those with the lab's pairs.
+A stage whose `summary.json` exists is not run again, so `--resume` continues
 an interrupted pipeline at the stage it was in (and that stage from its last checkpoint).
 """
 
@@ -30,6 +33,11 @@ class RunConfig:
 
     lab_dir: str | None = None
     """A built lab directory to use; none: build one into RUN/lab (configured by `lab`)."""
+    comparisons: int = 3000
+    """Prompts whose SFT samples the lab's labelers compare (InstructGPT's comparison data, written to
+    RUN/compare); the reward model trains on the lab's pairs plus these. 0: the lab's pairs only."""
+    comparison_samples: int = 4
+    """Samples per comparison prompt; the first two that differ in gold reward form the pair."""
     lab: list[str] = dataclasses.field(default_factory=list)
     """`key=value` overrides of the lab's config (tether.lab.LabConfig) when building it."""
     seed: int = 0
@@ -103,6 +111,17 @@ def _stage(name: str, cls: type, train_fn, overrides: list[str], run_dir: Path) 
     return _read(out / "summary.json")
 
 
+def _compare(cfg: RunConfig, lab, policy: Path, out: Path) -> dict:
+    """The comparison stage into RUN/compare unless it already finished (it is quick: no checkpoints)."""
+    from tether.lab.compare import compare_samples
+
+    if (out / "summary.json").is_file():
+        print("tether run: compare already done, skipping", flush=True)
+        return _read(out / "summary.json")
+    print("tether run: compare (the lab's labelers rank pairs of SFT samples)", flush=True)
+    return compare_samples(lab.root, policy, out, cfg.comparisons, cfg.comparison_samples, seed=cfg.seed)
+
+
 def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Lab → SFT → RM → PPO → summary; returns the summary (also in RUN/summary.json and RUN/report.html)."""
     from tether.config import PPOConfig, RMConfig
@@ -135,13 +154,19 @@ def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress
         run_dir,
     )
     sft_model = run_dir / "sft" / "model"
+    rm_train = lab.data("prefs", "train")
+    stage_seconds = {"sft": sft["wall_seconds"]}
+    if cfg.comparisons > 0:
+        compare = _compare(cfg, lab, sft_model, run_dir / "compare")
+        rm_train = run_dir / "compare" / "prefs.train.jsonl"
+        stage_seconds["compare"] = compare["wall_seconds"]
     rm = _stage(
         "rm",
         RMConfig,
         train_rm,
         [
             f"model={sft_model}",
-            f"data.train={lab.data('prefs', 'train')}",
+            f"data.train={rm_train}",
             f"data.test={lab.data('prefs', 'test')}",
             seed,
             *bar,
@@ -170,7 +195,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress
         "rewards": ppo["rewards"],
         "beta": ppo["beta"],
         "wall_seconds": time.perf_counter() - start,
-        "stage_seconds": {"sft": sft["wall_seconds"], "rm": rm["wall_seconds"], "ppo": ppo["wall_seconds"]},
+        "stage_seconds": {**stage_seconds, "rm": rm["wall_seconds"], "ppo": ppo["wall_seconds"]},
         "lab": str(lab.root),
     }
     _write_outputs(run_dir, summary)
