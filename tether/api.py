@@ -7,8 +7,10 @@
 """
 
 from tether.config import (
+    GRPOConfig,
     LoopConfig,
     PPOConfig,
+    RLOOConfig,
     RMConfig,
     RMDataConfig,
     SFTConfig,
@@ -18,16 +20,20 @@ from tether.config import (
 )
 from tether.pipeline import RunConfig, run_pipeline
 from tether.reward_model import create_reward_model, load_reward_model, score_texts
-from tether.rewards import load_reward
+from tether.rewards import load_reward, load_weighted_reward
 from tether.trainers.base import Loop, TrainingDiverged, TrainingInterrupted
+from tether.trainers.grpo import train_grpo
 from tether.trainers.ppo import train_ppo
+from tether.trainers.rloo import train_rloo
 from tether.trainers.rm import train_rm
 from tether.trainers.sft import train_sft
 
 __all__ = [
+    "GRPOConfig",
     "Loop",
     "LoopConfig",
     "PPOConfig",
+    "RLOOConfig",
     "RMConfig",
     "RMDataConfig",
     "RunConfig",
@@ -40,9 +46,12 @@ __all__ = [
     "load_config",
     "load_reward",
     "load_reward_model",
+    "load_weighted_reward",
     "run_pipeline",
     "score_texts",
+    "train_grpo",
     "train_ppo",
+    "train_rloo",
     "train_rm",
     "train_sft",
 ]

@@ -20,6 +20,8 @@ COMMANDS = [
     ("sft", "tether.commands.sft", "supervised fine-tuning on demonstrations"),
     ("rm", "tether.commands.rm", "Bradley-Terry reward model on preference pairs"),
     ("ppo", "tether.commands.ppo", "PPO with a KL penalty to the SFT model"),
+    ("grpo", "tether.commands.grpo", "GRPO: group-normalised advantages, clipped surrogate, no critic"),
+    ("rloo", "tether.commands.rloo", "RLOO: leave-one-out baseline, KL to the SFT model in the reward"),
     ("run", "tether.commands.run", "the whole pipeline: lab → SFT → RM → PPO → evaluation"),
 ]
 

@@ -518,3 +518,225 @@ class PPOConfig:
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=16, micro_batch_size=16, save_every=0)
     )
     """Optimisation of policy and critic together (one AdamW), warm-up, clipping, checkpoints."""
+
+
+# ------------------------------------------------------------------------------------------------ DPO
+
+
+@dataclasses.dataclass
+class DPODataConfig:
+    """Preference pairs for DPO and how they become tokens (tether.data), as for the reward model."""
+
+    train: str
+    """JSONL file of {"prompt", "chosen", "rejected"} pairs to train on (prompt: text or messages)."""
+    test: str | None = None
+    """JSONL file of held-out pairs for test loss, preference accuracy, margins and the KL estimate."""
+    max_length: int = 512
+    """Tokens per row (prompt + response + EOS); longer responses are cut to fit."""
+    too_long: Literal["error", "skip"] = "error"
+    """A prompt that leaves no room for a response: 'error' names the record, 'skip' drops and counts it."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """As in SFT, so that prompts read exactly as the policy was trained on them."""
+    use_soft_labels: bool = False
+    """Read each record's "label" as P(chosen ≻ rejected) and fit it with the soft-label DPO cross-entropy
+    (loss_type sigmoid only); off: every pair counts as a sure preference for chosen."""
+
+
+@dataclasses.dataclass
+class DPOEvalConfig:
+    """The sampled KL-from-reference estimate at each evaluation (held-out pairs give the rest)."""
+
+    kl_prompts: int = 32
+    """Distinct held-out prompts to sample one policy response each for; 0 skips the KL estimate."""
+    max_new_tokens: int = 32
+    """Longest sampled response for the KL estimate."""
+
+
+@dataclasses.dataclass
+class DPOConfig:
+    """`tether dpo`: direct preference optimisation of the policy on preference pairs, no reward model
+    (Rafailov et al. 2023) and its variants (IPO, conservative/robust DPO, hinge)."""
+
+    policy: str
+    """The starting policy (the SFT model directory); it is trained in place of a reward model."""
+    data: DPODataConfig
+    """Training and held-out pairs."""
+    reference: str | None = None
+    """The frozen reference π_ref of the implicit reward β·log(π/π_ref); none: a copy of `policy`."""
+    tokenizer: str | None = None
+    """Tokenizer directory when it differs from the policy's (policy and reference must share it)."""
+    beta: float = 0.1
+    """β: the KL coefficient of the objective DPO optimises; smaller lets the policy move further away."""
+    loss_type: Literal["sigmoid", "robust", "hinge", "ipo"] = "sigmoid"
+    """A name of tether.losses.preference.DPO_LOSSES: sigmoid (DPO), robust (noise-corrected), hinge (SLiC),
+    ipo (IPO; log-probs averaged over response tokens)."""
+    label_smoothing: float = 0.0
+    """ε in [0, 0.5): sigmoid fits P(chosen ≻ rejected) = 1 − ε (conservative DPO), robust treats ε as a
+    known label-flip rate."""
+    precompute_reference: bool = True
+    """Score every pair with the reference once before training and cache it in RUN/ref_logprobs.pt (reused
+    on --resume), saving a forward pass per step; false scores the reference at each step."""
+    eval: DPOEvalConfig = dataclasses.field(default_factory=DPOEvalConfig)
+    """The sampled KL estimate at each evaluation."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Weights' dtype; float32 gives exact CPU resume."""
+    seed: int = 0
+    """Seeds data order and the evaluation samples: the same seed gives the same weights on CPU."""
+    train: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(lr=1e-5, batch_size=32, micro_batch_size=32, epochs=1.0)
+    )
+    """Optimisation, schedule, logging and checkpoints."""
+
+
+# ------------------------------------------------------------------------------------------------ GRPO, RLOO
+
+
+@dataclasses.dataclass
+class RewardTerm:
+    """One weighted reward function of a summed score."""
+
+    source: str
+    """A reward model directory, 'gold' or 'module:function' (as PPORewardConfig.source)."""
+    weight: float = 1.0
+    """Its coefficient in the sum."""
+
+
+@dataclasses.dataclass
+class GroupRewardConfig(PPORewardConfig):
+    """PPO's reward options, plus more weighted reward functions: the score of a response is
+    weight·source + Σ extra[i].weight·extra[i].source, then normalize and no_eos apply to the sum."""
+
+    weight: float = 1.0
+    """Coefficient of `source` in the sum; 0 leaves it out (and does not load it)."""
+    extra: list[RewardTerm] = dataclasses.field(default_factory=list)
+    """More reward functions, e.g. [{source: 'my_pkg.rewards:format', weight: 0.2}]."""
+
+
+@dataclasses.dataclass
+class GroupRolloutConfig(PPORolloutConfig):
+    """Sampling for the group methods: each prompt of an iteration is sampled group_size times."""
+
+    batch_size: int = 16
+    """Prompts per iteration; with G responses each an iteration holds batch_size × G responses, and
+    train.batch_size (responses per optimizer step) must divide that."""
+
+
+@dataclasses.dataclass
+class GRPOAlgoConfig:
+    """The GRPO update (Shao et al. 2024, eq. 3; advantages of sec. 4.1.2; losses in tether.losses).
+
+    The form whose optimum is exactly π* ∝ π_ref·exp(r/β) (as PPO's and RLOO's): kl_in_reward=true,
+    scale=none, aggregation=token_sum. The paper's form is kl_in_reward=false, scale=group,
+    aggregation=sequence_mean."""
+
+    group_size: int = 8
+    """G, responses sampled per prompt; the group's mean (and std) is each response's baseline."""
+    epochs: int = 1
+    """Passes over each iteration's responses (μ of the paper's algorithm 1); with 1, and one minibatch
+    per iteration, π_old = π and the update is on-policy."""
+    eps_low: float = 0.2
+    """Lower clip range of the ratio π/π_old."""
+    eps_high: float = 0.2
+    """Upper clip range; above eps_low is DAPO's clip-higher (Yu et al. 2025 use 0.28)."""
+    scale: Literal["group", "batch", "none"] = "group"
+    """Divide centred rewards by the group's std (paper), the batch's, or not at all (Dr. GRPO). Group
+    scaling makes the effective β of the KL term β·std, different for each prompt."""
+    aggregation: Literal["sequence_mean", "token_mean", "constant_norm", "token_sum"] = "sequence_mean"
+    """How per-token losses become one number: mean per response then over responses (paper), mean over
+    all tokens (DAPO), sum / (B·max_new_tokens) (Dr. GRPO), or sum per response, mean over responses."""
+    beta: float = 0.04
+    """KL coefficient (nats): of the k3 term in the loss, or of the k1 penalty in the reward when
+    kl_in_reward. 0 skips the reference model in training (it is loaded for the evaluation only)."""
+    kl_in_reward: bool = False
+    """Subtract β·Σ_t (log π_old − log π_ref) from each response's score before the group baseline (as RLOO)
+    instead of adding β·k3 to the loss."""
+    max_approx_kl: float | None = None
+    """Stop an iteration's remaining epochs once an epoch's mean approx_kl passes this; none: run all."""
+
+
+@dataclasses.dataclass
+class GRPOConfig:
+    """`tether grpo`: group-relative policy optimisation, no critic (Shao et al. 2024).
+
+    Each iteration samples grpo.group_size responses for each of rollout.batch_size prompts; train.batch_size
+    counts responses per optimizer step. iterations × grpo.epochs fix the length of the run;
+    train.eval_every and save_every count iterations.
+    """
+
+    policy: str
+    """The SFT model directory: the policy starts from it and the frozen reference is a copy of it."""
+    data: PPODataConfig
+    """Training and held-out prompts."""
+    reward: GroupRewardConfig = dataclasses.field(default_factory=GroupRewardConfig)
+    """The reward sources, their weights and conditioning."""
+    tokenizer: str | None = None
+    """Tokenizer directory when it differs from the policy's."""
+    iterations: int = 100
+    """Rollout-and-update iterations."""
+    rollout: GroupRolloutConfig = dataclasses.field(default_factory=GroupRolloutConfig)
+    """Sampling."""
+    grpo: GRPOAlgoConfig = dataclasses.field(default_factory=GRPOAlgoConfig)
+    """Group size, clipping, KL and aggregation."""
+    eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
+    """Held-out evaluation."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Weights' dtype; float32 gives exact CPU resume."""
+    seed: int = 0
+    """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
+    train: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
+    )
+    """Optimisation of the policy, warm-up, clipping, checkpoints."""
+
+
+@dataclasses.dataclass
+class RLOOAlgoConfig:
+    """The RLOO update (Ahmadian et al. 2024): REINFORCE with a leave-one-out baseline, clipped like PPO
+    when a batch is used for more than one step."""
+
+    k: int = 4
+    """Responses sampled per prompt; each one's baseline is the mean score of the other k − 1."""
+    epochs: int = 1
+    """Passes over each iteration's responses; with 1, and one minibatch per iteration, the update is
+    exactly REINFORCE with the leave-one-out baseline (the ratio is 1, nothing clips)."""
+    clip_eps: float = 0.2
+    """Clip range of π/π_old for the minibatches after the first (off-policy by then)."""
+    max_approx_kl: float | None = None
+    """Stop an iteration's remaining epochs once an epoch's mean approx_kl passes this; none: run all."""
+
+
+@dataclasses.dataclass
+class RLOOConfig:
+    """`tether rloo`: REINFORCE leave-one-out, the KL to the SFT model in the reward (Ahmadian et al. 2024).
+
+    Each iteration samples rloo.k responses for each of rollout.batch_size prompts; train.batch_size counts
+    responses per optimizer step. kl.estimator is the per-token KL summed into the sequence penalty (k1:
+    β·Σ log π/π_ref, as in the paper). train.eval_every and save_every count iterations.
+    """
+
+    policy: str
+    """The SFT model directory: the policy starts from it and the frozen reference is a copy of it."""
+    data: PPODataConfig
+    """Training and held-out prompts."""
+    reward: GroupRewardConfig = dataclasses.field(default_factory=GroupRewardConfig)
+    """The reward sources, their weights and conditioning."""
+    tokenizer: str | None = None
+    """Tokenizer directory when it differs from the policy's."""
+    iterations: int = 100
+    """Rollout-and-update iterations."""
+    rollout: GroupRolloutConfig = dataclasses.field(default_factory=GroupRolloutConfig)
+    """Sampling."""
+    kl: PPOKLConfig = dataclasses.field(default_factory=PPOKLConfig)
+    """The KL penalty in the reward: estimator, β, fixed or adaptive. β = 0 skips the reference model."""
+    rloo: RLOOAlgoConfig = dataclasses.field(default_factory=RLOOAlgoConfig)
+    """Samples per prompt and the update."""
+    eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
+    """Held-out evaluation."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Weights' dtype; float32 gives exact CPU resume."""
+    seed: int = 0
+    """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
+    train: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
+    )
+    """Optimisation of the policy, warm-up, clipping, checkpoints."""

@@ -163,3 +163,39 @@ NO_EOS = {
 def penalize_unended(scores: torch.Tensor, ended: torch.Tensor, mode: str, value: float) -> torch.Tensor:
     """Scores (B,) with those of unended responses kept, replaced by `value` or offset by `value`."""
     return NO_EOS[mode](scores, ended.to(scores.device).bool(), value)
+
+
+# ------------------------------------------------------------------------------------------------ sums
+
+
+class WeightedReward:
+    """Σ_i w_i·r_i(prompt, response) over several reward sources: (B,) float32.
+
+    terms: (spec, weight) pairs, each spec as `load_reward` takes it; `parts` gives each term's own scores
+    (unweighted) so a trainer can log them.
+    """
+
+    def __init__(self, terms: Sequence[tuple[str, float]], device=None):
+        if not terms:
+            raise TetherError("no reward source: give reward.source a weight or add reward.extra terms")
+        self.specs = [spec for spec, _ in terms]
+        self.weights = [float(w) for _, w in terms]
+        self.fns = [load_reward(spec, device=device) for spec in self.specs]
+
+    def parts(self, prompts: Sequence, responses: Sequence[str]) -> list[torch.Tensor]:
+        return [fn(prompts, responses) for fn in self.fns]
+
+    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum(w * p for w, p in zip(self.weights, parts, strict=True))
+
+    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
+        return self.combine(self.parts(prompts, responses))
+
+
+def load_weighted_reward(terms: Sequence[tuple[str, float]], device=None) -> RewardFn:
+    """The reward of several weighted sources; a single source of weight 1 is that source itself (so
+    `load_weighted_reward([("gold", 1.0)]) is gold`)."""
+    terms = [(spec, w) for spec, w in terms if w != 0]
+    if len(terms) == 1 and terms[0][1] == 1.0:
+        return load_reward(terms[0][0], device=device)
+    return WeightedReward(terms, device=device)

@@ -89,7 +89,8 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group"
     rewards: (B,), the G = group_size samples of each prompt contiguous. Outcome supervision of GRPO
     (Shao et al. 2024, sec. 4.1.2). std is `torch.std`'s unbiased one (divides by n − 1) of the group
     (`scale="group"`) or of the whole batch (`"batch"`; the mean is still the group's); `"none"` only
-    centres (Dr. GRPO, Liu et al. 2025). group_size < 2 is a ValueError.
+    centres (Dr. GRPO, Liu et al. 2025). A group of equal rewards gets exactly 0 (no learning signal).
+    group_size < 2 is a ValueError.
     """
     if scale not in GRPO_SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(GRPO_SCALES)}")
@@ -99,7 +100,7 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group"
         std = GRPO_SCALES[scale](r, r.flatten())
         if std is not None:
             centred = centred / (std + 1e-4)
-        return centred.flatten()
+        return _zero_where_equal(centred, r).flatten()
 
 
 def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -111,4 +112,11 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     with torch.no_grad():
         r = _groups(rewards, group_size)  # (B / G, G)
         others = (r.sum(dim=1, keepdim=True) - r) / (group_size - 1)
-        return (r - others).flatten()
+        return _zero_where_equal(r - others, r).flatten()
+
+
+def _zero_where_equal(advantages: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Exactly 0 for groups whose rewards are all equal: a mean of equal floats can differ from them in the
+    last bit (seven 0.1s average to 0.1 + 7e-9 in float32), which the std scaling would blow up to ~1e-4."""
+    equal = (r == r[:, :1]).all(dim=1, keepdim=True)  # (B / G, 1)
+    return torch.where(equal, torch.zeros_like(advantages), advantages)

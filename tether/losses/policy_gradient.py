@@ -239,10 +239,18 @@ def _constant_norm(x, mask, max_tokens, num_tokens, num_sequences):
     return masked_sum(x, mask) / (n_seq * max_tokens)
 
 
+def _token_sum(x, mask, max_tokens, num_tokens, num_sequences):
+    """Sum over the tokens of each response, mean over responses: with one advantage per response the
+    gradient is A·∇log π(y), REINFORCE's (Williams 1992), which keeps the optimum of E[r] − β·KL."""
+    n_seq = num_sequences if num_sequences is not None else x.shape[0]
+    return masked_sum(x, mask) / n_seq
+
+
 GRPO_AGGREGATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "sequence_mean": _sequence_mean,
     "token_mean": _token_mean,
     "constant_norm": _constant_norm,
+    "token_sum": _token_sum,
 }
 
 
@@ -265,9 +273,10 @@ def grpo_loss(
 
     logprobs, old_logprobs, ref_logprobs: (B, T) (ref may be None when β = 0); advantages: (B,), one per
     response (e.g. `grpo_advantages`), broadcast over its tokens; mask: (B, T). eps_high > eps_low is
-    DAPO's clip-higher. aggregation: `sequence_mean` (GRPO paper), `token_mean` (DAPO, Yu et al. 2025) or
-    `constant_norm` (Dr. GRPO, Liu et al. 2025: divides by B·max_tokens). `num_tokens` (token_mean) and
-    `num_sequences` (sequence_mean, constant_norm) replace the local counts. Metrics (token means):
+    DAPO's clip-higher. aggregation: `sequence_mean` (GRPO paper), `token_mean` (DAPO, Yu et al. 2025),
+    `constant_norm` (Dr. GRPO, Liu et al. 2025: divides by B·max_tokens) or `token_sum` (per-response sums,
+    mean over responses: REINFORCE, as RLOO uses it). `num_tokens` (token_mean) and `num_sequences`
+    (sequence_mean, constant_norm, token_sum) replace the local counts. Metrics (token means):
     clipfrac, approx_kl, ratio_mean, and ref_kl (mean k3) when ref_logprobs is given.
     """
     if aggregation not in GRPO_AGGREGATIONS:

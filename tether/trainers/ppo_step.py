@@ -74,26 +74,8 @@ class Experience:
         return take_rows(self, idx)
 
     def trimmed(self) -> Experience:
-        """The same responses without the columns that are padding in every row: prompt columns before the
-        longest prompt (left padding) and response columns after the longest response. Position ids count
-        real tokens only, so the models compute the same values on fewer positions."""
-        r = self.rollout
-        first = int(r.prompt_mask.any(0).long().argmax())  # first prompt column with a real token
-        end = max(1, int(r.response_mask.sum(-1).max()))  # responses are right-padded
-        rollout = dataclasses.replace(
-            r,
-            prompt_ids=r.prompt_ids[:, first:],
-            prompt_mask=r.prompt_mask[:, first:],
-            response_ids=r.response_ids[:, :end],
-            response_mask=r.response_mask[:, :end],
-            logprobs=r.logprobs[:, :end],
-        )
-        cut = {
-            f.name: getattr(self, f.name)[:, :end]
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor) and getattr(self, f.name).dim() == 2
-        }
-        return dataclasses.replace(self, rollout=rollout, **cut)
+        """The same responses without the columns that are padding in every row (see `trim_columns`)."""
+        return trim_columns(self)
 
 
 def take_rows(obj, idx):
@@ -106,6 +88,30 @@ def take_rows(obj, idx):
         elif dataclasses.is_dataclass(value):
             changes[f.name] = take_rows(value, idx)
     return dataclasses.replace(obj, **changes)
+
+
+def trim_columns(obj):
+    """A copy of a dataclass holding a `rollout` and (B, R) response tensors, without the columns that are
+    padding in every row: prompt columns before the longest prompt (left padding) and response columns after
+    the longest response. Position ids count real tokens only, so the models compute the same values on
+    fewer positions."""
+    r = obj.rollout
+    first = int(r.prompt_mask.any(0).long().argmax())  # first prompt column with a real token
+    end = max(1, int(r.response_mask.sum(-1).max()))  # responses are right-padded
+    rollout = dataclasses.replace(
+        r,
+        prompt_ids=r.prompt_ids[:, first:],
+        prompt_mask=r.prompt_mask[:, first:],
+        response_ids=r.response_ids[:, :end],
+        response_mask=r.response_mask[:, :end],
+        logprobs=r.logprobs[:, :end],
+    )
+    cut = {
+        f.name: getattr(obj, f.name)[:, :end]
+        for f in dataclasses.fields(obj)
+        if isinstance(getattr(obj, f.name), torch.Tensor) and getattr(obj, f.name).dim() == 2
+    }
+    return dataclasses.replace(obj, rollout=rollout, **cut)
 
 
 # --------------------------------------------------------------------------------------------- forward passes
@@ -139,26 +145,29 @@ def score_rollout(
 ) -> dict[str, torch.Tensor]:
     """Old and reference log-probs, values and the per-token KL penalty, `chunk` rows per forward pass.
 
-    Returns {"old_logprobs", "ref_logprobs", "old_values", "kl"}, each (B, R), 0 off the response mask.
+    Returns {"old_logprobs", "ref_logprobs", "old_values", "kl"}, each (B, R), 0 off the response mask;
+    without a critic (None) there is no "old_values", without a reference no "ref_logprobs" nor "kl".
     """
     if estimator not in KL_PENALTIES:
         raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {sorted(KL_PENALTIES)}")
-    parts: dict[str, list[torch.Tensor]] = {
-        "old_logprobs": [],
-        "ref_logprobs": [],
-        "old_values": [],
-        "kl": [],
-    }
+    parts: dict[str, list[torch.Tensor]] = {"old_logprobs": []}
+    if ref is not None:
+        parts.update(ref_logprobs=[], kl=[])
+    if critic is not None:
+        parts["old_values"] = []
     for start in range(0, rollout.prompt_ids.shape[0], chunk):
         r = take_rows(rollout, slice(start, start + chunk))
         mask = r.response_mask
-        logits, ref_logits = policy_logits(policy, r), policy_logits(ref, r)  # (b, R, V) each
+        logits = policy_logits(policy, r)  # (b, R, V)
         lp = token_logprobs(logits, r.response_ids) * mask  # (b, R)
-        ref_lp = token_logprobs(ref_logits, r.response_ids) * mask  # (b, R)
         parts["old_logprobs"].append(lp)
-        parts["ref_logprobs"].append(ref_lp)
-        parts["old_values"].append(critic_values(critic, r))
-        parts["kl"].append(KL_PENALTIES[estimator](lp, ref_lp, logits, ref_logits, mask) * mask)
+        if ref is not None:
+            ref_logits = policy_logits(ref, r)  # (b, R, V)
+            ref_lp = token_logprobs(ref_logits, r.response_ids) * mask  # (b, R)
+            parts["ref_logprobs"].append(ref_lp)
+            parts["kl"].append(KL_PENALTIES[estimator](lp, ref_lp, logits, ref_logits, mask) * mask)
+        if critic is not None:
+            parts["old_values"].append(critic_values(critic, r))
     return {k: torch.cat(v) for k, v in parts.items()}
 
 

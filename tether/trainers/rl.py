@@ -1,0 +1,387 @@
+"""What every RL trainer (PPO, GRPO, RLOO) shares: policy, prompts, rollouts, reward, evaluation, the run.
+
+    class MyTrainer(RLTrainer):
+        stage = "my"
+        def step(self) -> dict: ...            # one rollout-and-update iteration; returns its metrics
+        def minibatch_loss(self, part, num_tokens, num_sequences): ...   # (loss, metrics) of a micro-batch
+
+`RLTrainer.__init__` loads the policy (`cfg.policy`), a frozen copy of it as the reference when
+`needs_reference()` says so, the prompts, the Loop (one AdamW over the policy and `extra_models()`), the
+reward (`load_reward_fn()`), then resumes and writes RUN/config.yaml. `run()` iterates to `cfg.iterations`,
+logging, evaluating and checkpointing on schedule (train.log_every, eval_every, save_every count iterations),
+then writes RUN/model and summary.json. `update()` is the shared optimisation of one iteration's
+experience: `epochs()` passes over shuffled minibatches of train.batch_size responses, one optimizer step
+each, the loss of each micro-batch from the subclass. Sampling and minibatch order are seeded by
+(seed, iteration), so `--resume` continues exactly.
+
+The config must have: policy, tokenizer, dtype, seed, iterations, data (PPODataConfig), rollout
+(PPORolloutConfig or a subclass), reward (normalize, no_eos, no_eos_score), eval (PPOEvalConfig), train.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+
+from tether.config import dump_config
+from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
+from tether.errors import TetherError
+from tether.files import write_json
+from tether.instruments.evaluate import evaluate_against_base
+from tether.instruments.judges import GoldJudge, ScoreJudge
+from tether.kl_control import AdaptiveKLController, FixedKLController
+from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
+from tether.rollout import Rollout, sample
+from tether.trainers.base import (
+    Loop,
+    TrainingInterrupted,
+    prepare_run_dir,
+    quiet_transformers,
+    save_final,
+    set_threads,
+)
+from tether.trainers.supervised import batch_indices
+
+EVAL_SEED_OFFSET = 7919  # evaluation samples use their own seeds, apart from the training ones
+
+
+def iteration_seed(seed: int, iteration: int, stream: int) -> int:
+    """A seed for one random stream (0: sampling, 1: minibatch order) of one iteration."""
+    return (seed * 1_000_003 + iteration) * 4 + stream
+
+
+def load_policy(cfg):
+    """The model at cfg.policy (eval mode: no dropout, so π/π_old = 1 before an update) and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[cfg.dtype]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.policy)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(cfg.policy, dtype=dtype)
+    except OSError as e:
+        raise TetherError(f"cannot load the policy {cfg.policy!r}: {e}") from None
+    return model.eval(), tokenizer
+
+
+def load_prompt_items(path: str, tokenizer, cfg):
+    d = cfg.data
+    items, _ = tokenize_prompts(
+        load_prompts(path), tokenizer, d.max_prompt_length, d.too_long, d.chat_template
+    )
+    if not items:
+        raise TetherError(f"{path}: no prompts left after skipping")
+    return items
+
+
+def kl_controller(cfg):
+    """Fixed or adaptive β from cfg.kl (a PPOKLConfig)."""
+    k = cfg.kl
+    return AdaptiveKLController(k.beta, k.target, k.horizon) if k.adaptive else FixedKLController(k.beta)
+
+
+def cut_at_stop(rollout: Rollout, tokenizer, stops: list[str], pad_value: int) -> Rollout:
+    """End each response after the first token whose decoded prefix contains a stop string (the row then
+    counts as ended, like EOS); later tokens become padding with mask 0."""
+    if not stops:
+        return rollout
+    mask, ended = rollout.response_mask.clone(), rollout.ended.clone()  # (B, R), (B,)
+    for b in range(mask.shape[0]):
+        ids = rollout.response_ids[b, : int(mask[b].sum())].tolist()
+        if not any(s in tokenizer.decode(ids, skip_special_tokens=True) for s in stops):
+            continue
+        for t in range(1, len(ids) + 1):  # the shortest prefix that contains one
+            if any(s in tokenizer.decode(ids[:t], skip_special_tokens=True) for s in stops):
+                mask[b, t:] = 0
+                ended[b] = True
+                break
+    ids = torch.where(mask.bool(), rollout.response_ids, torch.full_like(rollout.response_ids, pad_value))
+    return dataclasses.replace(
+        rollout, response_ids=ids, response_mask=mask, logprobs=rollout.logprobs * mask, ended=ended
+    )
+
+
+class RLTrainer:
+    """Models, data, reward and loop of one RL run; a subclass adds the algorithm (step, minibatch_loss)."""
+
+    stage = "rl"  # the command's name: progress bar, summary.json's "stage"
+
+    def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False):
+        self.start = time.perf_counter()
+        self.check_config(cfg)
+        self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
+        prepare_run_dir(self.run_dir, resume)
+        set_seed(cfg.seed)
+        policy, self.tokenizer = load_policy(cfg)
+        set_threads(cfg.train.threads, policy, cfg.train.device)
+        # the frozen starting model, when the objective needs it during training
+        self.ref = copy.deepcopy(policy).requires_grad_(False) if self.needs_reference() else None
+        extra_models = self.extra_models()
+        self.train_items = load_prompt_items(cfg.data.train, self.tokenizer, cfg)
+        self.test_items = load_prompt_items(cfg.data.test, self.tokenizer, cfg) if cfg.data.test else []
+        self.loop = Loop(
+            cfg.train, self.run_dir, policy, self.tokenizer, total_steps=self.total_steps(),
+            extra_models=extra_models,
+        )
+        if self.loop.world > 1:
+            raise TetherError(f"tether {self.stage} runs in one process for now (multi-process is issue 9)")
+        self.device = self.loop.accelerator.device
+        if self.ref is not None:
+            self.ref.to(self.device)
+        self.reward = self.load_reward_fn()
+        self.lab = is_lab_prompt(self.train_items[0].example.prompt)  # gold reward known: log it
+        self.moments = RunningMoments()
+        self.iteration, self.last_eval = 0, {}
+        self.setup()
+        if resume:
+            self.load_extra(self.loop.resume(None if resume is True else resume))
+        if self.loop.is_main:
+            dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test])
+
+    # ----------------------------------------------------------------------------------- hooks
+
+    def check_config(self, cfg) -> None:
+        """TetherError for settings that cannot run."""
+
+    def needs_reference(self) -> bool:
+        return True
+
+    def extra_models(self) -> dict[str, torch.nn.Module] | None:
+        """More trained models, optimised with the policy and saved in checkpoints' sub-directories."""
+        return None
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run, for the learning-rate schedule."""
+        raise NotImplementedError
+
+    def load_reward_fn(self):
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Trainer state that checkpoints carry (e.g. a β controller), made before a resume restores it."""
+
+    def epochs(self) -> int:
+        """Passes over each iteration's experience."""
+        return 1
+
+    def max_approx_kl(self) -> float | None:
+        """Stop an iteration's remaining epochs once an epoch's mean approx_kl passes this."""
+        return None
+
+    def minibatch_loss(self, part, num_tokens: torch.Tensor, num_sequences: int):
+        """(loss, metrics) of one micro-batch `part` of an experience; num_tokens and num_sequences are the
+        whole minibatch's counts, so micro-batch losses sum to the minibatch's."""
+        raise NotImplementedError
+
+    def step(self) -> dict:
+        """One rollout-and-update iteration; returns its metrics."""
+        raise NotImplementedError
+
+    def summary_fields(self) -> dict:
+        """Trainer-specific entries of summary.json."""
+        return {}
+
+    @property
+    def policy(self):
+        return self.loop.model
+
+    # ----------------------------------------------------------------------------------- state
+
+    def data_signature(self) -> dict:
+        """What must not change across a resume for the data position to mean the same prompts."""
+        n, cfg = len(self.train_items), self.cfg
+        return {"n_prompts": n, "batch_size": cfg.rollout.batch_size, "seed": cfg.seed}
+
+    def extra(self) -> dict:
+        """What a checkpoint needs beyond the Loop's own state; the data position is the iteration."""
+        return {
+            "iteration": self.iteration,
+            "reward_moments": self.moments.state_dict(),
+            "last_eval": self.last_eval,
+            "data": self.data_signature(),
+        }
+
+    def load_extra(self, extra: dict) -> None:
+        if extra["data"] != self.data_signature():
+            raise TetherError("the prompts, rollout batch size or seed differ from those of the checkpoint")
+        self.iteration, self.last_eval = int(extra["iteration"]), dict(extra["last_eval"])
+        self.moments.load_state_dict(extra["reward_moments"])
+
+    # ----------------------------------------------------------------------------------- rollouts
+
+    def prompt_batch(self, iteration: int):
+        """The prompts of iteration `iteration`: passes over the data in seeded permutations."""
+        idx = batch_indices(len(self.train_items), self.cfg.rollout.batch_size, self.cfg.seed, iteration)
+        return [self.train_items[i] for i in idx]
+
+    def rollout(self, items, seed: int) -> Rollout:
+        r, tok = self.cfg.rollout, self.tokenizer
+        batch = collate_prompts(items, pad_id(tok))
+        rollout = sample(
+            self.policy,
+            batch["input_ids"].to(self.device),
+            batch["attention_mask"].to(self.device),
+            max_new_tokens=r.max_new_tokens,
+            eos_token_id=eos_id(tok),
+            pad_token_id=pad_id(tok),
+            temperature=r.temperature,
+            top_p=r.top_p,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        return cut_at_stop(rollout, tok, r.stop, pad_id(tok))
+
+    def condition(self, raw: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
+        """Scores the objective uses: normalised by running moments (when on), then the no-EOS penalty."""
+        scores = raw
+        if self.cfg.reward.normalize:
+            self.moments.update(raw)
+            scores = self.moments.normalize(raw)
+        return penalize_unended(scores, ended, self.cfg.reward.no_eos, self.cfg.reward.no_eos_score)
+
+    def gold_mean(self, prompts, responses, raw: torch.Tensor) -> float | None:
+        """Mean gold reward of the responses when the prompts are the lab's (None otherwise)."""
+        if not self.lab:
+            return None
+        return float(raw.mean() if self.reward is gold else gold(prompts, responses).mean())
+
+    # ----------------------------------------------------------------------------------- the update
+
+    def update(self, exp, generator: torch.Generator) -> dict:
+        """`epochs()` passes over shuffled minibatches, one optimizer step each; early stop on approx_kl.
+        Returns token-weighted means of the loss metrics, the epochs run, and the last step's lr and norm."""
+        cfg, loop = self.cfg, self.loop
+        mb, micro = cfg.train.batch_size, cfg.train.micro_batch_size
+        sums: dict[str, float] = {}
+        total_tokens, epochs_run, info = 0, 0, {}
+        for _ in range(self.epochs()):
+            order = torch.randperm(exp.size, generator=generator)
+            epoch_kl, epoch_tokens = 0.0, 0
+            for start in range(0, exp.size, mb):
+                minibatch = exp.rows(order[start : start + mb])
+                num_tokens = minibatch.mask.sum().clamp(min=1)
+                n_micro = mb // micro
+                for j in range(n_micro):
+                    part = minibatch.rows(slice(j * micro, (j + 1) * micro)).trimmed()
+                    with loop.accumulate(sync=j == n_micro - 1):
+                        loss, metrics = self.minibatch_loss(part, num_tokens, mb)
+                        loop.backward(loss)
+                    n = int(part.mask.sum())
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + n * float(v)
+                    total_tokens += n
+                    epoch_tokens += n
+                    epoch_kl += n * float(metrics["approx_kl"])
+                info = loop.optimizer_step()
+            epochs_run += 1
+            bound = self.max_approx_kl()
+            if bound is not None and epoch_kl / max(epoch_tokens, 1) > bound:
+                break
+        out = {k: v / max(total_tokens, 1) for k, v in sums.items()}
+        out.update(epochs=epochs_run, lr=info.get("lr"), grad_norm=info.get("grad_norm"))
+        return out
+
+    # ----------------------------------------------------------------------------------- evaluation
+
+    def proxy_scores(self, prompts, responses) -> list[float]:
+        return self.reward(prompts, responses).tolist()
+
+    def base_model(self):
+        """The starting model to compare with: the reference, or (when training did not need one) a fresh
+        copy loaded from cfg.policy for this evaluation only."""
+        if self.ref is not None:
+            return self.ref
+        model, _ = load_policy(self.cfg)
+        return model.requires_grad_(False).to(self.device)
+
+    def evaluate(self) -> dict:
+        """Held-out prompts: one policy and one base sample each; KL-from-base, win-rate vs base, mean
+        rewards. The judge is the gold reward on lab prompts, else the proxy reward."""
+        items = self.test_items[: self.cfg.eval.max_prompts]
+        judge = GoldJudge() if self.lab else ScoreJudge(self.proxy_scores, "proxy")
+        result = evaluate_against_base(
+            self.policy,
+            self.base_model(),
+            self.tokenizer,
+            items,
+            judge=judge,
+            proxy=self.proxy_scores,
+            gold=(lambda p, r: gold(p, r).tolist()) if self.lab else None,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            seed=self.cfg.seed + EVAL_SEED_OFFSET,
+            batch_size=self.cfg.rollout.batch_size,
+        )
+        result.pop("samples")
+        return result
+
+    def log_eval(self) -> None:
+        self.last_eval = self.evaluate()
+        ins, rw = self.last_eval["instruments"], self.last_eval["rewards"]
+        self.loop.log(
+            {
+                "iteration": self.iteration,
+                "kl_from_base": ins["kl_from_base"]["value"],
+                "win_rate_vs_base": ins["win_rate_vs_base"]["value"],
+                "reward": rw["policy"]["proxy"],
+                "gold": rw["policy"]["gold"],
+                "base_reward": rw["base"]["proxy"],
+                "base_gold": rw["base"]["gold"],
+            },
+            kind="eval",
+        )
+
+    # ----------------------------------------------------------------------------------- the run
+
+    def due(self, every: int) -> bool:
+        return every > 0 and self.iteration % every == 0
+
+    def run(self) -> Path:
+        """Train to `cfg.iterations`, evaluating and saving on schedule; then the final evaluation, RUN/model
+        and summary.json. Raises TrainingInterrupted after SIGTERM (once a checkpoint is written)."""
+        cfg, loop = self.cfg, self.loop
+        saved_at, evaluated_at = self.iteration if self.resumed else -1, -1
+        with loop.running(total=cfg.iterations, initial=self.iteration, desc=self.stage):
+            while self.iteration < cfg.iterations:
+                record = self.step()
+                self.iteration += 1
+                loop.bar.update(1)
+                kl = record.get("kl")
+                loop.bar.set_postfix(
+                    reward=f"{record['reward']:.3f}", kl="-" if kl is None else f"{kl:.2f}", refresh=False
+                )
+                if self.due(cfg.train.log_every):
+                    loop.log(record)
+                if self.test_items and self.due(cfg.train.eval_every):
+                    self.log_eval()
+                    evaluated_at = self.iteration
+                if self.due(cfg.train.save_every):
+                    loop.save(self.extra())
+                    saved_at = self.iteration
+                if loop.should_stop():
+                    path = loop.save(self.extra()) if saved_at != self.iteration else loop.latest_checkpoint()
+                    raise TrainingInterrupted(path)
+        if self.test_items and evaluated_at != self.iteration:
+            self.log_eval()
+        if cfg.train.save_every > 0 and saved_at != self.iteration:
+            loop.save(self.extra())
+        model_dir = save_final(loop, self.run_dir)
+        if loop.is_main:
+            self.write_summary(model_dir, time.perf_counter() - self.start)
+        return self.run_dir
+
+    def write_summary(self, model_dir: Path, seconds: float) -> None:
+        summary = {
+            "stage": self.stage,
+            "iterations": self.iteration,
+            "steps": self.loop.state.step,
+            "skipped_steps": self.loop.state.skipped,
+            **self.last_eval,
+            **self.summary_fields(),
+            "model": str(model_dir),
+            "wall_seconds": seconds,
+        }
+        write_json(self.run_dir / "summary.json", summary)
