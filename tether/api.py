@@ -7,6 +7,9 @@
 """
 
 from tether.config import (
+    DPOConfig,
+    DPODataConfig,
+    DPOEvalConfig,
     GRPOConfig,
     LoopConfig,
     PPOConfig,
@@ -22,6 +25,7 @@ from tether.pipeline import RunConfig, run_pipeline
 from tether.reward_model import create_reward_model, load_reward_model, score_texts
 from tether.rewards import load_reward, load_weighted_reward
 from tether.trainers.base import Loop, TrainingDiverged, TrainingInterrupted
+from tether.trainers.dpo import train_dpo
 from tether.trainers.grpo import train_grpo
 from tether.trainers.ppo import train_ppo
 from tether.trainers.rloo import train_rloo
@@ -29,6 +33,9 @@ from tether.trainers.rm import train_rm
 from tether.trainers.sft import train_sft
 
 __all__ = [
+    "DPOConfig",
+    "DPODataConfig",
+    "DPOEvalConfig",
     "GRPOConfig",
     "Loop",
     "LoopConfig",
@@ -49,6 +56,7 @@ __all__ = [
     "load_weighted_reward",
     "run_pipeline",
     "score_texts",
+    "train_dpo",
     "train_grpo",
     "train_ppo",
     "train_rloo",

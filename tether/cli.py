@@ -22,6 +22,7 @@ COMMANDS = [
     ("ppo", "tether.commands.ppo", "PPO with a KL penalty to the SFT model"),
     ("grpo", "tether.commands.grpo", "GRPO: group-normalised advantages, clipped surrogate, no critic"),
     ("rloo", "tether.commands.rloo", "RLOO: leave-one-out baseline, KL to the SFT model in the reward"),
+    ("dpo", "tether.commands.dpo", "DPO (or IPO, robust, hinge) on preference pairs, no reward model"),
     ("run", "tether.commands.run", "the whole pipeline: lab → SFT → RM → PPO → evaluation"),
 ]
 
