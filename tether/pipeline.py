@@ -24,7 +24,8 @@ from tether.errors import TetherError
 from tether.files import write_json
 from tether.trainers.checkpoint import find_latest
 
-STAGES = ("sft", "rm", "ppo")
+STAGES = ("sft", "rm", "ppo", "grpo", "rloo", "dpo")
+ALGOS = ("ppo", "grpo", "rloo", "dpo")  # the stage-3 choices of `tether run --algo`
 
 
 @dataclasses.dataclass
@@ -48,11 +49,20 @@ class RunConfig:
     """`key=value` overrides of the reward-model stage (RMConfig, defaults in tether/configs/rm.yaml)."""
     ppo: list[str] = dataclasses.field(default_factory=list)
     """`key=value` overrides of the PPO stage (PPOConfig, defaults in tether/configs/ppo.yaml)."""
+    algo: str = "ppo"
+    """Stage 3: ppo, grpo or rloo against the reward model, or dpo on the preference pairs directly (the
+    lab's pairs plus the comparisons; no reward model is trained)."""
+    grpo: list[str] = dataclasses.field(default_factory=list)
+    """`key=value` overrides of the GRPO stage (GRPOConfig, defaults in tether/configs/grpo.yaml)."""
+    rloo: list[str] = dataclasses.field(default_factory=list)
+    """`key=value` overrides of the RLOO stage (RLOOConfig, defaults in tether/configs/rloo.yaml)."""
+    dpo: list[str] = dataclasses.field(default_factory=list)
+    """`key=value` overrides of the DPO stage (DPOConfig, defaults in tether/configs/dpo.yaml)."""
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Command-line overrides → RunConfig overrides: `sft.train.lr=1e-3` is appended to the `sft` list (and
-    likewise for rm, ppo and lab); anything else (`seed=1`, `lab_dir=...`) is a RunConfig key."""
+    likewise for every stage and lab); anything else (`seed=1`, `algo=dpo`) is a RunConfig key."""
     plain, staged = [], {s: [] for s in (*STAGES, "lab")}
     for item in overrides:
         key, _, value = item.partition("=")
@@ -122,95 +132,116 @@ def _compare(cfg: RunConfig, lab, policy: Path, out: Path) -> dict:
     return compare_samples(lab.root, policy, out, cfg.comparisons, cfg.comparison_samples, seed=cfg.seed)
 
 
-def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Lab → SFT → RM → PPO → summary; returns the summary (also in RUN/summary.json and RUN/report.html)."""
-    from tether.config import PPOConfig, RMConfig
+def _stage_classes() -> dict[str, tuple[type, object]]:
+    """Stage name → (config class, train function)."""
+    from tether.config import DPOConfig, GRPOConfig, PPOConfig, RLOOConfig, RMConfig
+    from tether.trainers.dpo import train_dpo
+    from tether.trainers.grpo import train_grpo
     from tether.trainers.ppo import train_ppo
+    from tether.trainers.rloo import train_rloo
     from tether.trainers.rm import train_rm
     from tether.trainers.sft import train_sft
 
+    return {
+        "sft": (SFTConfig, train_sft),
+        "rm": (RMConfig, train_rm),
+        "ppo": (PPOConfig, train_ppo),
+        "grpo": (GRPOConfig, train_grpo),
+        "rloo": (RLOOConfig, train_rloo),
+        "dpo": (DPOConfig, train_dpo),
+    }
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Lab → SFT → comparisons → RM → PPO/GRPO/RLOO (or DPO without the RM) → summary; returns the summary
+    (also in RUN/summary.json and RUN/report.html)."""
+    if cfg.algo not in ALGOS:
+        raise TetherError(f"algo: unknown {cfg.algo!r}; choose one of {', '.join(ALGOS)}")
     start = time.perf_counter()
-    for cls, items in ((SFTConfig, cfg.sft), (RMConfig, cfg.rm), (PPOConfig, cfg.ppo)):
-        for item in items:  # a typo in a late stage's override fails now, not after the early stages ran
-            parse_override(cls, item)
+    classes = _stage_classes()
+    for name in STAGES:
+        for item in getattr(cfg, name):  # a typo in a late stage's override fails now, not after early ones
+            parse_override(classes[name][0], item)
     run_dir = Path(out)
     _prepare(cfg, run_dir, resume)
     dump_config(cfg, run_dir)
     lab = _lab(cfg, run_dir, progress)
-    seed = f"seed={cfg.seed}"
-    bar = [] if progress else ["train.progress=false"]
-    sft = _stage(
+    common = [f"seed={cfg.seed}", *([] if progress else ["train.progress=false"])]
+
+    def stage(name: str, settings: list[str]) -> dict:
+        return _stage(name, *classes[name], [*settings, *common, *getattr(cfg, name)], run_dir)
+
+    sft = stage(
         "sft",
-        SFTConfig,
-        train_sft,
-        [
-            f"model={lab.pretrained}",
-            f"data.train={lab.data('sft', 'train')}",
-            f"data.test={lab.data('sft', 'test')}",
-            seed,
-            *bar,
-            *cfg.sft,
-        ],
-        run_dir,
+        [f"model={lab.pretrained}", f"data.train={lab.data('sft', 'train')}"]
+        + [f"data.test={lab.data('sft', 'test')}"],
     )
     sft_model = run_dir / "sft" / "model"
-    rm_train = lab.data("prefs", "train")
+    pairs = lab.data("prefs", "train")
     stage_seconds = {"sft": sft["wall_seconds"]}
     if cfg.comparisons > 0:
-        compare = _compare(cfg, lab, sft_model, run_dir / "compare")
-        rm_train = run_dir / "compare" / "prefs.train.jsonl"
-        stage_seconds["compare"] = compare["wall_seconds"]
-    rm = _stage(
-        "rm",
-        RMConfig,
-        train_rm,
-        [
-            f"model={sft_model}",
-            f"data.train={rm_train}",
-            f"data.test={lab.data('prefs', 'test')}",
-            seed,
-            *bar,
-            *cfg.rm,
-        ],
-        run_dir,
-    )
-    ppo = _stage(
-        "ppo",
-        PPOConfig,
-        train_ppo,
-        [
-            f"policy={sft_model}",
-            f"reward.source={run_dir / 'rm' / 'model'}",
-            f"data.train={lab.data('prompts', 'train')}",
-            f"data.test={lab.data('prompts', 'test')}",
-            seed,
-            *bar,
-            *cfg.ppo,
-        ],
-        run_dir,
-    )
+        stage_seconds["compare"] = _compare(cfg, lab, sft_model, run_dir / "compare")["wall_seconds"]
+        pairs = run_dir / "compare" / "prefs.train.jsonl"
+    pair_data = [f"data.train={pairs}", f"data.test={lab.data('prefs', 'test')}"]
+    prompts = [f"data.train={lab.data('prompts', 'train')}", f"data.test={lab.data('prompts', 'test')}"]
+
+    if cfg.algo == "dpo":  # no reward model: DPO fits the preferences directly, then the same evaluation
+        final = stage("dpo", [f"policy={sft_model}", *pair_data])
+        evaluation = _evaluate_dpo(run_dir, sft_model, lab, cfg.seed)
+        instruments = {**final.get("instruments", {}), **evaluation["instruments"]}
+        rewards = evaluation["rewards"]
+    else:
+        rm = stage("rm", [f"model={sft_model}", *pair_data])
+        stage_seconds["rm"] = rm["wall_seconds"]
+        reward = f"reward.source={run_dir / 'rm' / 'model'}"
+        final = stage(cfg.algo, [f"policy={sft_model}", reward, *prompts])
+        instruments = {"rm_test_accuracy": rm["instruments"]["rm_test_accuracy"], **final["instruments"]}
+        rewards = final["rewards"]
+    stage_seconds[cfg.algo] = final["wall_seconds"]
 
     summary = {
-        "instruments": {"rm_test_accuracy": rm["instruments"]["rm_test_accuracy"], **ppo["instruments"]},
-        "rewards": ppo["rewards"],
-        "beta": ppo["beta"],
+        "algo": cfg.algo,
+        "instruments": instruments,
+        "rewards": rewards,
+        "beta": final["beta"],
         "wall_seconds": time.perf_counter() - start,
-        "stage_seconds": {**stage_seconds, "rm": rm["wall_seconds"], "ppo": ppo["wall_seconds"]},
+        "stage_seconds": stage_seconds,
         "lab": str(lab.root),
     }
-    _write_outputs(run_dir, summary)
+    _write_outputs(run_dir, summary, cfg.algo)
     return summary
 
 
-def _write_outputs(run_dir: Path, summary: dict) -> None:
+def _evaluate_dpo(run_dir: Path, sft_model: Path, lab, seed: int) -> dict:
+    """The DPO policy against the SFT model on the lab's held-out prompts, as the RL trainers evaluate
+    (same prompts, seeds and sampling batches, so the base samples are the same ones)."""
+    from tether.instruments.evaluate import evaluate_dirs
+    from tether.lab.config import LabConfig
+
+    max_words = LabConfig.from_yaml(lab.config).max_response_words
+    print("tether run: evaluating the DPO policy against SFT", flush=True)
+    return evaluate_dirs(
+        str(run_dir / "dpo" / "model"),
+        str(sft_model),
+        str(lab.data("prompts", "test")),
+        max_new_tokens=max_words,
+        seed=seed,
+    )
+
+
+def _write_outputs(run_dir: Path, summary: dict, algo: str) -> None:
     from tether.instruments.report import metric_series, write_report
     from tether.trainers.base import read_metrics
 
     write_json(run_dir / "summary.json", summary)
-    ppo_metrics = [m for m in read_metrics(run_dir / "ppo") if m.get("kind", "train") == "train"]
+    metrics = [m for m in read_metrics(run_dir / algo) if m.get("kind", "train") == "train"]
+    if algo == "dpo":
+        keys, x_key = ("loss", "margin", "accuracy"), "step"
+    else:
+        keys, x_key = ("reward", "gold", "kl", "beta"), "iteration"
     curves = {}
-    for key in ("reward", "gold", "kl", "beta"):
-        xs, ys = metric_series(ppo_metrics, key, x_key="iteration")
+    for key in keys:
+        xs, ys = metric_series(metrics, key, x_key=x_key)
         if xs:
-            curves[f"PPO {key} per iteration"] = (xs, ys)
+            curves[f"{algo.upper()} {key} per {x_key}"] = (xs, ys)
     write_report(run_dir / "report.html", summary, curves, title=f"tether run: {run_dir.name}")

@@ -1,8 +1,11 @@
-"""The whole InstructGPT pipeline on the embedded lab (or a lab you built): lab → SFT → RM → PPO → evaluation.
+"""The whole InstructGPT pipeline on the embedded lab (or a lab you built): lab → SFT → comparisons → RM → PPO
+→ evaluation.
 
-Example: tether run --out runs/demo                 (about 5 minutes on 2 CPU cores)
-         tether run --out runs/b1 ppo.kl.beta=0.5   (stage overrides: sft.*, rm.*, ppo.*, lab.*)
-Writes RUN/lab, RUN/sft, RUN/rm, RUN/ppo (each a run directory), RUN/summary.json and RUN/report.html, and
+Example: tether run --out runs/demo                 (about 3 minutes on 2 CPU cores)
+         tether run --out runs/b1 ppo.kl.beta=0.5   (stage overrides: sft.*, rm.*, ppo.*, lab.*, ...)
+         tether run --out runs/dpo --algo dpo       (stage 3: ppo | grpo | rloo | dpo)
+Writes RUN/lab, RUN/sft, RUN/compare (the lab's labelers' pairs of SFT samples), RUN/rm, RUN/ppo (each a
+run directory), RUN/summary.json and RUN/report.html, and
 prints the instruments. --resume continues an interrupted run at the stage it was in.
 """
 
@@ -26,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lab", metavar="DIR", help="use this built lab instead of building one")
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/run-<time>)")
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    parser.add_argument(
+        "--algo",
+        choices=("ppo", "grpo", "rloo", "dpo"),
+        help="stage 3 (default ppo): ppo, grpo or rloo against the reward model, or dpo without one",
+    )
     parser.add_argument("--resume", action="store_true", help="continue --out where it stopped")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -40,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         plain.append(f"lab_dir={args.lab}")
     if args.seed is not None:
         plain.append(f"seed={args.seed}")
+    if args.algo:
+        plain.append(f"algo={args.algo}")
     cfg = load_config(RunConfig, args.config, plain)
     for stage, items in staged.items():
         getattr(cfg, stage).extend(items)

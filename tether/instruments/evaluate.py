@@ -78,6 +78,13 @@ def _mean(score: ScoreFn | None, samples: Samples) -> float | None:
     return mean_stderr(values)[0]
 
 
+# Evaluation samples use their own seeds, apart from the training ones, and a fixed sampling batch, so that
+# every trainer (whatever its rollout batch) draws the same base samples for the same seed: base figures are
+# then comparable between PPO, GRPO, RLOO and DPO runs.
+EVAL_SEED_OFFSET = 7919
+EVAL_BATCH_SIZE = 64
+
+
 def evaluate_against_base(
     policy,
     base,
@@ -109,3 +116,66 @@ def evaluate_against_base(
         "base": {"proxy": _mean(proxy, ref), "gold": _mean(gold, ref)},
     }
     return {"instruments": instruments, "rewards": rewards, "samples": {"policy": pol, "base": ref}}
+
+
+def evaluate_judged(
+    policy,
+    base,
+    tokenizer,
+    items: Sequence[PromptTokens],
+    *,
+    proxy: ScoreFn | None,
+    max_new_tokens: int,
+    seed: int,
+) -> dict:
+    """`evaluate_against_base` as every trainer and `tether run` call it: the lab's gold reward judges lab
+    prompts (and is reported as `gold`), the proxy reward judges any other prompts; samples are seeded with
+    seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the samples."""
+    from tether.instruments.judges import GoldJudge, ScoreJudge
+    from tether.rewards import gold, is_lab_prompt
+
+    lab = is_lab_prompt(items[0].example.prompt)
+    if not lab and proxy is None:
+        raise ValueError("prompts outside the lab need a proxy reward to judge the win-rate")
+    result = evaluate_against_base(
+        policy,
+        base,
+        tokenizer,
+        items,
+        judge=GoldJudge() if lab else ScoreJudge(proxy, "proxy"),
+        proxy=proxy,
+        gold=(lambda p, r: gold(p, r).tolist()) if lab else None,
+        max_new_tokens=max_new_tokens,
+        seed=seed + EVAL_SEED_OFFSET,
+        batch_size=EVAL_BATCH_SIZE,
+    )
+    result.pop("samples")
+    return result
+
+
+def evaluate_dirs(
+    policy_dir: str,
+    base_dir: str,
+    prompts_path: str,
+    *,
+    max_prompts: int = 200,
+    max_new_tokens: int = 24,
+    max_prompt_length: int = 64,
+    seed: int = 0,
+    proxy: ScoreFn | None = None,
+) -> dict:
+    """`evaluate_judged` on model directories: the policy in `policy_dir` against the base in `base_dir`
+    (the base's tokenizer for both) on the first `max_prompts` prompts of a prompts JSONL file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether.data import load_prompts, tokenize_prompts
+    from tether.models import quiet_transformers
+
+    with quiet_transformers():
+        policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
+        base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    items, _ = tokenize_prompts(load_prompts(prompts_path)[:max_prompts], tokenizer, max_prompt_length)
+    return evaluate_judged(
+        policy, base, tokenizer, items, proxy=proxy, max_new_tokens=max_new_tokens, seed=seed
+    )

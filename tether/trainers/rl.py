@@ -32,8 +32,7 @@ from tether.config import dump_config
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
 from tether.errors import TetherError
 from tether.files import write_json
-from tether.instruments.evaluate import evaluate_against_base
-from tether.instruments.judges import GoldJudge, ScoreJudge
+from tether.instruments.evaluate import evaluate_judged
 from tether.kl_control import AdaptiveKLController, FixedKLController
 from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
 from tether.rollout import Rollout, sample
@@ -46,8 +45,6 @@ from tether.trainers.base import (
     set_threads,
 )
 from tether.trainers.supervised import batch_indices
-
-EVAL_SEED_OFFSET = 7919  # evaluation samples use their own seeds, apart from the training ones
 
 
 def iteration_seed(seed: int, iteration: int, stream: int) -> int:
@@ -301,22 +298,15 @@ class RLTrainer:
     def evaluate(self) -> dict:
         """Held-out prompts: one policy and one base sample each; KL-from-base, win-rate vs base, mean
         rewards. The judge is the gold reward on lab prompts, else the proxy reward."""
-        items = self.test_items[: self.cfg.eval.max_prompts]
-        judge = GoldJudge() if self.lab else ScoreJudge(self.proxy_scores, "proxy")
-        result = evaluate_against_base(
+        return evaluate_judged(
             self.policy,
             self.base_model(),
             self.tokenizer,
-            items,
-            judge=judge,
+            self.test_items[: self.cfg.eval.max_prompts],
             proxy=self.proxy_scores,
-            gold=(lambda p, r: gold(p, r).tolist()) if self.lab else None,
             max_new_tokens=self.cfg.rollout.max_new_tokens,
-            seed=self.cfg.seed + EVAL_SEED_OFFSET,
-            batch_size=self.cfg.rollout.batch_size,
+            seed=self.cfg.seed,
         )
-        result.pop("samples")
-        return result
 
     def log_eval(self) -> None:
         self.last_eval = self.evaluate()
