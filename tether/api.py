@@ -21,6 +21,9 @@ from tether.config import (
     dump_config,
     load_config,
 )
+from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
+from tether.instruments.probe import probe_reward_model
+from tether.instruments.probe_run import run_probe
 from tether.pipeline import RunConfig, run_pipeline
 from tether.reward_model import create_reward_model, load_reward_model, score_texts
 from tether.rewards import load_reward, load_weighted_reward
@@ -36,6 +39,7 @@ __all__ = [
     "DPOConfig",
     "DPODataConfig",
     "DPOEvalConfig",
+    "EvalConfig",
     "GRPOConfig",
     "Loop",
     "LoopConfig",
@@ -50,11 +54,14 @@ __all__ = [
     "TrainingInterrupted",
     "create_reward_model",
     "dump_config",
+    "evaluate_policy_dirs",
     "load_config",
     "load_reward",
     "load_reward_model",
     "load_weighted_reward",
+    "probe_reward_model",
     "run_pipeline",
+    "run_probe",
     "score_texts",
     "train_dpo",
     "train_grpo",

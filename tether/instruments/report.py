@@ -20,27 +20,65 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _value(inst: dict) -> str:
+    if isinstance(inst.get("value"), bool):  # a verdict (reward_hacking): true = flagged
+        return "flagged" if inst["value"] else "clear"
+    value = _num(inst.get("value"))
+    if inst.get("unit") and inst.get("value") is not None:
+        value += f" {inst['unit']}"
+    return value
+
+
 def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
-    """(name, value, detail, verdict) for each instrument, in a fixed order then the rest."""
+    """(name, value, detail, verdict) for each instrument, in the summary's order."""
     rows = []
     for name, inst in summary["instruments"].items():
-        value = _num(inst.get("value"))
-        if inst.get("unit"):
-            value += f" {inst['unit']}"
         detail = []
+        if inst.get("value") is None and "reason" in inst:
+            detail.append(f"not measured: {inst['reason']}")
+        if "base" in inst and not isinstance(inst["base"], str):
+            detail.append(f"base {_num(inst['base'])}")
         if "stderr" in inst:
             detail.append(f"± {_num(inst['stderr'])} (stderr)")
-        if "ci95" in inst:
+        if inst.get("ci95"):
             lo, hi = inst["ci95"]
             detail.append(f"95% CI [{_num(lo)}, {_num(hi)}]")
+        if inst.get("distinct_2") is not None:
+            detail.append(f"distinct-2 {_num(inst['distinct_2'])} (base {_num(inst.get('base_distinct_2'))})")
+        if "beta" in inst:
+            detail.append(f"beta {_num(inst['beta'], 4)}, beta/scale {_num(inst.get('beta_over_scale'))}")
         if "judge" in inst:
             detail.append(f"judge {inst['judge']}")
         if "threshold" in inst:
             detail.append(f"threshold {_num(inst['threshold'], 2)}")
-        detail.append(f"n={inst.get('n', '-')}")
+        if isinstance(inst.get("reasons"), list):
+            detail.append(f"{len(inst['reasons'])} reason(s) below")
+        if "n" in inst:
+            detail.append(f"n={inst['n'] if inst['n'] is not None else '-'}")
         verdict = "" if "pass" not in inst else ("PASS" if inst["pass"] else "FAIL")
-        rows.append((name, value, ", ".join(detail), verdict))
+        rows.append((name, _value(inst), ", ".join(detail), verdict))
     return rows
+
+
+def verdict_reasons(summary: dict) -> list[str]:
+    """The reward-hacking verdict's reasons (empty when there is no verdict or it is clear)."""
+    return list((summary["instruments"].get("reward_hacking") or {}).get("reasons") or [])
+
+
+def sample_rows(samples: list[dict] | None, per_group: int = 3) -> list[tuple[str, str, str, str]]:
+    """(group, prompt, base, policy) for the first `per_group` samples of each lab family (else of all)."""
+    from tether.rewards import is_lab_prompt
+
+    groups: dict[str, list] = {}
+    for s in samples or []:
+        group = "all"
+        if is_lab_prompt(s["prompt"]):
+            from tether.lab import parse_prompt
+
+            group = parse_prompt(s["prompt"]).family
+        if len(groups.setdefault(group, [])) < per_group:
+            groups[group].append((group, str(s["prompt"]), s["base"], s["policy"]))
+    return [row for rows in groups.values() for row in rows]
 
 
 def reward_rows(summary: dict) -> list[tuple[str, str, str]]:
@@ -64,6 +102,10 @@ def terminal_table(summary: dict) -> str:
         lines.append("")
         lines.append(f"{'mean reward':<{w0}}  {'policy':>{w1}}  base")
         lines += [f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rewards]
+    reasons = verdict_reasons(summary)
+    if reasons:
+        lines.append("")
+        lines += [f"reward hacking: {r}" for r in reasons]
     lines.append("")
     lines.append(f"beta {_num(summary.get('beta'), 4)}   wall time {_num(summary.get('wall_seconds'), 1)} s")
     return "\n".join(lines)
@@ -111,8 +153,11 @@ def write_report(
     summary: dict,
     curves: dict[str, tuple[list, list]] | None = None,
     title: str = "tether run",
+    samples: list[dict] | None = None,
 ) -> Path:
-    """Self-contained HTML: the instruments table, mean rewards, training curves, the raw summary."""
+    """Self-contained HTML: the instruments table and the reward-hacking verdict's reasons, mean rewards,
+    training curves, sample generations of base and policy side by side ({"prompt", "base", "policy"}
+    records), the raw summary."""
     path = Path(path)
     esc = html.escape
     rows = "".join(
@@ -122,6 +167,16 @@ def write_report(
     rewards = "".join(
         f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>" for a, b, c in reward_rows(summary)
     )
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict_reasons(summary))
+    verdict = f"<h2>Reward hacking</h2><ul class='fail'>{reasons}</ul>" if reasons else ""
+    gens = "".join(
+        f"<tr><td>{esc(g)}</td><td>{esc(p)}</td><td>{esc(b)}</td><td>{esc(q)}</td></tr>"
+        for g, p, b, q in sample_rows(samples)
+    )
+    gens = (
+        "<h2>Sample generations</h2><table><tr><th>family</th><th>prompt</th><th>base</th>"
+        f"<th>policy</th></tr>{gens}</table>" if gens else ""
+    )
     plots = "".join(svg_line_plot(xs, ys, name) for name, (xs, ys) in (curves or {}).items())
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(title)}</title>
@@ -129,9 +184,11 @@ def write_report(
 .pass{{color:#1a7f37;font-weight:bold}}.fail{{color:#cf222e;font-weight:bold}}svg{{margin:6px}}</style></head>
 <body><h1>{esc(title)}</h1>
 <h2>Instruments</h2><table><tr><th>instrument</th><th>value</th><th>detail</th><th>verdict</th></tr>{rows}</table>
+{verdict}
 <h2>Mean reward on held-out prompts</h2><table><tr><th></th><th>policy</th><th>base</th></tr>{rewards}</table>
 <p>beta = {esc(_num(summary.get("beta"), 4))}, wall time {esc(_num(summary.get("wall_seconds"), 1))} s</p>
 <h2>Training curves</h2>{plots}
+{gens}
 <h2>summary.json</h2><pre>{esc(json.dumps(summary, indent=2))}</pre>
 </body></html>
 """

@@ -37,3 +37,33 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
         return mean, 0.0
     var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(var / n)
+
+
+def proportion(flags: Sequence[bool]) -> dict:
+    """{"value", "n", "ci95"}: the share of true flags with its 95% Wilson interval (value None if n = 0)."""
+    n = len(flags)
+    if n == 0:
+        return {"value": None, "n": 0, "reason": "no samples of this kind"}
+    k = sum(bool(f) for f in flags)
+    return {"value": k / n, "n": n, "ci95": list(wilson_interval(k, n))}
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's correlation coefficient of paired samples; None when either side is constant or n < 2."""
+    n = len(xs)
+    if n != len(ys):
+        raise ValueError("pearson needs equally many xs and ys")
+    if n < 2:
+        return None
+    mx, my = math.fsum(xs) / n, math.fsum(ys) / n
+    sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = math.fsum((x - mx) ** 2 for x in xs)
+    syy = math.fsum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
+
+
+def not_measured(reason: str) -> dict:
+    """How an instrument without its inputs is reported: present, with its value null and why."""
+    return {"value": None, "reason": reason}

@@ -1,0 +1,143 @@
+"""`tether eval` end to end on a small lab: every instrument present, the schema, the table and the report;
+and on 'real' prompts (no lab), the instruments without inputs reported as not measured."""
+
+import html.parser
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import tether
+from tether.cli import main
+from tether.lab import LabConfig, build_lab
+from tether.reward_model import create_reward_model
+
+SCHEMA = json.loads((Path(tether.__file__).parent / "summary.schema.json").read_text())
+SMALL = dict(
+    sft_train=40,
+    sft_test=20,
+    prefs_train=40,
+    prefs_test=20,
+    prompts_train=20,
+    prompts_test=24,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    intermediate_size=64,
+    pretrain_steps=20,
+    pretrain_batch_size=16,
+)
+INSTRUMENTS = (
+    "kl_from_base",
+    "win_rate_vs_base",
+    "rm_reward_scale",
+    "rm_length_correlation",
+    "rm_calibration_ece",
+    "rm_test_accuracy",
+    "refusal_rate_harmful",
+    "refusal_rate_benign",
+    "sycophancy_rate",
+    "capability_accuracy",
+    "length",
+    "repetition",
+    "heldout_perplexity",
+    "reward_hacking",
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    lab = build_lab(root / "lab", LabConfig(**SMALL), seed=1, progress=False)
+    model, tok = create_reward_model(lab.paths.pretrained)  # an untrained head: any scores will do
+    model.save_pretrained(root / "rm")
+    tok.save_pretrained(root / "rm")
+    return root, lab.paths
+
+
+class _Parser(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tables += tag == "table"
+
+
+def test_eval_on_the_lab(built, capsys):
+    """Policy = base = the lab's pretrained model: KL 0, and every instrument measured (lab + RM)."""
+    root, lab = built
+    out = root / "out"
+    args = [
+        "eval",
+        "--policy",
+        str(lab.pretrained),
+        "--base",
+        str(lab.pretrained),
+        "--rm",
+        str(root / "rm"),
+        "--lab",
+        str(lab.root),
+        "--out",
+        str(out),
+        "--beta",
+        "0.1",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    ins = summary["instruments"]
+    assert tuple(ins) == INSTRUMENTS
+    assert ins["kl_from_base"]["value"] == 0.0 and ins["kl_from_base"]["n"] == 24
+    for name in INSTRUMENTS[2:-1]:
+        assert ins[name]["value"] is not None or name == "rm_length_correlation", name
+    assert ins["rm_reward_scale"]["beta"] == 0.1 and ins["rm_test_accuracy"]["n"] == 20
+    assert ins["heldout_perplexity"]["value"] == pytest.approx(ins["heldout_perplexity"]["base"])
+    assert summary["rewards"]["policy"]["gold"] is not None and summary["beta"] == 0.1
+    assert "reward_hacking" in printed and "PASS" in printed
+    parser = _Parser()
+    parser.feed((out / "report.html").read_text())
+    assert parser.tables >= 3  # instruments, rewards, sample generations
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 24
+
+
+def test_eval_on_real_prompts_reports_what_it_cannot_measure(built, capsys):
+    """Prompts without labels, no lab, no pairs, no demos: the RM judges; refusal, sycophancy, capability,
+    RM accuracy and perplexity are present with value null and a reason."""
+    root, lab = built
+    prompts = root / "real.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in ["tell me about the sea", "hello"] * 4)
+    )
+    out = root / "real"
+    args = [
+        "eval",
+        "--policy",
+        str(lab.pretrained),
+        "--base",
+        str(lab.pretrained),
+        "--rm",
+        str(root / "rm"),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "max_new_tokens=6",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    ins = summary["instruments"]
+    assert ins["win_rate_vs_base"]["judge"] == "rm" and summary["rewards"]["policy"]["gold"] is None
+    for name in (
+        "refusal_rate_harmful",
+        "sycophancy_rate",
+        "capability_accuracy",
+        "rm_test_accuracy",
+        "heldout_perplexity",
+    ):
+        assert ins[name]["value"] is None and ins[name]["reason"], name
+    assert ins["reward_hacking"]["checks"]["proxy_up_gold_down"]["flagged"] is None
+    assert "not measured" in capsys.readouterr().out

@@ -1,0 +1,51 @@
+"""Every instrument of a policy against its base: KL, win-rate, refusal, sycophancy, capability, perplexity,
+length, repetition, the reward model's accuracy, calibration and scale, and the reward-hacking verdict.
+
+Example: tether eval --policy runs/demo/ppo/model --base runs/demo/sft/model --rm runs/demo/rm/model \\
+             --lab runs/demo/lab --out runs/demo/eval
+         tether eval --policy my/policy --base my/sft --rm my/rm --prompts held_out.jsonl --out eval \\
+             hacking.length_ratio_max=2.0
+Writes OUT/summary.json, OUT/samples.jsonl and OUT/report.html and prints the table with verdicts.
+Instruments without their inputs are reported as not measured. Exit code 0 whatever the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from tether.config import load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", metavar="DIR", required=True, help="the trained policy (HF causal LM)")
+    parser.add_argument("--base", metavar="DIR", required=True, help="the model it started from (e.g. SFT)")
+    parser.add_argument("--rm", metavar="DIR", help="reward model: proxy reward and the RM instruments")
+    parser.add_argument("--lab", metavar="DIR", help="a built lab: default prompts, pairs, demos, gold")
+    parser.add_argument("--prompts", metavar="FILE", help="held-out prompts JSONL (default: the lab's)")
+    parser.add_argument("--prefs", metavar="FILE", help="held-out preference pairs for the RM's accuracy")
+    parser.add_argument("--demos", metavar="FILE", help="held-out demonstrations for perplexity")
+    parser.add_argument("--judge", metavar="DIR", help="a causal LM as pairwise judge of the win-rate")
+    parser.add_argument("--beta", type=float, help="the policy's KL coefficient (default: from its run)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: runs/eval-<time>)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="fields of tether.instruments.eval_dirs.EvalConfig, e.g. max_prompts=100 "
+        "hacking.kl_max=50 device=cuda",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
+    from tether.instruments.report import terminal_table
+
+    cfg = load_config(EvalConfig, None, list(args.overrides))
+    for key in ("rm", "lab", "prompts", "prefs", "demos", "judge", "beta"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    out = Path(args.out) if args.out else Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = evaluate_policy_dirs(args.policy, args.base, cfg, out=str(out))
+    print(terminal_table(summary))
+    print(f"\nsummary: {out / 'summary.json'}   report: {out / 'report.html'}")
+    return 0

@@ -1,0 +1,172 @@
+"""`evaluate_policy_dirs`: `evaluate_policy` on model directories — what `tether eval` calls (and what
+`tether run` should end with). Writes summary.json, samples.jsonl and report.html given an output directory.
+
+    from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
+    summary = evaluate_policy_dirs("runs/x/ppo/model", "runs/x/sft/model", EvalConfig(
+        rm="runs/x/rm/model", lab="runs/x/lab"), out="runs/x/eval")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether.errors import TetherError
+from tether.instruments.hacking import HackingConfig
+
+
+@dataclass
+class EvalConfig:
+    """What `tether eval` measures a policy on, beyond the policy and base directories."""
+
+    rm: str | None = None
+    """A reward model directory: the proxy reward (RM instruments, proxy-vs-gold check)."""
+    lab: str | None = None
+    """A built lab: its held-out prompts, pairs and demonstrations are the defaults, gold reward the judge."""
+    prompts: str | None = None
+    """Prompts JSONL (default: the lab's prompts.test.jsonl); optional fields harmful, question, belief,
+    answer (tether/instruments/labels.py)."""
+    prefs: str | None = None
+    """Held-out preference pairs for rm_test_accuracy (default with --lab and --rm: the lab's prefs.test)."""
+    demos: str | None = None
+    """Held-out demonstrations for heldout_perplexity (default with --lab: the lab's sft.test.jsonl)."""
+    judge: str | None = None
+    """A causal LM directory to judge the win-rate pairwise (default: gold on the lab, else the RM)."""
+    beta: float | None = None
+    """The policy's KL coefficient (default: read from the policy run's summary.json or config.yaml)."""
+    max_prompts: int = 200
+    max_new_tokens: int | None = None
+    """Default: the lab's max_response_words, else 64."""
+    max_prompt_length: int = 256
+    max_length: int = 512
+    """Longest demonstration (prompt + completion) for perplexity; longer ones are cut."""
+    repetition_n: int = 1
+    """n of the repeated n-gram share: 1 for short responses (the lab's), e.g. 4 for long ones."""
+    seed: int = 0
+    device: str = "cpu"
+    hacking: HackingConfig = field(default_factory=HackingConfig)
+
+
+def find_beta(policy_dir: Path) -> float | None:
+    """β of the run that trained `policy_dir` (RUN/model): RUN/summary.json's "beta", else None."""
+    for path in (policy_dir / "summary.json", policy_dir.parent / "summary.json"):
+        if path.is_file():
+            beta = json.loads(path.read_text()).get("beta")
+            if isinstance(beta, int | float):
+                return float(beta)
+    return None
+
+
+def _load(policy_dir: str, base_dir: str, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether.models import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval().to(device)
+            base = AutoModelForCausalLM.from_pretrained(base_dir).eval().to(device)
+            tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    except (OSError, ValueError) as e:
+        raise TetherError(f"cannot load the policy or base model: {e}") from None
+    return policy.requires_grad_(False), base.requires_grad_(False), tokenizer
+
+
+def evaluate_policy_dirs(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None = None) -> dict:
+    """The summary (schema: tether/summary.schema.json) of `evaluate_policy` on model directories; with
+    `out`, also OUT/summary.json, OUT/report.html and OUT/samples.jsonl."""
+    from tether.data import load_preferences, load_prompts, load_sft, tokenize_prompts, tokenize_sft
+    from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET
+    from tether.instruments.judges import GoldJudge, ScoreJudge
+    from tether.instruments.policy import evaluate_policy
+    from tether.rewards import gold, is_lab_prompt, load_reward
+
+    start = time.perf_counter()
+    lab_paths = None
+    max_new_tokens = cfg.max_new_tokens or 64
+    if cfg.lab:
+        from tether.lab import open_lab
+        from tether.lab.config import LabConfig
+
+        lab_paths = open_lab(cfg.lab)
+        max_new_tokens = cfg.max_new_tokens or LabConfig.from_yaml(lab_paths.config).max_response_words
+    prompts_path = cfg.prompts or (str(lab_paths.data("prompts", "test")) if lab_paths else None)
+    if prompts_path is None:
+        raise TetherError("no prompts: give --prompts FILE or --lab DIR")
+    prefs_path = cfg.prefs or (str(lab_paths.data("prefs", "test")) if lab_paths and cfg.rm else None)
+    demos_path = cfg.demos or (str(lab_paths.data("sft", "test")) if lab_paths else None)
+
+    policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
+    examples = load_prompts(prompts_path)[: cfg.max_prompts]
+    items, _ = tokenize_prompts(examples, tokenizer, cfg.max_prompt_length, too_long="skip")
+    if not items:
+        raise TetherError(f"{prompts_path}: no usable prompts")
+    lab = all(is_lab_prompt(x.example.prompt) for x in items)
+    proxy_fn = load_reward(cfg.rm, device=cfg.device) if cfg.rm else None
+    proxy = (lambda p, r: proxy_fn(p, r).tolist()) if proxy_fn else None
+    if cfg.judge:
+        from tether.instruments.llm_judge import load_llm_judge
+
+        judge = load_llm_judge(cfg.judge, device=cfg.device)
+    elif lab:
+        judge = GoldJudge()
+    elif proxy is not None:
+        judge = ScoreJudge(proxy, "rm", soft=False)
+    else:
+        raise TetherError("outside the lab the win-rate needs a judge: give --rm DIR or --judge DIR")
+    demos = None
+    if demos_path:
+        demos, _ = tokenize_sft(load_sft(demos_path), tokenizer, cfg.max_length, too_long="skip")
+    prefs = load_preferences(prefs_path) if prefs_path else None
+    beta = cfg.beta if cfg.beta is not None else find_beta(Path(policy_dir))
+
+    result = evaluate_policy(
+        policy,
+        base,
+        tokenizer,
+        items,
+        judge=judge,
+        proxy=proxy,
+        gold=(lambda p, r: gold(p, r).tolist()) if lab else None,
+        lab=lab,
+        demos=demos,
+        prefs=prefs,
+        beta=beta,
+        max_new_tokens=max_new_tokens,
+        seed=cfg.seed + EVAL_SEED_OFFSET,
+        batch_size=EVAL_BATCH_SIZE,
+        hacking=cfg.hacking,
+        repetition_n=cfg.repetition_n,
+    )
+    samples = result.pop("samples")
+    summary = {
+        **result,
+        "beta": beta,
+        "wall_seconds": time.perf_counter() - start,
+        "policy": str(policy_dir),
+        "base": str(base_dir),
+        "rm": cfg.rm,
+        "prompts": prompts_path,
+        "lab": cfg.lab,
+    }
+    if out is not None:
+        write_eval(Path(out), summary, samples)
+    return summary
+
+
+def write_eval(out: Path, summary: dict, samples: dict) -> None:
+    """OUT/summary.json, OUT/samples.jsonl (prompt, policy and base response) and OUT/report.html."""
+    from tether.files import write_json, write_text_atomic
+    from tether.instruments.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "summary.json", summary)
+    pol, ref = samples["policy"], samples["base"]
+    rows = [
+        {"prompt": p, "policy": a, "base": b}
+        for p, a, b in zip(pol.prompts, pol.responses, ref.responses, strict=True)
+    ]
+    write_text_atomic(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_report(out / "report.html", summary, title=f"tether eval: {summary['policy']}", samples=rows)
