@@ -112,7 +112,8 @@ ALGO_SMALL = {
 @pytest.mark.parametrize("algo", ["grpo", "rloo", "dpo"])
 def test_run_other_algorithms_small(tmp_path, algo):
     """`tether run --algo`: the chosen stage 3 in RUN/<algo>, a reward model only where one is used, and
-    the same evaluation against SFT (16 held-out prompts, gold judge) in a summary valid under the schema."""
+    the same evaluation against SFT (`tether eval` into RUN/eval: 16 held-out prompts, gold judge, the
+    reward-hacking verdict) in a summary valid under the schema."""
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--no-progress", "--algo", algo, *SMALL, *ALGO_SMALL[algo]]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -120,7 +121,9 @@ def test_run_other_algorithms_small(tmp_path, algo):
     assert summary["algo"] == algo and (out / algo / "model" / "config.json").is_file()
     assert not (out / "ppo").exists()
     assert (out / "rm").exists() == (algo != "dpo")
-    assert ("rm_test_accuracy" in summary["instruments"]) == (algo != "dpo")
+    # without a reward model its accuracy is reported as not measured, not dropped
+    assert (summary["instruments"]["rm_test_accuracy"]["value"] is None) == (algo == "dpo")
+    assert summary["instruments"]["reward_hacking"]["value"] in (True, False)
     win = summary["instruments"]["win_rate_vs_base"]
     assert win["judge"] == "gold" and win["n"] == 16
     if algo == "dpo":  # DPO trained on the lab's pairs plus the comparisons

@@ -185,24 +185,23 @@ def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress
     pair_data = [f"data.train={pairs}", f"data.test={lab.data('prefs', 'test')}"]
     prompts = [f"data.train={lab.data('prompts', 'train')}", f"data.test={lab.data('prompts', 'test')}"]
 
-    if cfg.algo == "dpo":  # no reward model: DPO fits the preferences directly, then the same evaluation
+    rm_dir = None
+    if cfg.algo == "dpo":  # no reward model: DPO fits the preferences directly
         final = stage("dpo", [f"policy={sft_model}", *pair_data])
-        evaluation = _evaluate_dpo(run_dir, sft_model, lab, cfg.seed)
-        instruments = {**final.get("instruments", {}), **evaluation["instruments"]}
-        rewards = evaluation["rewards"]
     else:
         rm = stage("rm", [f"model={sft_model}", *pair_data])
         stage_seconds["rm"] = rm["wall_seconds"]
-        reward = f"reward.source={run_dir / 'rm' / 'model'}"
-        final = stage(cfg.algo, [f"policy={sft_model}", reward, *prompts])
-        instruments = {"rm_test_accuracy": rm["instruments"]["rm_test_accuracy"], **final["instruments"]}
-        rewards = final["rewards"]
+        rm_dir = run_dir / "rm" / "model"
+        final = stage(cfg.algo, [f"policy={sft_model}", f"reward.source={rm_dir}", *prompts])
     stage_seconds[cfg.algo] = final["wall_seconds"]
+    evaluation = _evaluate(run_dir, cfg, lab.root, sft_model, rm_dir, final["beta"])
+    stage_seconds["eval"] = evaluation["wall_seconds"]
 
     summary = {
         "algo": cfg.algo,
-        "instruments": instruments,
-        "rewards": rewards,
+        # the stage's own held-out figures (DPO: preference accuracy), then the full evaluation
+        "instruments": {**final.get("instruments", {}), **evaluation["instruments"]},
+        "rewards": evaluation["rewards"],
         "beta": final["beta"],
         "wall_seconds": time.perf_counter() - start,
         "stage_seconds": stage_seconds,
@@ -212,21 +211,15 @@ def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress
     return summary
 
 
-def _evaluate_dpo(run_dir: Path, sft_model: Path, lab, seed: int) -> dict:
-    """The DPO policy against the SFT model on the lab's held-out prompts, as the RL trainers evaluate
-    (same prompts, seeds and sampling batches, so the base samples are the same ones)."""
-    from tether.instruments.evaluate import evaluate_dirs
-    from tether.lab.config import LabConfig
+def _evaluate(run_dir: Path, cfg: RunConfig, lab_root: Path, sft_model: Path, rm_dir, beta: float) -> dict:
+    """`tether eval` of the stage-3 policy against the SFT model into RUN/eval (every instrument and the
+    reward-hacking verdict; its KL and win-rate are the trainers' own, drawn with the same seeds)."""
+    from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
 
-    max_words = LabConfig.from_yaml(lab.config).max_response_words
-    print("tether run: evaluating the DPO policy against SFT", flush=True)
-    return evaluate_dirs(
-        str(run_dir / "dpo" / "model"),
-        str(sft_model),
-        str(lab.data("prompts", "test")),
-        max_new_tokens=max_words,
-        seed=seed,
-    )
+    print("tether run: evaluating the policy against SFT", flush=True)
+    config = EvalConfig(rm=str(rm_dir) if rm_dir else None, lab=str(lab_root), beta=beta, seed=cfg.seed)
+    policy = str(run_dir / cfg.algo / "model")
+    return evaluate_policy_dirs(policy, str(sft_model), config, str(run_dir / "eval"))
 
 
 def _write_outputs(run_dir: Path, summary: dict, algo: str) -> None:
@@ -244,4 +237,6 @@ def _write_outputs(run_dir: Path, summary: dict, algo: str) -> None:
         xs, ys = metric_series(metrics, key, x_key=x_key)
         if xs:
             curves[f"{algo.upper()} {key} per {x_key}"] = (xs, ys)
-    write_report(run_dir / "report.html", summary, curves, title=f"tether run: {run_dir.name}")
+    samples = [json.loads(line) for line in (run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
+    title = f"tether run: {run_dir.name}"
+    write_report(run_dir / "report.html", summary, curves, title=title, samples=samples)

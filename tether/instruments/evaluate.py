@@ -152,30 +152,3 @@ def evaluate_judged(
     result.pop("samples")
     return result
 
-
-def evaluate_dirs(
-    policy_dir: str,
-    base_dir: str,
-    prompts_path: str,
-    *,
-    max_prompts: int = 200,
-    max_new_tokens: int = 24,
-    max_prompt_length: int = 64,
-    seed: int = 0,
-    proxy: ScoreFn | None = None,
-) -> dict:
-    """`evaluate_judged` on model directories: the policy in `policy_dir` against the base in `base_dir`
-    (the base's tokenizer for both) on the first `max_prompts` prompts of a prompts JSONL file."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tether.data import load_prompts, tokenize_prompts
-    from tether.models import quiet_transformers
-
-    with quiet_transformers():
-        policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
-        base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    items, _ = tokenize_prompts(load_prompts(prompts_path)[:max_prompts], tokenizer, max_prompt_length)
-    return evaluate_judged(
-        policy, base, tokenizer, items, proxy=proxy, max_new_tokens=max_new_tokens, seed=seed
-    )
