@@ -490,9 +490,12 @@ class PPOConfig:
     """
 
     policy: str
-    """The SFT model directory: the policy starts from it and the frozen reference is a copy of it."""
+    """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
+    reference is a copy of it."""
     data: PPODataConfig
     """Training and held-out prompts."""
+    reference: str | None = None
+    """Another model directory as the frozen reference of the KL penalty; none: a copy of `policy`."""
     reward: PPORewardConfig = dataclasses.field(default_factory=PPORewardConfig)
     """The reward source and its conditioning."""
     critic: Literal["auto", "rm", "policy"] = "auto"
@@ -664,9 +667,12 @@ class GRPOConfig:
     """
 
     policy: str
-    """The SFT model directory: the policy starts from it and the frozen reference is a copy of it."""
+    """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
+    reference is a copy of it."""
     data: PPODataConfig
     """Training and held-out prompts."""
+    reference: str | None = None
+    """Another model directory as the frozen reference of the KL penalty; none: a copy of `policy`."""
     reward: GroupRewardConfig = dataclasses.field(default_factory=GroupRewardConfig)
     """The reward sources, their weights and conditioning."""
     tokenizer: str | None = None
@@ -715,9 +721,12 @@ class RLOOConfig:
     """
 
     policy: str
-    """The SFT model directory: the policy starts from it and the frozen reference is a copy of it."""
+    """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
+    reference is a copy of it."""
     data: PPODataConfig
     """Training and held-out prompts."""
+    reference: str | None = None
+    """Another model directory as the frozen reference of the KL penalty; none: a copy of `policy`."""
     reward: GroupRewardConfig = dataclasses.field(default_factory=GroupRewardConfig)
     """The reward sources, their weights and conditioning."""
     tokenizer: str | None = None

@@ -14,7 +14,7 @@ experience: `epochs()` passes over shuffled minibatches of train.batch_size resp
 each, the loss of each micro-batch from the subclass. Sampling and minibatch order are seeded by
 (seed, iteration), so `--resume` continues exactly.
 
-The config must have: policy, tokenizer, dtype, seed, iterations, data (PPODataConfig), rollout
+The config must have: policy, reference, tokenizer, dtype, seed, iterations, data (PPODataConfig), rollout
 (PPORolloutConfig or a subclass), reward (normalize, no_eos, no_eos_score), eval (PPOEvalConfig), train.
 """
 
@@ -116,8 +116,8 @@ class RLTrainer:
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
         set_threads(cfg.train.threads, policy, cfg.train.device)
-        # the frozen starting model, when the objective needs it during training
-        self.ref = copy.deepcopy(policy).requires_grad_(False) if self.needs_reference() else None
+        # the frozen reference, when the objective needs it during training
+        self.ref = self.load_reference(policy) if self.needs_reference() else None
         extra_models = self.extra_models()
         self.train_items = load_prompt_items(cfg.data.train, self.tokenizer, cfg)
         self.test_items = load_prompt_items(cfg.data.test, self.tokenizer, cfg) if cfg.data.test else []
@@ -287,12 +287,19 @@ class RLTrainer:
     def proxy_scores(self, prompts, responses) -> list[float]:
         return self.reward(prompts, responses).tolist()
 
+    def load_reference(self, policy):
+        """The frozen π_ref: the model at cfg.reference, or else a copy of the starting policy."""
+        if self.cfg.reference:
+            model, _ = load_policy(dataclasses.replace(self.cfg, policy=self.cfg.reference))
+            return model.requires_grad_(False)
+        return copy.deepcopy(policy).requires_grad_(False)
+
     def base_model(self):
-        """The starting model to compare with: the reference, or (when training did not need one) a fresh
-        copy loaded from cfg.policy for this evaluation only."""
+        """The model to compare with: the reference, or (when training did not need one) a fresh copy of
+        cfg.reference or cfg.policy loaded for this evaluation only."""
         if self.ref is not None:
             return self.ref
-        model, _ = load_policy(self.cfg)
+        model, _ = load_policy(dataclasses.replace(self.cfg, policy=self.cfg.reference or self.cfg.policy))
         return model.requires_grad_(False).to(self.device)
 
     def evaluate(self) -> dict:

@@ -1,0 +1,163 @@
+"""`tether verify`: on a task small enough to enumerate, does each optimiser reach π* ∝ π_ref·exp(r/β)?
+
+    result = verify()            # the JSON of `tether verify --json`
+    failures(result)             # the targets missed ([] when all are met)
+
+The task (tether.verify.task): one prompt, all 40 responses of up to 3 words over {a, b, c}, a fixed reward
+table with a unique best response, and a tiny Llama as the policy. Each algorithm runs through its real
+trainer (tether.verify.runs) with β = 0.5 from that model, which is also the frozen reference; afterwards
+the trained policy's probability of every response is computed exactly by teacher forcing, and with it
+KL(π_θ‖π*), E_π[r] and KL(π_θ‖π_ref) as sums over the 40 responses.
+
+Targets: KL(π_θ‖π*) ≤ 0.02 nats for ppo, rloo, dpo and grpo_kl_in_reward. The paper's grpo optimises
+another objective (tether.verify.predict derives which): its gap to π* is reported, and its distance to
+that objective's own fixed point, computed on the same task, is its target (KL ≤ 0.05). IPO's optimum
+is π(y) ∝ π_ref(y)·exp(|y|·(P(y ≻ μ)/τ + c)) here (tether's IPO averages log-probs over the |y| response
+tokens; c normalises): its gap and its distance to that prediction are reported, without a target.
+The limits start from the reference model with noise on its weights (about 0.7 nats away) and train
+against the reference model: β = 0.01 must put ≥ 0.95 on the best response, β = 100 must come back to
+within 0.02 nats of π* (≈ π_ref). Both use RLOO: DPO at β = 0.01 has to open log-ratio gaps of
+Δr/β = 30-300 nats and, measured, sank the best response to 2e-5 in 150 steps on the way.
+
+`quick` runs a shorter RLOO only (20-30 s on 2 cores), still against its target.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from tether.verify.predict import grpo_fixed_point, ipo_optimum
+from tether.verify.runs import Run, run_one, write_files
+from tether.verify.task import DEFAULT_TASK, ExactTask, exact, kl, sequence_logprobs
+
+BETA = 0.5
+TARGET_KL = 0.02  # nats, KL(π_θ‖π*) after training
+TARGET_BEST = 0.95  # π_θ(best response) at β = 0.01
+TARGET_GRPO_KL = 0.05  # nats, KL(π_grpo‖its predicted fixed point)
+
+RUNS = {
+    "ppo": Run("ppo", BETA, length=600, lr=2e-3, prompts=64, group=1),
+    "rloo": Run("rloo", BETA, length=600, lr=2e-3, prompts=16, group=4),
+    "dpo": Run("dpo", BETA, length=150, lr=3e-3),
+    "grpo_kl_in_reward": Run("grpo_kl_in_reward", BETA, length=600, lr=2e-3, prompts=8, group=8),
+    "grpo": Run("grpo", BETA, length=600, lr=2e-3, prompts=8, group=8),
+    "ipo": Run("ipo", BETA, length=150, lr=3e-3),
+}
+# --quick: RLOO alone, shorter (measured 0.004 nats in 400 iterations; the full run's 600 leave more margin)
+QUICK = {"rloo": Run("rloo", BETA, length=400, lr=2e-3, prompts=16, group=4)}
+LIMITS = {
+    # many samples per step: at β = 0.01 the objective is close to pure reward maximisation, and a policy
+    # that concentrates before it has sampled the best response enough stays on a runner-up
+    "beta_0.01": Run("rloo", 0.01, length=300, lr=1e-3, prompts=64, group=4, start="perturbed"),
+    "beta_100": Run("rloo", 100.0, length=300, lr=2e-3, prompts=16, group=4, start="perturbed"),
+}
+
+
+def _load_logprobs(path: Path, task: ExactTask) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    from tether.models import quiet_transformers
+
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return sequence_logprobs(model, task)
+
+
+def _numbers(task, logp, ref, optimum) -> dict:
+    e = exact(task, logp, ref, optimum)
+    return {"kl_to_optimum": e.kl_to_optimum, "expected_reward": e.expected_reward,
+            "kl_to_reference": e.kl_to_reference, "best_probability": e.best_probability}
+
+
+def _predicted(task, logp, ref, optimum, predicted) -> dict:
+    """The prediction's own numbers and the trained policy's KL to it."""
+    return {"prediction": _numbers(task, predicted, ref, optimum), "kl_to_prediction": kl(logp, predicted)}
+
+
+def _check(entry: dict, target: dict | None) -> dict:
+    """Add "target" and "pass" (None without a target): kl_* targets are upper bounds, the rest lower."""
+    entry["target"] = target
+    if target is not None:
+        entry["pass"] = all(entry[k] <= v if k.startswith("kl") else entry[k] >= v for k, v in target.items())
+    else:
+        entry["pass"] = None
+    return entry
+
+
+def run_algorithm(name: str, run: Run, task: ExactTask, files, work: Path, ref, optimum) -> dict:
+    logp, seconds = run_one(run, task, files, work / name)
+    entry = {**_numbers(task, logp, ref, optimum), "seconds": seconds}
+    if name == "grpo":
+        fixed = grpo_fixed_point(task, ref, run.beta, run.group)
+        entry.update(_predicted(task, logp, ref, optimum, fixed.logp), beta_eff=fixed.beta_eff)
+        return _check(entry, {"kl_to_prediction": TARGET_GRPO_KL})
+    if name == "ipo":
+        entry.update(_predicted(task, logp, ref, optimum, ipo_optimum(task, ref, run.beta)))
+        return _check(entry, None)
+    return _check(entry, {"kl_to_optimum": TARGET_KL})
+
+
+def run_limit(name: str, run: Run, task: ExactTask, files, work: Path, ref, start) -> dict:
+    optimum = task.optimum(ref, run.beta)
+    logp, seconds = run_one(run, task, files, work / name)
+    entry = {"beta": run.beta, "algorithm": run.algorithm, "start_kl_to_reference": kl(start, ref),
+             "start_best_probability": float(start.exp()[task.index[task.best]]),
+             **_numbers(task, logp, ref, optimum), "seconds": seconds}
+    target = {"best_probability": TARGET_BEST} if run.beta < BETA else {"kl_to_optimum": TARGET_KL}
+    return _check(entry, target)
+
+
+def verify(quick: bool = False, out: str | Path | None = None,
+           progress: Callable[[str, dict], None] | None = None) -> dict:
+    """Train every algorithm (quick: a shorter rloo only, no limits) on the exact task and measure it.
+
+    out: keep the run directories there (default: a temporary directory, deleted). progress(name, entry)
+    is called after each run. Returns {"beta", "algorithms", "optimum", "limits"} (see `tether verify`).
+    """
+    torch.set_num_threads(1)
+    task = DEFAULT_TASK
+    with tempfile.TemporaryDirectory(prefix="tether-verify-") as tmp:
+        work = Path(out) if out is not None else Path(tmp)
+        files = write_files(task, work)
+        ref = _load_logprobs(files.reference, task)
+        optimum = task.optimum(ref, BETA)
+        algorithms, limits = {}, {}
+        for name, run in (QUICK if quick else RUNS).items():
+            algorithms[name] = run_algorithm(name, run, task, files, work, ref, optimum)
+            if progress:
+                progress(name, algorithms[name])
+        if not quick:
+            start = _load_logprobs(files.perturbed, task)
+            for name, run in LIMITS.items():
+                limits[name] = run_limit(name, run, task, files, work, ref, start)
+                if progress:
+                    progress(name, limits[name])
+    p = optimum
+    return {
+        "beta": BETA,
+        "algorithms": algorithms,
+        "optimum": {
+            "expected_reward": float((p * task.rewards).sum()),
+            "kl_to_reference": kl(p.log(), ref),
+            "best_probability": float(p[task.index[task.best]]),
+            "reference_expected_reward": float((ref.exp() * task.rewards).sum()),
+            "reference_kl_to_optimum": kl(ref, p.log()),
+            "responses": len(task.texts),
+        },
+        "limits": limits,
+    }
+
+
+def failures(result: dict) -> list[str]:
+    """'name: key value vs target' for every entry whose target is missed."""
+    out = []
+    for group in ("algorithms", "limits"):
+        for name, entry in result[group].items():
+            if entry.get("pass") is False:
+                missed = ", ".join(f"{k} {entry[k]:.4g} (target {v:g})" for k, v in entry["target"].items())
+                out.append(f"{name}: {missed}")
+    return out
