@@ -21,11 +21,11 @@ import torch
 
 from tether.losses import grpo_loss, kl_shaped_rewards, masked_mean, token_logprobs
 from tether.rollout import Rollout
-from tether.trainers.ppo_step import policy_logits, score_rollout, take_rows, token_entropy, trim_columns
+from tether.trainers.ppo_step import Batch, policy_logits, score_rollout, token_entropy
 
 
 @dataclasses.dataclass
-class GroupExperience:
+class GroupExperience(Batch):
     """One iteration's responses, G per prompt (contiguous), and what the update needs."""
 
     rollout: Rollout  # prompt and response tokens, masks, sampling temperature
@@ -35,20 +35,6 @@ class GroupExperience:
     old_logprobs: torch.Tensor  # (B, R) log π_old(y_t | s_t), the policy that sampled
     ref_logprobs: torch.Tensor | None = None  # (B, R) log π_ref(y_t | s_t); None without a reference
     kl: torch.Tensor | None = None  # (B, R) per-token KL estimate at sampling time; None without a reference
-
-    @property
-    def mask(self) -> torch.Tensor:
-        return self.rollout.response_mask  # (B, R)
-
-    @property
-    def size(self) -> int:
-        return self.scores.shape[0]
-
-    def rows(self, idx) -> GroupExperience:
-        return take_rows(self, idx)
-
-    def trimmed(self) -> GroupExperience:
-        return trim_columns(self)
 
 
 @dataclasses.dataclass

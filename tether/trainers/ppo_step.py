@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Self
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +48,31 @@ KL_PENALTIES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+class Batch:
+    """What every experience dataclass (fields `rollout` and `scores` among batch-first tensors) offers."""
+
+    rollout: Rollout
+    scores: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.rollout.response_mask  # (B, R)
+
+    @property
+    def size(self) -> int:
+        return self.scores.shape[0]
+
+    def rows(self, idx) -> Self:
+        """The responses `idx` (a slice, index list or tensor), every tensor cut alike."""
+        return take_rows(self, idx)
+
+    def trimmed(self) -> Self:
+        """The same responses without the columns that are padding in every row (see `trim_columns`)."""
+        return trim_columns(self)
+
+
 @dataclasses.dataclass
-class Experience:
+class Experience(Batch):
     """One iteration's responses and everything the PPO update needs; every tensor is (B, R) unless noted."""
 
     rollout: Rollout  # prompt and response tokens, masks, sampling temperature
@@ -61,21 +85,6 @@ class Experience:
     advantages: torch.Tensor  # GAE, whitened when configured
     returns: torch.Tensor  # GAE advantages (before whitening) + old values: the value targets
 
-    @property
-    def mask(self) -> torch.Tensor:
-        return self.rollout.response_mask  # (B, R)
-
-    @property
-    def size(self) -> int:
-        return self.scores.shape[0]
-
-    def rows(self, idx) -> Experience:
-        """The responses `idx` (a slice, index list or tensor), every tensor cut alike."""
-        return take_rows(self, idx)
-
-    def trimmed(self) -> Experience:
-        """The same responses without the columns that are padding in every row (see `trim_columns`)."""
-        return trim_columns(self)
 
 
 def take_rows(obj, idx):
