@@ -117,4 +117,4 @@ def test_table_and_report_show_verdicts(tmp_path):
     assert "rm_test_accuracy" in table and "FAIL" in table and "95% CI [0.610, 0.700]" in table
     path = write_report(tmp_path / "report.html", s, {"reward": ([1, 2, 3], [0.1, 0.5, 0.4])})
     text = path.read_text()
-    assert "<svg" in text and "class='fail'" in text and "win_rate_vs_base" in text
+    assert "data:image/png;base64," in text and "class='fail'" in text and "win_rate_vs_base" in text

@@ -81,7 +81,7 @@ def test_run_end_to_end_small(tmp_path, capsys):
     assert ins["win_rate_vs_base"]["judge"] == "gold" and ins["win_rate_vs_base"]["n"] == 16
     assert ins["rm_test_accuracy"]["n"] == 40
     assert "win_rate_vs_base" in printed and "rm_test_accuracy" in printed
-    assert "<svg" in (out / "report.html").read_text()
+    assert "data:image/png;base64," in (out / "report.html").read_text()
     # a finished run resumed does nothing again and gives the same instruments
     assert main(["run", "--out", str(out), "--no-progress", "--resume", *SMALL]) == 0
     again = json.loads((out / "summary.json").read_text())
@@ -129,7 +129,7 @@ def test_run_other_algorithms_small(tmp_path, algo):
     if algo == "dpo":  # DPO trained on the lab's pairs plus the comparisons
         assert f"train: {out / 'compare' / 'prefs.train.jsonl'}" in (out / "dpo" / "config.yaml").read_text()
         assert summary["instruments"]["preference_accuracy"]["n"] == 40
-    assert "<svg" in (out / "report.html").read_text()
+    assert "data:image/png;base64," in (out / "report.html").read_text()
 
 
 def test_unknown_algo_is_an_error(tmp_path, capsys):

@@ -4,6 +4,7 @@
     cfg = load_config(SFTConfig, "configs/sft.yaml", ["train.max_steps=100"])
     run_dir = train_sft(cfg, "runs/sft")     # RUN/model is the fine-tuned model
     summary = run_pipeline(RunConfig(), "runs/demo")   # lab → SFT → RM → PPO → instruments
+    sweep = run_sweep(RunConfig(), [0.01, 0.1], "runs/sweep")   # one PPO run per beta, beta recommended
 """
 
 from tether.config import (
@@ -27,6 +28,7 @@ from tether.instruments.probe_run import run_probe
 from tether.pipeline import RunConfig, run_pipeline
 from tether.reward_model import create_reward_model, load_reward_model, score_texts
 from tether.rewards import load_reward, load_weighted_reward
+from tether.sweep import run_sweep
 from tether.trainers.base import Loop, TrainingDiverged, TrainingInterrupted
 from tether.trainers.dpo import train_dpo
 from tether.trainers.grpo import train_grpo
@@ -62,6 +64,7 @@ __all__ = [
     "probe_reward_model",
     "run_pipeline",
     "run_probe",
+    "run_sweep",
     "score_texts",
     "train_dpo",
     "train_grpo",

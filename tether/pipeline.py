@@ -9,6 +9,8 @@ Each stage is a run directory of its own, made by the same function its command 
 compare pairs of the SFT model's own samples, and the reward model trains on those with the lab's pairs.
 A stage whose `summary.json` exists is not run again, so `--resume` continues
 an interrupted pipeline at the stage it was in (and that stage from its last checkpoint).
+The pieces (`shared_stages`, `policy_stage`, `evaluate_stage`, `write_outputs`) are also what
+`tether sweep` (tether/sweep.py) runs: the shared stages once, stage 3 and its evaluation once per β.
 """
 
 from __future__ import annotations
@@ -152,49 +154,91 @@ def _stage_classes() -> dict[str, tuple[type, object]]:
     }
 
 
-def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Lab → SFT → comparisons → RM → PPO/GRPO/RLOO (or DPO without the RM) → summary; returns the summary
-    (also in RUN/summary.json and RUN/report.html)."""
+@dataclasses.dataclass
+class Shared:
+    """What stage 3 builds on, made once per run (or per sweep): the lab, the SFT model, the preference
+    pairs (the lab's plus the comparisons) and the reward model (None for DPO)."""
+
+    lab: object  # tether.lab.LabPaths
+    sft_model: Path
+    pairs: Path
+    rm_dir: Path | None
+    stage_seconds: dict[str, float]
+
+
+def check_overrides(cfg: RunConfig) -> None:
+    """A typo in a late stage's override fails now, not after the early stages ran."""
     if cfg.algo not in ALGOS:
         raise TetherError(f"algo: unknown {cfg.algo!r}; choose one of {', '.join(ALGOS)}")
-    start = time.perf_counter()
     classes = _stage_classes()
     for name in STAGES:
-        for item in getattr(cfg, name):  # a typo in a late stage's override fails now, not after early ones
+        for item in getattr(cfg, name):
             parse_override(classes[name][0], item)
-    run_dir = Path(out)
-    _prepare(cfg, run_dir, resume)
-    dump_config(cfg, run_dir)
-    lab = _lab(cfg, run_dir, progress)
+
+
+def run_stage(
+    cfg: RunConfig, name: str, settings: list[str], run_dir: Path, progress: bool, extra: list | None = None
+) -> dict:
+    """Stage `name` into RUN/name: its settings, the run's seed, the user's overrides of it, then `extra`."""
     common = [f"seed={cfg.seed}", *([] if progress else ["train.progress=false"])]
+    overrides = [*settings, *common, *getattr(cfg, name), *(extra or [])]
+    return _stage(name, *_stage_classes()[name], overrides, run_dir)
 
-    def stage(name: str, settings: list[str]) -> dict:
-        return _stage(name, *classes[name], [*settings, *common, *getattr(cfg, name)], run_dir)
 
-    sft = stage(
+def shared_stages(cfg: RunConfig, run_dir: Path, progress: bool, reward_model: bool) -> Shared:
+    """Lab → SFT → comparisons → (reward model) into RUN, each skipped where it already finished."""
+    lab = _lab(cfg, run_dir, progress)
+    sft = run_stage(
+        cfg,
         "sft",
         [f"model={lab.pretrained}", f"data.train={lab.data('sft', 'train')}"]
         + [f"data.test={lab.data('sft', 'test')}"],
+        run_dir,
+        progress,
     )
     sft_model = run_dir / "sft" / "model"
     pairs = lab.data("prefs", "train")
-    stage_seconds = {"sft": sft["wall_seconds"]}
+    seconds = {"sft": sft["wall_seconds"]}
     if cfg.comparisons > 0:
-        stage_seconds["compare"] = _compare(cfg, lab, sft_model, run_dir / "compare")["wall_seconds"]
+        seconds["compare"] = _compare(cfg, lab, sft_model, run_dir / "compare")["wall_seconds"]
         pairs = run_dir / "compare" / "prefs.train.jsonl"
-    pair_data = [f"data.train={pairs}", f"data.test={lab.data('prefs', 'test')}"]
-    prompts = [f"data.train={lab.data('prompts', 'train')}", f"data.test={lab.data('prompts', 'test')}"]
-
     rm_dir = None
-    if cfg.algo == "dpo":  # no reward model: DPO fits the preferences directly
-        final = stage("dpo", [f"policy={sft_model}", *pair_data])
-    else:
-        rm = stage("rm", [f"model={sft_model}", *pair_data])
-        stage_seconds["rm"] = rm["wall_seconds"]
+    if reward_model:
+        pair_data = [f"data.train={pairs}", f"data.test={lab.data('prefs', 'test')}"]
+        rm = run_stage(cfg, "rm", [f"model={sft_model}", *pair_data], run_dir, progress)
+        seconds["rm"] = rm["wall_seconds"]
         rm_dir = run_dir / "rm" / "model"
-        final = stage(cfg.algo, [f"policy={sft_model}", f"reward.source={rm_dir}", *prompts])
+    return Shared(lab, sft_model, Path(pairs), rm_dir, seconds)
+
+
+def policy_stage(
+    cfg: RunConfig, shared: Shared, run_dir: Path, progress: bool, extra: list[str] | None = None
+) -> dict:
+    """Stage 3 (cfg.algo) from the SFT model into RUN/<algo>: DPO on the pairs, the others against the
+    reward model on the lab's prompts. `extra` overrides come last (a sweep's β)."""
+    lab = shared.lab
+    if cfg.algo == "dpo":
+        data = [f"data.train={shared.pairs}", f"data.test={lab.data('prefs', 'test')}"]
+        settings = [f"policy={shared.sft_model}", *data]
+    else:
+        data = [f"data.train={lab.data('prompts', 'train')}", f"data.test={lab.data('prompts', 'test')}"]
+        settings = [f"policy={shared.sft_model}", f"reward.source={shared.rm_dir}", *data]
+    return run_stage(cfg, cfg.algo, settings, run_dir, progress, extra)
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Lab → SFT → comparisons → RM → PPO/GRPO/RLOO (or DPO without the RM) → summary; returns the summary
+    (also in RUN/summary.json and RUN/report.html)."""
+    start = time.perf_counter()
+    check_overrides(cfg)
+    run_dir = Path(out)
+    _prepare(cfg, run_dir, resume)
+    dump_config(cfg, run_dir)
+    shared = shared_stages(cfg, run_dir, progress, reward_model=cfg.algo != "dpo")
+    stage_seconds = dict(shared.stage_seconds)
+    final = policy_stage(cfg, shared, run_dir, progress)
     stage_seconds[cfg.algo] = final["wall_seconds"]
-    evaluation = _evaluate(run_dir, cfg, lab.root, sft_model, rm_dir, final["beta"])
+    evaluation = evaluate_stage(run_dir, cfg, shared, final["beta"])
     stage_seconds["eval"] = evaluation["wall_seconds"]
 
     summary = {
@@ -205,38 +249,32 @@ def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress
         "beta": final["beta"],
         "wall_seconds": time.perf_counter() - start,
         "stage_seconds": stage_seconds,
-        "lab": str(lab.root),
+        "lab": str(shared.lab.root),
     }
-    _write_outputs(run_dir, summary, cfg.algo)
+    write_outputs(run_dir, summary, cfg.algo)
     return summary
 
 
-def _evaluate(run_dir: Path, cfg: RunConfig, lab_root: Path, sft_model: Path, rm_dir, beta: float) -> dict:
-    """`tether eval` of the stage-3 policy against the SFT model into RUN/eval (every instrument and the
-    reward-hacking verdict; its KL and win-rate are the trainers' own, drawn with the same seeds)."""
+def evaluate_stage(run_dir: Path, cfg: RunConfig, shared: Shared, beta: float) -> dict:
+    """`tether eval` of the stage-3 policy in RUN/<algo> against the SFT model into RUN/eval (every
+    instrument and the reward-hacking verdict; its KL and win-rate are the trainers' own, drawn with the
+    same seeds)."""
     from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
 
-    print("tether run: evaluating the policy against SFT", flush=True)
-    config = EvalConfig(rm=str(rm_dir) if rm_dir else None, lab=str(lab_root), beta=beta, seed=cfg.seed)
+    print(f"tether run: evaluating the policy in {run_dir / cfg.algo} against SFT", flush=True)
+    rm = str(shared.rm_dir) if shared.rm_dir else None
+    config = EvalConfig(rm=rm, lab=str(shared.lab.root), beta=beta, seed=cfg.seed)
     policy = str(run_dir / cfg.algo / "model")
-    return evaluate_policy_dirs(policy, str(sft_model), config, str(run_dir / "eval"))
+    return evaluate_policy_dirs(policy, str(shared.sft_model), config, str(run_dir / "eval"))
 
 
-def _write_outputs(run_dir: Path, summary: dict, algo: str) -> None:
-    from tether.instruments.report import metric_series, write_report
+def write_outputs(run_dir: Path, summary: dict, algo: str) -> None:
+    """RUN/summary.json, RUN/report.html (curves of RUN/<algo>, samples of RUN/eval) and RUN/summary.md."""
+    from tether.instruments.report import training_curves, write_report
     from tether.trainers.base import read_metrics
 
     write_json(run_dir / "summary.json", summary)
-    metrics = [m for m in read_metrics(run_dir / algo) if m.get("kind", "train") == "train"]
-    if algo == "dpo":
-        keys, x_key = ("loss", "margin", "accuracy"), "step"
-    else:
-        keys, x_key = ("reward", "gold", "kl", "beta"), "iteration"
-    curves = {}
-    for key in keys:
-        xs, ys = metric_series(metrics, key, x_key=x_key)
-        if xs:
-            curves[f"{algo.upper()} {key} per {x_key}"] = (xs, ys)
+    curves, x_label = training_curves(read_metrics(run_dir / algo), algo)
     samples = [json.loads(line) for line in (run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
     title = f"tether run: {run_dir.name}"
-    write_report(run_dir / "report.html", summary, curves, title=title, samples=samples)
+    write_report(run_dir / "report.html", summary, curves, title=title, samples=samples, x_label=x_label)

@@ -1,4 +1,5 @@
-"""The run's verdict for people: a terminal table and a self-contained report.html (plots as inline SVG)."""
+"""The run's verdict for people: a terminal table, a self-contained report.html (plots as embedded PNG,
+tether/instruments/plots.py) and summary.md beside it (tether/instruments/report_md.py)."""
 
 from __future__ import annotations
 
@@ -148,48 +149,96 @@ def metric_series(metrics: list[dict], key: str, x_key: str = "step") -> tuple[l
     return [m[x_key] for m in rows], [m[key] for m in rows]
 
 
+# (metrics key, title) of the training curves: RL trainers log per iteration, DPO per step
+RL_CURVES = (
+    ("reward", "proxy reward"),
+    ("gold", "gold reward"),
+    ("kl", "KL from SFT (nats)"),
+    ("beta", "β"),
+    ("response_length", "response length (tokens)"),
+    ("entropy", "entropy (nats/token)"),
+)
+DPO_CURVES = (("loss", "loss"), ("margin", "reward margin"), ("accuracy", "preference accuracy"))
+
+
+def training_curves(metrics: list[dict], algo: str) -> tuple[dict[str, tuple[list, list]], str]:
+    """({title: (xs, ys)}, x label) of a stage's train records (metrics.jsonl), the keys it logged."""
+    train = [m for m in metrics if m.get("kind", "train") == "train"]
+    keys, x_key = (DPO_CURVES, "step") if algo == "dpo" else (RL_CURVES, "iteration")
+    curves = {}
+    for key, title in keys:
+        xs, ys = metric_series(train, key, x_key=x_key)
+        if xs:
+            curves[f"{algo.upper()} {title}"] = (xs, ys)
+    return curves, x_key
+
+
+def html_table(headers: list[str], rows: list[tuple], classes: list[str] | None = None) -> str:
+    """An escaped HTML table; `classes` (one per row) marks a row's last cell (pass/fail colours)."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cells = [f"<td>{esc(str(c))}</td>" for c in row]
+        if classes and classes[i]:
+            cells[-1] = f"<td class='{classes[i]}'>{esc(str(row[-1]))}</td>"
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:4px 10px;
+text-align:left;vertical-align:top}.pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}img{margin:4px}"""
+
+
+def html_page(title: str, body: str) -> str:
+    esc = html.escape
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body><h1>{esc(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def report_body(summary: dict, curves: dict | None, samples: list[dict] | None, x_label: str) -> str:
+    """The sections of a run's report: instruments, verdict, rewards, curves, samples, raw summary."""
+    from tether.instruments.plots import curve_images
+
+    esc = html.escape
+    rows = instrument_rows(summary)
+    parts = [
+        "<h2>Instruments</h2>",
+        html_table(["instrument", "value", "detail", "verdict"], rows, [r[3].lower() for r in rows]),
+    ]
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict_reasons(summary))
+    if reasons:
+        parts.append(f"<h2>Reward hacking</h2><ul class='fail'>{reasons}</ul>")
+    parts.append("<h2>Mean reward on held-out prompts</h2>")
+    parts.append(html_table(["", "policy", "base"], reward_rows(summary)))
+    beta, wall = _num(summary.get("beta"), 4), _num(summary.get("wall_seconds"), 1)
+    parts.append(f"<p>beta = {esc(beta)}, wall time {esc(wall)} s</p>")
+    images = curve_images(curves or {}, x_label)
+    if images:
+        parts.append(f"<h2>Training curves</h2>{images}")
+    gens = sample_rows(samples)
+    if gens:
+        parts.append("<h2>Sample generations (base and policy, same prompt)</h2>")
+        parts.append(html_table(["family", "prompt", "base", "policy"], gens))
+    parts.append(f"<h2>summary.json</h2><pre>{esc(json.dumps(summary, indent=2))}</pre>")
+    return "\n".join(parts)
+
+
 def write_report(
     path: str | Path,
     summary: dict,
     curves: dict[str, tuple[list, list]] | None = None,
     title: str = "tether run",
     samples: list[dict] | None = None,
+    x_label: str = "iteration",
 ) -> Path:
-    """Self-contained HTML: the instruments table and the reward-hacking verdict's reasons, mean rewards,
-    training curves, sample generations of base and policy side by side ({"prompt", "base", "policy"}
-    records), the raw summary."""
+    """Self-contained report.html — the instruments table with verdicts and the reward-hacking reasons,
+    mean rewards, training curves (PNG), sample generations of base and policy side by side per family
+    ({"prompt", "base", "policy"} records), the raw summary — and summary.md beside it."""
+    from tether.instruments.report_md import summary_markdown
+
     path = Path(path)
-    esc = html.escape
-    rows = "".join(
-        f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td><td class='{d.lower()}'>{esc(d)}</td></tr>"
-        for a, b, c, d in instrument_rows(summary)
-    )
-    rewards = "".join(
-        f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>" for a, b, c in reward_rows(summary)
-    )
-    reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict_reasons(summary))
-    verdict = f"<h2>Reward hacking</h2><ul class='fail'>{reasons}</ul>" if reasons else ""
-    gens = "".join(
-        f"<tr><td>{esc(g)}</td><td>{esc(p)}</td><td>{esc(b)}</td><td>{esc(q)}</td></tr>"
-        for g, p, b, q in sample_rows(samples)
-    )
-    gens = (
-        "<h2>Sample generations</h2><table><tr><th>family</th><th>prompt</th><th>base</th>"
-        f"<th>policy</th></tr>{gens}</table>" if gens else ""
-    )
-    plots = "".join(svg_line_plot(xs, ys, name) for name, (xs, ys) in (curves or {}).items())
-    doc = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}td,th{{padding:4px 10px;text-align:left}}
-.pass{{color:#1a7f37;font-weight:bold}}.fail{{color:#cf222e;font-weight:bold}}svg{{margin:6px}}</style></head>
-<body><h1>{esc(title)}</h1>
-<h2>Instruments</h2><table><tr><th>instrument</th><th>value</th><th>detail</th><th>verdict</th></tr>{rows}</table>
-{verdict}
-<h2>Mean reward on held-out prompts</h2><table><tr><th></th><th>policy</th><th>base</th></tr>{rewards}</table>
-<p>beta = {esc(_num(summary.get("beta"), 4))}, wall time {esc(_num(summary.get("wall_seconds"), 1))} s</p>
-<h2>Training curves</h2>{plots}
-{gens}
-<h2>summary.json</h2><pre>{esc(json.dumps(summary, indent=2))}</pre>
-</body></html>
-"""
-    return write_text_atomic(path, doc)
+    write_text_atomic(path.with_name("summary.md"), summary_markdown(summary, title, samples))
+    return write_text_atomic(path, html_page(title, report_body(summary, curves, samples, x_label)))
