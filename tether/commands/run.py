@@ -38,12 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def run(args: argparse.Namespace) -> int:
-    from tether.instruments.report import terminal_table
-    from tether.pipeline import RunConfig, run_pipeline, split_overrides
-    from tether.trainers.base import TrainingInterrupted
+def run_config(args: argparse.Namespace, overrides: list[str]):
+    """The RunConfig that --config, --lab, --seed, --algo and KEY=VALUE overrides (stage ones included)
+    describe; `tether sweep` builds its own the same way."""
+    from tether.pipeline import RunConfig, split_overrides
 
-    plain, staged = split_overrides(args.overrides)
+    plain, staged = split_overrides(overrides)
     if args.lab:
         plain.append(f"lab_dir={args.lab}")
     if args.seed is not None:
@@ -53,6 +53,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(RunConfig, args.config, plain)
     for stage, items in staged.items():
         getattr(cfg, stage).extend(items)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from tether.instruments.report import terminal_table
+    from tether.pipeline import run_pipeline
+    from tether.trainers.base import TrainingInterrupted
+
+    cfg = run_config(args, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         summary = run_pipeline(cfg, out, resume=args.resume, progress=not args.no_progress)

@@ -16,7 +16,6 @@ import argparse
 import time
 from pathlib import Path
 
-from tether.config import load_config
 from tether.errors import TetherError
 
 
@@ -44,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tether.pipeline import RunConfig, split_overrides
+    from tether.commands.run import run_config
     from tether.sweep import run_sweep
 
     torch.set_num_threads(1)  # the lab's models are small: one thread is the fastest on CPU
@@ -55,16 +54,7 @@ def run(args: argparse.Namespace) -> int:
         best_of_n = [int(x) for x in args.best_of_n if "=" not in x]
     except ValueError as e:
         raise TetherError(f"--betas takes numbers, --best-of-n integers: {e}") from None
-    plain, staged = split_overrides(overrides)
-    if args.lab:
-        plain.append(f"lab_dir={args.lab}")
-    if args.seed is not None:
-        plain.append(f"seed={args.seed}")
-    if args.algo:
-        plain.append(f"algo={args.algo}")
-    cfg = load_config(RunConfig, args.config, plain)
-    for stage, items in staged.items():
-        getattr(cfg, stage).extend(items)
+    cfg = run_config(args, overrides)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep = run_sweep(
         cfg,
