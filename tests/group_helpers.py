@@ -30,6 +30,19 @@ def group_overrides(paths: dict[str, Path], *extra: str, **train) -> list[str]:
     ]
 
 
+def captured_step(trainer):
+    """Run trainer.step() with the update replaced by one that records the experience; returns it."""
+    seen = {}
+
+    def update(exp, generator):
+        seen["exp"] = exp
+        return {}
+
+    trainer.update = update
+    trainer.step()
+    return seen["exp"]
+
+
 def grpo_config(paths, *extra: str, **train) -> GRPOConfig:
     return load_config(GRPOConfig, None, ["grpo.group_size=4", *group_overrides(paths, *extra, **train)])
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from group_helpers import fixed_reward, grpo_config, same_weights, weights
+from group_helpers import captured_step, fixed_reward, grpo_config, same_weights, weights
 from ppo_helpers import ppo_setup
 
 from tether.losses import grpo_advantages, grpo_loss
@@ -21,19 +21,6 @@ def setup(tmp_path_factory):
     return ppo_setup(tmp_path_factory.mktemp("grpo"))
 
 
-def _captured_step(trainer):
-    """Run trainer.step() with the update replaced by one that records the experience."""
-    seen = {}
-
-    def update(exp, generator):
-        seen["exp"] = exp
-        return {}
-
-    trainer.update = update
-    trainer.step()
-    return seen["exp"]
-
-
 def test_equal_rewards_give_zero_advantage_and_zero_surrogate_gradient(setup, tmp_path):
     """Seven responses all scored 0.1: float32 averages seven 0.1s to 0.1 + 7.45e-9, which the group std
     scaling (÷ (0 + 1e-4)) would turn into advantages of 7.45e-5; they must be exactly 0. Then, with β = 0,
@@ -45,7 +32,7 @@ def test_equal_rewards_give_zero_advantage_and_zero_surrogate_gradient(setup, tm
     trainer = GRPOTrainer(grpo_config(setup, "grpo.beta=0"), tmp_path / "run")
     assert trainer.ref is None  # β = 0: no reference model in training
     trainer.reward = fixed_reward([0.1] * 32)  # every group equal
-    exp = _captured_step(trainer)
+    exp = captured_step(trainer)
     assert torch.equal(exp.advantages, torch.zeros(32))
     loss, _ = group_minibatch_loss(trainer.policy, exp, trainer.loss_args(), num_sequences=32)
     loss.backward()
@@ -65,7 +52,7 @@ def test_advantages_inside_a_trainer_step_by_hand(setup, tmp_path):
         cfg = grpo_config(setup, "grpo.beta=0", "rollout.batch_size=2", f"grpo.scale={scale}", batch_size=8)
         trainer = GRPOTrainer(cfg, tmp_path / scale)
         trainer.reward = fixed_reward(scores)
-        exp = _captured_step(trainer)
+        exp = captured_step(trainer)
         want = [expected, -expected, -expected, expected, 0, 0, 0, 0]
         assert exp.advantages.tolist() == pytest.approx(want, abs=1e-6)
         assert equal_reward_share(exp.scores, 4) == 0.5
@@ -82,7 +69,7 @@ def test_kl_in_reward_subtracts_beta_times_the_k1_sum(setup, tmp_path):
     with torch.no_grad():
         trainer.policy.lm_head.weight.add_(0.3 * torch.randn_like(trainer.policy.lm_head.weight))
     trainer.reward = fixed_reward([float(i % 3) for i in range(32)])
-    exp = _captured_step(trainer)
+    exp = captured_step(trainer)
     with torch.no_grad():
         policy_lp = score_responses(trainer.policy, exp.rollout)
         kl = (policy_lp - score_responses(trainer.ref, exp.rollout)).sum(-1)
@@ -113,7 +100,7 @@ def test_the_loss_falls_on_a_fixed_batch(setup, tmp_path):
     trainer = GRPOTrainer(grpo_config(setup, "grpo.beta=0.04", lr=3e-3), tmp_path / "run")
     trainer.reward = fixed_reward([float(i % 4 == 0) for i in range(32)])
     real_update = trainer.update
-    exp = _captured_step(trainer)
+    exp = captured_step(trainer)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     with torch.no_grad():
         loss0, _ = group_minibatch_loss(trainer.policy, exp, trainer.loss_args())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from group_helpers import fixed_reward, rloo_config, same_weights, weights
+from group_helpers import captured_step, fixed_reward, rloo_config, same_weights, weights
 from ppo_helpers import ppo_setup
 
 from tether.rollout import score_responses
@@ -19,18 +19,6 @@ def setup(tmp_path_factory):
     return ppo_setup(tmp_path_factory.mktemp("rloo"))
 
 
-def _captured_step(trainer):
-    seen = {}
-
-    def update(exp, generator):
-        seen["exp"] = exp
-        return {}
-
-    trainer.update = update
-    trainer.step()
-    return seen["exp"]
-
-
 def test_leave_one_out_advantages_by_hand_inside_a_trainer_step(setup, tmp_path):
     """k = 4, two prompts, scores (1, 2, 3, 6) and (5, 5, 5, 5); the policy is the reference at the first
     step, so the KL penalty is exactly 0 and the rewards are the scores.
@@ -38,7 +26,7 @@ def test_leave_one_out_advantages_by_hand_inside_a_trainer_step(setup, tmp_path)
     A_4 = 6 − (1 + 2 + 3)/3 = 4. Group 2: 5 − 5 = 0 each."""
     trainer = RLOOTrainer(rloo_config(setup, "rollout.batch_size=2", batch_size=8), tmp_path / "run")
     trainer.reward = fixed_reward([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0])
-    exp = _captured_step(trainer)
+    exp = captured_step(trainer)
     assert torch.equal(exp.kl, torch.zeros_like(exp.kl))
     assert exp.rewards.tolist() == [1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0]
     assert exp.advantages.tolist() == pytest.approx([-8 / 3, -4 / 3, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0], abs=1e-6)
@@ -52,7 +40,7 @@ def test_the_kl_penalty_is_in_the_reward(setup, tmp_path):
     with torch.no_grad():
         trainer.policy.lm_head.weight.add_(0.3 * torch.randn_like(trainer.policy.lm_head.weight))
     trainer.reward = fixed_reward([float(i % 3) for i in range(32)])
-    exp = _captured_step(trainer)
+    exp = captured_step(trainer)
     with torch.no_grad():
         policy_lp = score_responses(trainer.policy, exp.rollout)
         kl = (policy_lp - score_responses(trainer.ref, exp.rollout)).sum(-1)
@@ -70,7 +58,7 @@ def test_one_update_raises_the_reinforce_objective_on_a_fixed_batch(setup, tmp_p
     trainer = RLOOTrainer(rloo_config(setup, batch_size=32, micro_batch_size=16, lr=3e-3), tmp_path / "run")
     trainer.reward = fixed_reward([float(i % 4 == 1) for i in range(32)])
     real_update = trainer.update
-    exp = _captured_step(trainer)
+    exp = captured_step(trainer)
 
     def objective():
         with torch.no_grad():
@@ -128,7 +116,7 @@ def test_resume_after_a_crash_gives_identical_weights(setup, tmp_path, toy_run):
 def test_beta_zero_needs_no_reference(setup, tmp_path):
     trainer = RLOOTrainer(rloo_config(setup, "kl.beta=0"), tmp_path / "run")
     assert trainer.ref is None
-    exp = _captured_step(trainer)
+    exp = captured_step(trainer)
     assert exp.kl is None and torch.equal(exp.rewards, exp.scores)
 
 
