@@ -658,13 +658,8 @@ class GRPOAlgoConfig:
 
 
 @dataclasses.dataclass
-class GRPOConfig:
-    """`tether grpo`: group-relative policy optimisation, no critic (Shao et al. 2024).
-
-    Each iteration samples grpo.group_size responses for each of rollout.batch_size prompts; train.batch_size
-    counts responses per optimizer step. iterations × grpo.epochs fix the length of the run;
-    train.eval_every and save_every count iterations.
-    """
+class GroupStageConfig:
+    """The fields GRPOConfig and RLOOConfig share: models, prompts, rewards, sampling, evaluation, loop."""
 
     policy: str
     """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
@@ -681,8 +676,6 @@ class GRPOConfig:
     """Rollout-and-update iterations."""
     rollout: GroupRolloutConfig = dataclasses.field(default_factory=GroupRolloutConfig)
     """Sampling."""
-    grpo: GRPOAlgoConfig = dataclasses.field(default_factory=GRPOAlgoConfig)
-    """Group size, clipping, KL and aggregation."""
     eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
     """Held-out evaluation."""
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
@@ -693,6 +686,19 @@ class GRPOConfig:
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
     )
     """Optimisation of the policy, warm-up, clipping, checkpoints."""
+
+
+@dataclasses.dataclass
+class GRPOConfig(GroupStageConfig):
+    """`tether grpo`: group-relative policy optimisation, no critic (Shao et al. 2024).
+
+    Each iteration samples grpo.group_size responses for each of rollout.batch_size prompts; train.batch_size
+    counts responses per optimizer step. iterations × grpo.epochs fix the length of the run;
+    train.eval_every and save_every count iterations.
+    """
+
+    grpo: GRPOAlgoConfig = dataclasses.field(default_factory=GRPOAlgoConfig)
+    """Group size, clipping, KL and aggregation."""
 
 
 @dataclasses.dataclass
@@ -712,7 +718,7 @@ class RLOOAlgoConfig:
 
 
 @dataclasses.dataclass
-class RLOOConfig:
+class RLOOConfig(GroupStageConfig):
     """`tether rloo`: REINFORCE leave-one-out, the KL to the SFT model in the reward (Ahmadian et al. 2024).
 
     Each iteration samples rloo.k responses for each of rollout.batch_size prompts; train.batch_size counts
@@ -720,32 +726,7 @@ class RLOOConfig:
     β·Σ log π/π_ref, as in the paper). train.eval_every and save_every count iterations.
     """
 
-    policy: str
-    """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
-    reference is a copy of it."""
-    data: PPODataConfig
-    """Training and held-out prompts."""
-    reference: str | None = None
-    """Another model directory as the frozen reference of the KL penalty; none: a copy of `policy`."""
-    reward: GroupRewardConfig = dataclasses.field(default_factory=GroupRewardConfig)
-    """The reward sources, their weights and conditioning."""
-    tokenizer: str | None = None
-    """Tokenizer directory when it differs from the policy's."""
-    iterations: int = 100
-    """Rollout-and-update iterations."""
-    rollout: GroupRolloutConfig = dataclasses.field(default_factory=GroupRolloutConfig)
-    """Sampling."""
     kl: PPOKLConfig = dataclasses.field(default_factory=PPOKLConfig)
     """The KL penalty in the reward: estimator, β, fixed or adaptive. β = 0 skips the reference model."""
     rloo: RLOOAlgoConfig = dataclasses.field(default_factory=RLOOAlgoConfig)
     """Samples per prompt and the update."""
-    eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
-    """Held-out evaluation."""
-    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
-    """Weights' dtype; float32 gives exact CPU resume."""
-    seed: int = 0
-    """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
-    train: LoopConfig = dataclasses.field(
-        default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
-    )
-    """Optimisation of the policy, warm-up, clipping, checkpoints."""
