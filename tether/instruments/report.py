@@ -50,7 +50,9 @@ def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             detail.append(f"beta {_num(inst['beta'], 4)}, beta/scale {_num(inst.get('beta_over_scale'))}")
         if "judge" in inst:
             detail.append(f"judge {inst['judge']}")
-        if "threshold" in inst:
+        if "threshold_rule" in inst:
+            detail.append(f"pass: {inst['threshold_rule']}")
+        elif "threshold" in inst:
             detail.append(f"threshold {_num(inst['threshold'], 2)}")
         if isinstance(inst.get("reasons"), list):
             detail.append(f"{len(inst['reasons'])} reason(s) below")
