@@ -102,7 +102,9 @@ def load_reward_model(
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
         with _quiet():
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=_DTYPES[dtype])
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, dtype=_DTYPES[dtype], use_safetensors=True
+            )
     except (OSError, ValueError) as e:
         raise TetherError(f"cannot load the reward model {str(model_dir)!r}: {e}") from None
     if model.config.num_labels != 1:
