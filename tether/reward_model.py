@@ -34,10 +34,10 @@ from torch import Tensor
 
 from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, pad_id, position_ids
 from tether.errors import TetherError
+from tether.model_files import DTYPES as _DTYPES
+from tether.model_files import load_tokenizer, weights_dir
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}
 
 
 @contextlib.contextmanager
@@ -71,8 +71,6 @@ def create_reward_model(
     `config.pad_token_id` is set from the tokenizer (falling back to EOS), as Hugging Face needs one.
     """
     from transformers import AutoModelForSequenceClassification
-
-    from tether.model_files import load_tokenizer, weights_dir
 
     tok = load_tokenizer(tokenizer or sft_dir, trust_remote_code)
     trunk_dir = weights_dir(sft_dir)
