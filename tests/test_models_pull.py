@@ -102,3 +102,8 @@ def test_an_occupied_destination_is_not_overwritten(wheel, tmp_path):
 def test_cli_pull_errors_exit_2(capsys):
     assert main(["models", "pull", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_cli_list_names_the_registry(capsys):
+    assert main(["models", "list"]) == 0
+    assert capsys.readouterr().out.startswith("smollm2-135m-instruct  SmolLM2-135M-Instruct")
