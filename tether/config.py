@@ -98,11 +98,14 @@ class SFTConfig:
     """`tether sft`: masked cross-entropy on demonstrations (InstructGPT stage 1)."""
 
     model: str
-    """Hugging Face causal LM to fine-tune: a local directory (config.json, weights, tokenizer) or a name."""
+    """Causal LM to fine-tune: a local Hugging Face directory (config.json, safetensors weights, tokenizer)
+    or a .gguf file (converted once into the cache, tether.model_files)."""
     data: SFTDataConfig
     """Training and test data."""
     tokenizer: str | None = None
     """Tokenizer directory or name when it differs from the model's."""
+    trust_remote_code: bool = False
+    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """Weights' dtype while training; float32 gives exact CPU resume, 'auto' keeps the saved dtype."""
     seed: int = 0
@@ -143,6 +146,8 @@ class RMConfig:
     """Training and test pairs."""
     tokenizer: str | None = None
     """Tokenizer directory or name when it differs from the model's."""
+    trust_remote_code: bool = False
+    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """Weights' dtype while training; float32 gives exact CPU resume, 'auto' keeps the saved dtype."""
     seed: int = 0
@@ -503,6 +508,8 @@ class PPOConfig:
     initialised from the SFT model with a new scalar head; 'auto': rm when reward.source is a directory."""
     tokenizer: str | None = None
     """Tokenizer directory when it differs from the policy's."""
+    trust_remote_code: bool = False
+    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
     iterations: int = 100
     """Rollout-and-update iterations."""
     rollout: PPORolloutConfig = dataclasses.field(default_factory=PPORolloutConfig)
@@ -568,6 +575,8 @@ class DPOConfig:
     """The frozen reference π_ref of the implicit reward β·log(π/π_ref); none: a copy of `policy`."""
     tokenizer: str | None = None
     """Tokenizer directory when it differs from the policy's (policy and reference must share it)."""
+    trust_remote_code: bool = False
+    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
     beta: float = 0.1
     """β: the KL coefficient of the objective DPO optimises; smaller lets the policy move further away."""
     loss_type: Literal["sigmoid", "robust", "hinge", "ipo"] = "sigmoid"
@@ -672,6 +681,8 @@ class GroupStageConfig:
     """The reward sources, their weights and conditioning."""
     tokenizer: str | None = None
     """Tokenizer directory when it differs from the policy's."""
+    trust_remote_code: bool = False
+    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
     iterations: int = 100
     """Rollout-and-update iterations."""
     rollout: GroupRolloutConfig = dataclasses.field(default_factory=GroupRolloutConfig)

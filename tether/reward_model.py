@@ -34,10 +34,10 @@ from torch import Tensor
 
 from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, pad_id, position_ids
 from tether.errors import TetherError
+from tether.model_files import DTYPES as _DTYPES
+from tether.model_files import load_tokenizer, weights_dir
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}
 
 
 @contextlib.contextmanager
@@ -58,19 +58,27 @@ def _quiet(errors_only: bool = False):
             hf_logging.enable_progress_bar()
 
 
-def create_reward_model(sft_dir: str | Path, tokenizer: str | Path | None = None, dtype: str = "float32"):
+def create_reward_model(
+    sft_dir: str | Path,
+    tokenizer: str | Path | None = None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+):
     """(model, tokenizer): the causal LM in `sft_dir` as a one-output sequence classifier with a new head.
 
-    tokenizer: a directory or name when it differs from `sft_dir`; dtype: "float32", "bfloat16" or "auto".
+    sft_dir: a model directory or a .gguf file (tether.model_files.resolve_model; safetensors weights only);
+    tokenizer: a directory or .gguf when it differs from `sft_dir`; dtype: "float32", "bfloat16" or "auto".
     `config.pad_token_id` is set from the tokenizer (falling back to EOS), as Hugging Face needs one.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    tok = AutoTokenizer.from_pretrained(tokenizer or sft_dir)
+    tok = load_tokenizer(tokenizer or sft_dir, trust_remote_code)
+    trunk_dir = weights_dir(sft_dir)
     try:
         with _quiet(errors_only=True):
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                sft_dir, num_labels=1, dtype=_DTYPES[dtype], output_loading_info=True
+                trunk_dir, num_labels=1, dtype=_DTYPES[dtype], output_loading_info=True,
+                use_safetensors=True, trust_remote_code=trust_remote_code,
             )
     except (OSError, ValueError) as e:
         raise TetherError(f"cannot load {str(sft_dir)!r} as a reward-model trunk: {e}") from None
@@ -92,7 +100,9 @@ def load_reward_model(
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
         with _quiet():
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=_DTYPES[dtype])
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, dtype=_DTYPES[dtype], use_safetensors=True
+            )
     except (OSError, ValueError) as e:
         raise TetherError(f"cannot load the reward model {str(model_dir)!r}: {e}") from None
     if model.config.num_labels != 1:

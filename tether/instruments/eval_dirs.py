@@ -60,17 +60,11 @@ def find_beta(policy_dir: Path) -> float | None:
 
 
 def _load(policy_dir: str, base_dir: str, device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tether.model_files import load_causal_lm, load_tokenizer
 
-    from tether.models import quiet_transformers
-
-    try:
-        with quiet_transformers():
-            policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval().to(device)
-            base = AutoModelForCausalLM.from_pretrained(base_dir).eval().to(device)
-            tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    except (OSError, ValueError) as e:
-        raise TetherError(f"cannot load the policy or base model: {e}") from None
+    policy = load_causal_lm(policy_dir).eval().to(device)
+    base = load_causal_lm(base_dir).eval().to(device)
+    tokenizer = load_tokenizer(base_dir)
     return policy.requires_grad_(False), base.requires_grad_(False), tokenizer
 
 

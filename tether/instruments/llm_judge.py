@@ -88,13 +88,10 @@ class PairwiseLLMJudge(Judge):
 
 def load_llm_judge(model_dir: str, device=None, **kwargs) -> PairwiseLLMJudge:
     """A `PairwiseLLMJudge` on the causal LM and tokenizer in `model_dir`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tether.model_files import load_causal_lm, load_tokenizer
 
-    from tether.models import quiet_transformers
-
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = load_causal_lm(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     if device is not None:
         model.to(device)
     return PairwiseLLMJudge(model, tokenizer, name=f"llm:{model_dir}", **kwargs)

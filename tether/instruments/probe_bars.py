@@ -58,16 +58,13 @@ def policy_mean_gold(
 ) -> dict:
     """{"value": the mean gold reward of one sample per prompt from the policy in `policy_dir`
     (temperature 1), "n", "source"}; lab prompts only."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from tether.data import load_prompts, tokenize_prompts
     from tether.instruments.evaluate import sample_responses
-    from tether.models import quiet_transformers
+    from tether.model_files import load_causal_lm, load_tokenizer
     from tether.rewards import gold
 
-    with quiet_transformers():
-        policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    policy = load_causal_lm(policy_dir).eval()
+    tokenizer = load_tokenizer(policy_dir)
     items, _ = tokenize_prompts(load_prompts(prompts_path)[:max_prompts], tokenizer, 256, too_long="skip")
     samples = sample_responses(policy, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed)
     values = gold(samples.prompts, samples.responses)

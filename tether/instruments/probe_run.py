@@ -56,8 +56,7 @@ def run_probe(
 
     prompts default to the lab's test prompts, data (the RM-score bar) to the lab's demonstrations; `sft`,
     a policy directory, sets the gold bar to its samples' mean gold on the prompts file (else the data's)."""
-    from transformers import AutoTokenizer
-
+    from tether.model_files import load_tokenizer
     from tether.reward_model import load_reward_model
 
     wall = time.perf_counter()
@@ -67,7 +66,7 @@ def run_probe(
         raise TetherError("the probe needs prompts: give --prompts FILE or --lab DIR")
     model, tok = load_reward_model(rm)
     if tokenizer is not None:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
+        tok = load_tokenizer(tokenizer)
     chosen = pick_prompts(prompts, num_prompts)
     if not chosen:
         raise TetherError(f"{prompts}: no prompts")

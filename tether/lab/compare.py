@@ -76,16 +76,13 @@ def compare_samples(
         raise TetherError(f"compare needs prompts >= 1 and samples >= 2, got {prompts} and {samples}")
     if temperature <= 0:
         raise TetherError(f"compare needs a sampling temperature > 0, got {temperature}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tether.models import quiet_transformers
+    from tether.model_files import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
     lab = open_lab(lab_dir)
     config = LabConfig.from_yaml(lab.config)
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    model = load_causal_lm(policy_dir).eval()
+    tokenizer = load_tokenizer(policy_dir)
     infos = draw_prompts(random.Random(f"{seed}-compare"), config, prompts)
     texts = [i.text for i in infos]
     with torch.no_grad():

@@ -38,8 +38,9 @@ from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss, token_logprobs
+from tether.model_files import load_causal_lm, load_tokenizer
 from tether.rollout import sample
-from tether.trainers.base import Loop, prepare_run_dir, quiet_transformers
+from tether.trainers.base import Loop, prepare_run_dir
 from tether.trainers.rm import load_pairs
 from tether.trainers.supervised import to_device, train_supervised
 
@@ -80,18 +81,6 @@ def check_config(cfg: DPOConfig) -> None:
         raise TetherError(f"data.use_soft_labels needs loss_type sigmoid, not {cfg.loss_type}")
     if cfg.data.use_soft_labels and cfg.label_smoothing:
         raise TetherError("give either data.use_soft_labels or label_smoothing, not both")
-
-
-def load_causal_lm(path: str, dtype: str):
-    from transformers import AutoModelForCausalLM
-
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[dtype]
-    try:
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    except OSError as e:
-        raise TetherError(f"cannot load the model {path!r}: {e}") from None
-    return model.eval()  # no dropout: with π = π_ref the first step's log-ratios are exactly 0
 
 
 # ------------------------------------------------------------------------------------------------ log-probs
@@ -285,26 +274,23 @@ def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False
     reference log-probs are reused). Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is
     saved) and `TetherError` on bad input.
     """
-    from transformers import AutoTokenizer
-
     start = time.perf_counter()
     check_config(cfg)
     run_dir = Path(out)
     prepare_run_dir(run_dir, resume)
     set_seed(cfg.seed)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.policy)
-    except OSError as e:
-        raise TetherError(f"cannot load the tokenizer of {cfg.tokenizer or cfg.policy!r}: {e}") from None
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
     d = cfg.data
     train = load_dpo_pairs(d.train, tokenizer, d)
     test = load_dpo_pairs(d.test, tokenizer, d) if d.test else None
     if not train:
         raise TetherError(f"{d.train}: no training pairs left after skipping")
 
-    policy = load_causal_lm(cfg.policy, cfg.dtype)
+    # eval mode, no dropout: with π = π_ref the first step's log-ratios are exactly 0
+    policy = load_causal_lm(cfg.policy, cfg.dtype, cfg.trust_remote_code).eval()
     device = PartialState(cpu=cfg.train.device == "cpu").device  # where the Loop will put the policy
-    reference = load_causal_lm(cfg.reference or cfg.policy, cfg.dtype).requires_grad_(False).to(device)
+    reference = load_causal_lm(cfg.reference or cfg.policy, cfg.dtype, cfg.trust_remote_code).eval()
+    reference = reference.requires_grad_(False).to(device)
     if cfg.precompute_reference:
         splits = {"train": train, **({"test": test} if test else {})}
         attach_reference(cfg, run_dir, reference, splits, pad_id(tokenizer), device)

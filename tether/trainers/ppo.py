@@ -72,7 +72,7 @@ def load_critic(cfg: PPOConfig):
     if critic_kind(cfg) == "rm":
         model, _ = load_reward_model(cfg.reward.source, dtype=cfg.dtype)
     else:
-        model, _ = create_reward_model(cfg.policy, cfg.tokenizer, dtype=cfg.dtype)
+        model, _ = create_reward_model(cfg.policy, cfg.tokenizer, cfg.dtype, cfg.trust_remote_code)
         torch.nn.init.zeros_(score_head(model).weight)
     return model.eval().requires_grad_(True)
 

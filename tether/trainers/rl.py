@@ -34,13 +34,13 @@ from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
 from tether.kl_control import AdaptiveKLController, FixedKLController
+from tether.model_files import load_causal_lm, load_tokenizer
 from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
 from tether.rollout import Rollout, sample
 from tether.trainers.base import (
     Loop,
     TrainingInterrupted,
     prepare_run_dir,
-    quiet_transformers,
     save_final,
     set_threads,
 )
@@ -54,16 +54,8 @@ def iteration_seed(seed: int, iteration: int, stream: int) -> int:
 
 def load_policy(cfg):
     """The model at cfg.policy (eval mode: no dropout, so π/π_old = 1 before an update) and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[cfg.dtype]
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.policy)
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(cfg.policy, dtype=dtype)
-    except OSError as e:
-        raise TetherError(f"cannot load the policy {cfg.policy!r}: {e}") from None
-    return model.eval(), tokenizer
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
+    return load_causal_lm(cfg.policy, cfg.dtype, cfg.trust_remote_code).eval(), tokenizer
 
 
 def load_prompt_items(path: str, tokenizer, cfg):

@@ -202,7 +202,7 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
     run_dir = Path(out)
     prepare_run_dir(run_dir, resume)
     set_seed(cfg.seed)  # before the head is drawn
-    model, tokenizer = create_reward_model(cfg.model, cfg.tokenizer, cfg.dtype)
+    model, tokenizer = create_reward_model(cfg.model, cfg.tokenizer, cfg.dtype, cfg.trust_remote_code)
     d = cfg.data
     train = load_pairs(d.train, tokenizer, d)
     test = load_pairs(d.test, tokenizer, d) if d.test else None

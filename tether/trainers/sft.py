@@ -22,7 +22,8 @@ from tether.data import SFTTokens, collate_sft, load_sft, pad_id, position_ids, 
 from tether.errors import TetherError
 from tether.files import write_json
 from tether.losses import sft_loss
-from tether.trainers.base import Loop, prepare_run_dir, quiet_transformers
+from tether.model_files import load_causal_lm, load_tokenizer
+from tether.trainers.base import Loop, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
@@ -71,16 +72,8 @@ class SFTTask:
 
 
 def load_model(cfg: SFTConfig):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[cfg.dtype]
-    try:
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
-    except OSError as e:
-        raise TetherError(f"cannot load the model {cfg.model!r}: {e}") from None
-    return model, tokenizer
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
+    return load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code), tokenizer
 
 
 def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False) -> Path:

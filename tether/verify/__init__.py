@@ -58,12 +58,9 @@ LIMITS = {
 
 
 def _load_logprobs(path: Path, task: ExactTask) -> torch.Tensor:
-    from transformers import AutoModelForCausalLM
+    from tether.model_files import load_causal_lm
 
-    from tether.models import quiet_transformers
-
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = load_causal_lm(path, dtype=torch.float32)
     return sequence_logprobs(model, task)
 
 

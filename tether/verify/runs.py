@@ -174,17 +174,14 @@ def train(cfg, out: Path) -> Path:
 
 def run_one(run: Run, task: ExactTask, files: Files, out: Path) -> tuple[torch.Tensor, float]:
     """Train `run` into `out`; (exact log-probs (N,) of the trained policy, the trainer's wall seconds)."""
-    from transformers import AutoModelForCausalLM
-
-    from tether.models import quiet_transformers
+    from tether.model_files import load_causal_lm
 
     cfg = config(run, task, files)
     start = time.perf_counter()
     with _quiet_data_log():
         run_dir = train(cfg, out)
     seconds = time.perf_counter() - start
-    with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(run_dir / "model", dtype=torch.float32)
+    model = load_causal_lm(run_dir / "model", dtype=torch.float32)
     return sequence_logprobs(model, task), seconds
 
 

@@ -1,0 +1,134 @@
+"""tether.model_files: a model is a Hugging Face directory or a .gguf file, loaded from safetensors only.
+
+The GGUF here is written by the test (tests/gguf_helpers.py) from a tiny Llama whose weights we hold, so the
+converted model must give exactly the source's logits: float32 tensors survive GGUF unchanged, and the only
+transformation on the way (llama.cpp's q/k row order) is undone by the reader.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gguf_helpers import CHAT_TEMPLATE, tiny_source_model, write_tiny_gguf
+
+from tether import model_files
+from tether.errors import TetherError
+from tether.model_files import converted_dir, load_causal_lm, load_tokenizer, resolve_model
+from tether.models import build_tiny_llama, build_word_tokenizer
+
+IDS = torch.tensor([[3, 40, 41, 7, 99, 12, 2], [5, 6, 7, 8, 9, 10, 11]])
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gguf")
+    source = tiny_source_model().eval()
+    return write_tiny_gguf(d / "tiny.gguf", source), source
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TETHER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_gguf_converts_to_the_source_weights(tiny_gguf, cache):
+    path, source = tiny_gguf
+    model = load_causal_lm(path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(IDS).logits, source(IDS).logits)
+    out = converted_dir(path)
+    assert out.parent == cache / "models"  # the documented rule: $TETHER_CACHE/models/<stem>-<hash>
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    assert "quantization_config" not in (out / "config.json").read_text()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_gguf_tokenizer_keeps_vocabulary_specials_and_chat_template(tiny_gguf, cache):
+    tok = load_tokenizer(tiny_gguf[0])
+    # BPE merges "h e", "l l", "he ll", "hell o" make "hello" one token; "Ġ w" joins the space to w.
+    assert tok.tokenize("hello world") == ["hello", "Ġw", "o", "r", "l", "d"]
+    assert (tok.bos_token, tok.eos_token) == ("<|endoftext|>", "<|im_end|>")
+    assert tok.chat_template == CHAT_TEMPLATE
+    hi = [{"role": "user", "content": "hi"}]
+    text = tok.apply_chat_template(hi, add_generation_prompt=True, tokenize=False)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_the_logit_check_would_catch_a_wrong_qk_order(tmp_path, cache, monkeypatch):
+    """Writing q/k without llama.cpp's reordering must change the converted model's output."""
+    import gguf_helpers
+
+    source = tiny_source_model().eval()
+    monkeypatch.setattr(gguf_helpers, "interleave_rope_rows", lambda w, n_heads: w)
+    model = load_causal_lm(write_tiny_gguf(tmp_path / "plain.gguf", source)).eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(IDS).logits, source(IDS).logits, atol=1e-3)
+
+
+def test_second_resolve_reuses_the_conversion(tiny_gguf, cache, monkeypatch):
+    first = resolve_model(tiny_gguf[0])
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+
+    def no_second_conversion(*args):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(model_files, "convert_gguf", no_second_conversion)
+    assert resolve_model(tiny_gguf[0]) == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_copy_with_another_name_shares_the_content_key(tiny_gguf, tmp_path, cache):
+    copy = tmp_path / "renamed.gguf"
+    copy.write_bytes(tiny_gguf[0].read_bytes())
+    assert converted_dir(copy).name.split("-")[-1] == converted_dir(tiny_gguf[0]).name.split("-")[-1]
+
+
+def test_hf_directory_loads_as_saved(tmp_path):
+    tok = build_word_tokenizer(["a", "b", "c"])
+    source = build_tiny_llama(len(tok), hidden_size=16, num_layers=1, num_heads=2, seed=3).eval()
+    source.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    model = load_causal_lm(tmp_path / "m").eval()
+    ids = torch.tensor([[2, 4, 5, 6, 3]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, source(ids).logits)
+    assert load_tokenizer(tmp_path / "m").tokenize("a c b") == ["a", "c", "b"]
+    assert resolve_model(tmp_path / "m") == tmp_path / "m"  # a directory is used in place
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    source = build_tiny_llama(8, hidden_size=16, num_layers=1, num_heads=2)
+    source.config.save_pretrained(tmp_path)
+    torch.save(source.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(TetherError, match=r"only pickled \.bin weights"):
+        load_causal_lm(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [("missing", "no model at"), ("notes.txt", "not a model"), ("empty_dir", "no config.json")],
+)
+def test_bad_paths_give_one_line_errors(tmp_path, name, problem):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(TetherError, match=problem) as e:
+        load_causal_lm(tmp_path / name)
+    assert "\n" not in str(e.value)
+
+
+def test_a_broken_gguf_is_a_tether_error(tmp_path, cache):
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF but not really")
+    with pytest.raises(TetherError, match="cannot read"):
+        resolve_model(tmp_path / "broken.gguf")
+
+
+def test_reward_model_trunk_from_a_gguf(tiny_gguf, cache):
+    from tether.reward_model import create_reward_model
+
+    path, source = tiny_gguf
+    rm, tok = create_reward_model(path)
+    trunk = dict(rm.base_model.state_dict())
+    for name, value in source.model.state_dict().items():
+        assert torch.equal(trunk[name], value), name
+    assert tok.eos_token == "<|im_end|>"
