@@ -45,6 +45,7 @@ from tether.instruments.evaluate import evaluate_judged
 from tether.kl_control import AdaptiveKLController, FixedKLController
 from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
 from tether.rollout import Rollout, sample
+from tether.rollout_vllm import check_engine
 from tether.trainers.base import (
     Loop,
     TrainingInterrupted,
@@ -121,7 +122,9 @@ class RLTrainer:
     def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False):
         self.start = time.perf_counter()
         self.check_config(cfg)
+        check_engine(cfg.rollout.engine)
         self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
+        self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         prepare_run_dir(self.run_dir, resume, cfg.train.device)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
@@ -238,6 +241,8 @@ class RLTrainer:
     def rollout(self, items, seed: int) -> Rollout:
         """Sample one response per item with the unwrapped policy (a stream of `seed` per process)."""
         r, tok = self.cfg.rollout, self.tokenizer
+        if r.engine == "vllm":
+            return cut_at_stop(self.vllm_rollout(items, seed), tok, r.stop, pad_id(tok))
         batch = collate_prompts(items, pad_id(tok))
         rollout = sample(
             self.loop.unwrapped,
@@ -251,6 +256,16 @@ class RLTrainer:
             generator=torch.Generator().manual_seed(shard_seed(seed, self.loop.rank)),
         )
         return cut_at_stop(rollout, tok, r.stop, pad_id(tok))
+
+    def vllm_rollout(self, items, seed: int) -> Rollout:
+        """Sample with this process's vLLM engine after copying the current policy weights into it."""
+        from tether.rollout_vllm import VLLMSampler
+
+        if self.vllm is None:
+            self.vllm = VLLMSampler(self.cfg.policy, self.cfg.rollout, self.cfg.dtype)
+        self.vllm.sync(self.loop.unwrapped)
+        tok, seed = self.tokenizer, shard_seed(seed, self.loop.rank)
+        return self.vllm.sample([x.prompt_ids for x in items], eos_id(tok), pad_id(tok), seed, self.device)
 
     def condition(self, raw: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
         """Scores the objective uses: normalised by running moments (when on; updated with every process's
