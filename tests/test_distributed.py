@@ -10,6 +10,9 @@ difference): measured 1.3e-5 after 4 steps at lr 1e-2, so the tolerance is 1e-4,
 gradient off by the process count (DDP averages) fails the grad_norm check and, through clipping at 1.0, the
 weights.
 
+One torchrun launch runs the 2-process SFT, PPO and GRPO runs one after the other (as `tether run` chains
+stages in one process), and one accelerate launch the DPO run: each launch costs seconds of imports.
+
 RL stages: each process samples its share of the prompts, so the run differs from a 1-process one; the checks
 are that an iteration completes, both processes end with identical weights (gradients were synchronised,
 the critic's included), and each logged metric is the mean over the processes of what each computed alone
@@ -70,6 +73,7 @@ def command(launcher: str, dump: Path, *argv) -> list[str]:
 
 
 def launch(launcher: str, dump: Path, *argv) -> subprocess.CompletedProcess:
+    """Run dist_worker.py under `launcher` with 2 processes; argv may chain commands with "+"."""
     proc = subprocess.run(command(launcher, dump, *argv), cwd=ROOT, env=env(), capture_output=True,
                           text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -77,6 +81,7 @@ def launch(launcher: str, dump: Path, *argv) -> subprocess.CompletedProcess:
 
 
 def rank_weights(dump: Path) -> list[dict[str, torch.Tensor]]:
+    """Each process's final weights, as dist_worker.py dumped them (keys "<model name>.<parameter>")."""
     return [torch.load(dump / f"weights-{r}.pt", weights_only=True) for r in (0, 1)]
 
 
@@ -100,24 +105,46 @@ def assert_close(ref: dict, got: dict, atol: float = 1e-4) -> None:
 # ------------------------------------------------------------------------------------------------ supervised
 
 
+SFT_TRAIN = {"batch_size": 8, "micro_batch_size": 2, "max_steps": 4, "save_every": 2, "eval_every": 2}
+
+
 @pytest.fixture(scope="module")
 def sft_paths(tmp_path_factory):
     return sft_setup(tmp_path_factory.mktemp("sft"), n_train=32, n_test=5)  # 5: the processes score 3 and 2
 
 
-SFT_TRAIN = {"batch_size": 8, "micro_batch_size": 2, "max_steps": 4, "save_every": 2, "eval_every": 2}
+@pytest.fixture(scope="module")
+def rl_paths(tmp_path_factory):
+    return ppo_setup(tmp_path_factory.mktemp("rl"))
+
+
+def ppo_argv(rl_paths) -> list[str]:
+    return ppo_overrides(rl_paths, "iterations=1", "rollout.batch_size=8", "ppo.epochs=1",
+                         "eval.max_prompts=2", batch_size=8, micro_batch_size=2)
+
+
+def grpo_argv(rl_paths) -> list[str]:
+    return [f"policy={rl_paths['policy']}", f"data.train={rl_paths['train']}",
+            f"data.test={rl_paths['test']}", "reward.source=ppo_helpers:count_a", "iterations=1",
+            "rollout.batch_size=4", "rollout.max_new_tokens=4", "grpo.group_size=4", "grpo.scale=batch",
+            "grpo.beta=0.1", "eval.max_prompts=2", "train.batch_size=8", "train.micro_batch_size=2",
+            "train.lr=0.01", "train.progress=false"]
 
 
 @pytest.fixture(scope="module")
-def sft_two(sft_paths, tmp_path_factory):
-    """An uninterrupted 2-process SFT run (torchrun): its run directory and its dump directory."""
-    tmp = tmp_path_factory.mktemp("sft2")
-    launch("torchrun", tmp / "dump", "sft", "--out", tmp / "run", *sft_overrides(sft_paths, **SFT_TRAIN))
-    return tmp / "run", tmp / "dump"
+def two(sft_paths, rl_paths, tmp_path_factory):
+    """One torchrun launch: an uninterrupted 2-process SFT run, then a PPO and a GRPO iteration.
+    {stage: (run directory, dump directory)}."""
+    tmp = tmp_path_factory.mktemp("two")
+    launch("torchrun", tmp / "dump",
+           "sft", "--out", tmp / "sft", *sft_overrides(sft_paths, **SFT_TRAIN), "+",
+           "ppo", "--out", tmp / "ppo", *ppo_argv(rl_paths), "+",
+           "grpo", "--out", tmp / "grpo", *grpo_argv(rl_paths))
+    return {stage: (tmp / stage, tmp / "dump" / str(i)) for i, stage in enumerate(["sft", "ppo", "grpo"])}
 
 
-def test_sft_two_processes_equal_one_process_with_twice_the_batch(sft_paths, sft_two, tmp_path):
-    run2, dump = sft_two
+def test_sft_two_processes_equal_one_process_with_twice_the_batch(sft_paths, two, tmp_path):
+    run2, dump = two["sft"]
     train_sft(sft_config(sft_paths, **{**SFT_TRAIN, "micro_batch_size": 4}), tmp_path / "one")
     w0, w1 = rank_weights(dump)
     assert_identical(w0, w1)
@@ -141,7 +168,7 @@ def test_dpo_two_processes_equal_one_process_with_twice_the_batch(tmp_path):
     launch("accelerate", tmp_path / "dump", "dpo", "--out", tmp_path / "two", *argv)
     one = load_config(DPOConfig, None, [*argv, "train.micro_batch_size=4"])
     train_dpo(one, tmp_path / "one")
-    w0, w1 = rank_weights(tmp_path / "dump")
+    w0, w1 = rank_weights(tmp_path / "dump" / "0")
     assert_identical(w0, w1)
     assert_close(model_weights(tmp_path / "one"), w0)
     m1, m2 = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
@@ -169,45 +196,33 @@ def check_logged_means(run_dir: Path, dump: Path, iterations: int) -> None:
     assert local[0][0]["reward"] != local[1][0]["reward"] or local[0][0]["entropy"] != local[1][0]["entropy"]
 
 
-@pytest.fixture(scope="module")
-def rl_paths(tmp_path_factory):
-    return ppo_setup(tmp_path_factory.mktemp("rl"))
-
-
-def test_ppo_iteration_on_two_processes(rl_paths, tmp_path):
-    argv = ppo_overrides(rl_paths, "iterations=1", "rollout.batch_size=8", "ppo.epochs=1",
-                         "eval.max_prompts=2", batch_size=8, micro_batch_size=2)
-    launch("torchrun", tmp_path / "dump", "ppo", "--out", tmp_path / "run", *argv)
-    w0, w1 = rank_weights(tmp_path / "dump")
+def test_ppo_iteration_on_two_processes(two):
+    run, dump = two["ppo"]
+    w0, w1 = rank_weights(dump)
     assert any(k.startswith("value.") for k in w0)  # the critic was trained and kept in step too
     assert_identical(w0, w1)
-    check_logged_means(tmp_path / "run", tmp_path / "dump", iterations=1)
+    check_logged_means(run, dump, iterations=1)
+    assert (run / "summary.json").is_file() and (run / "model").is_dir()
 
 
-def test_grpo_iteration_on_two_processes(rl_paths, tmp_path):
-    argv = [f"policy={rl_paths['policy']}", f"data.train={rl_paths['train']}",
-            f"data.test={rl_paths['test']}",
-            "reward.source=ppo_helpers:count_a", "iterations=1", "rollout.batch_size=4",
-            "rollout.max_new_tokens=4", "grpo.group_size=4", "grpo.scale=batch", "grpo.beta=0.1",
-            "eval.max_prompts=2", "train.batch_size=8", "train.micro_batch_size=2", "train.lr=0.01",
-            "train.progress=false"]
-    launch("torchrun", tmp_path / "dump", "grpo", "--out", tmp_path / "run", *argv)
-    assert_identical(*rank_weights(tmp_path / "dump"))
-    check_logged_means(tmp_path / "run", tmp_path / "dump", iterations=1)
+def test_grpo_iteration_on_two_processes(two):
+    run, dump = two["grpo"]
+    assert_identical(*rank_weights(dump))
+    check_logged_means(run, dump, iterations=1)
 
 
 # ------------------------------------------------------------------------------------------------ resume
 
 
-def test_sigterm_to_one_process_then_resume_with_two_gives_identical_weights(sft_paths, sft_two, tmp_path):
+def test_sigterm_to_one_process_then_resume_with_two_gives_identical_weights(sft_paths, two, tmp_path):
     """Rank 1 alone gets SIGTERM after the first logged step; both stop at the same step boundary with a
     checkpoint (one process asked to stop is enough). The run's 4 steps are slowed to 1.5 s each so the
     signal lands mid-run on a busy machine."""
-    run, dump = tmp_path / "run", tmp_path / "dump"
+    run, dump = tmp_path / "run", tmp_path / "dump" / "0"
     argv = ["sft", "--out", run, *sft_overrides(sft_paths, **SFT_TRAIN)]
     log = open(tmp_path / "log.txt", "w+")  # a file, not a pipe: nothing blocks on a full pipe
-    proc = subprocess.Popen(command("torchrun", dump, *argv), cwd=ROOT, env=env(TETHER_TEST_STEP_DELAY="1.5"),
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command("torchrun", dump.parent, *argv), cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, text=True, env=env(TETHER_TEST_STEP_DELAY="1.5"))
     deadline = time.time() + TIMEOUT
     while time.time() < deadline and proc.poll() is None:
         if (run / "metrics.jsonl").is_file() and read_metrics(run) and (dump / "pid-1").is_file():
@@ -229,7 +244,8 @@ def test_sigterm_to_one_process_then_resume_with_two_gives_identical_weights(sft
     assert ckpt.find_latest(run / "checkpoints") == latest
 
     launch("torchrun", tmp_path / "dump2", "sft", "--out", run, "--resume")
-    assert_identical(*rank_weights(tmp_path / "dump2"))
-    assert_identical(rank_weights(sft_two[1])[0], rank_weights(tmp_path / "dump2")[0])
+    resumed = rank_weights(tmp_path / "dump2" / "0")
+    assert_identical(*resumed)
+    assert_identical(rank_weights(two["sft"][1])[0], resumed[0])
     steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4]
