@@ -10,7 +10,7 @@ difference): measured 1.3e-5 after 4 steps at lr 1e-2, so the tolerance is 1e-4,
 gradient off by the process count (DDP averages) fails the grad_norm check and, through clipping at 1.0, the
 weights.
 
-One torchrun launch runs the 2-process SFT, PPO and GRPO runs one after the other (as `tether run` chains
+One torchrun launch runs the 2-process SFT, RM, PPO and GRPO runs one after the other (as `tether run` chains
 stages in one process), and one accelerate launch the DPO run: each launch costs seconds of imports.
 
 RL stages: each process samples its share of the prompts, so the run differs from a 1-process one; the checks
@@ -115,7 +115,16 @@ def sft_paths(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rl_paths(tmp_path_factory):
-    return ppo_setup(tmp_path_factory.mktemp("rl"))
+    tmp = tmp_path_factory.mktemp("rl")
+    return {**ppo_setup(tmp), "pairs": write_jsonl(tmp / "pairs.jsonl", reversal_pairs(16, seed=1))}
+
+
+def rm_argv(sft_paths, rl_paths, micro: int) -> list[str]:
+    """A reward model on the SFT model's trunk; its scores go through `token_scores`, whose gradients DDP
+    synchronises only through the wrapper's forward (the ranks drifted apart when it called the trunk)."""
+    return [f"model={sft_paths['model']}", f"data.train={rl_paths['pairs']}", "data.max_length=16",
+            "train.lr=0.01", "train.batch_size=8", f"train.micro_batch_size={micro}", "train.max_steps=3",
+            "train.progress=false"]
 
 
 def ppo_argv(rl_paths) -> list[str]:
@@ -133,14 +142,16 @@ def grpo_argv(rl_paths) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two(sft_paths, rl_paths, tmp_path_factory):
-    """One torchrun launch: an uninterrupted 2-process SFT run, then a PPO and a GRPO iteration.
+    """One torchrun launch: an uninterrupted 2-process SFT run, 3 RM steps, a PPO and a GRPO iteration.
     {stage: (run directory, dump directory)}."""
     tmp = tmp_path_factory.mktemp("two")
     launch("torchrun", tmp / "dump",
            "sft", "--out", tmp / "sft", *sft_overrides(sft_paths, **SFT_TRAIN), "+",
+           "rm", "--out", tmp / "rm", *rm_argv(sft_paths, rl_paths, micro=2), "+",
            "ppo", "--out", tmp / "ppo", *ppo_argv(rl_paths), "+",
            "grpo", "--out", tmp / "grpo", *grpo_argv(rl_paths))
-    return {stage: (tmp / stage, tmp / "dump" / str(i)) for i, stage in enumerate(["sft", "ppo", "grpo"])}
+    stages = ["sft", "rm", "ppo", "grpo"]
+    return {stage: (tmp / stage, tmp / "dump" / str(i)) for i, stage in enumerate(stages)}
 
 
 def test_sft_two_processes_equal_one_process_with_twice_the_batch(sft_paths, two, tmp_path):
@@ -156,6 +167,17 @@ def test_sft_two_processes_equal_one_process_with_twice_the_batch(sft_paths, two
             if k in a:
                 assert b[k] == pytest.approx(a[k], rel=1e-5), k
     assert json.loads((run2 / "summary.json").read_text())["steps"] == 4
+
+
+def test_rm_two_processes_equal_one_process_with_twice_the_batch(sft_paths, rl_paths, two, tmp_path):
+    run2, dump = two["rm"]
+    one = tmp_path / "one"
+    assert tether_main(["rm", "--out", str(one), *rm_argv(sft_paths, rl_paths, micro=4)]) == 0
+    w0, w1 = rank_weights(dump)
+    assert_identical(w0, w1)
+    assert_close(model_weights(one), w0)
+    assert [r["loss"] for r in read_metrics(run2)] == pytest.approx([r["loss"] for r in read_metrics(one)],
+                                                                     rel=1e-5)
 
 
 def test_dpo_two_processes_equal_one_process_with_twice_the_batch(tmp_path):
