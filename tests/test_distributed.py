@@ -236,7 +236,8 @@ def test_grpo_iteration_on_two_processes(two):
 # ------------------------------------------------------------------------------------------------ resume
 
 
-def test_sigterm_to_one_process_then_resume_with_two_gives_identical_weights(sft_paths, two, tmp_path):
+def test_sigterm_to_one_process_then_resume_with_two_gives_identical_weights(sft_paths, two, tmp_path,
+                                                                           capsys):
     """Rank 1 alone gets SIGTERM after the first logged step; both stop at the same step boundary with a
     checkpoint (one process asked to stop is enough). The run's 4 steps are slowed to 1.5 s each so the
     signal lands mid-run on a busy machine."""
@@ -262,7 +263,9 @@ def test_sigterm_to_one_process_then_resume_with_two_gives_identical_weights(sft
     stopped_at = int(latest.name.split("-")[1])
     assert 1 <= stopped_at < 4
 
+    capsys.readouterr()
     assert tether_main(["sft", "--out", str(run), "--resume"]) == 2  # 1 process: refused, nothing lost
+    assert "saved by 2 processes; resume with the same number" in capsys.readouterr().err
     assert ckpt.find_latest(run / "checkpoints") == latest
 
     launch("torchrun", tmp_path / "dump2", "sft", "--out", run, "--resume")

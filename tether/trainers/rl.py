@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 
 from tether.config import dump_config
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
@@ -161,8 +161,13 @@ class RLTrainer:
         return True
 
     def check_processes(self) -> None:
-        """Each process needs an equal share of prompts and of every minibatch."""
+        """Each process needs an equal share of prompts and of every minibatch, and the whole policy (sampling
+        runs on the unwrapped model, which FSDP / DeepSpeed ZeRO would hand over sharded)."""
         t, r, w = self.cfg.train, self.cfg.rollout, self.loop.world
+        kind = self.loop.accelerator.distributed_type
+        if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise TetherError(f"tether {self.stage} samples with the whole policy on every process, so it "
+                              f"cannot run under {kind.value}: choose multi-GPU (DDP) in `accelerate config`")
         if r.batch_size % w or t.batch_size % (w * t.micro_batch_size):
             raise TetherError(
                 f"with {w} processes rollout.batch_size={r.batch_size} must be a multiple of {w} and "
