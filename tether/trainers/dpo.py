@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from accelerate.utils import gather_object, set_seed
 
 from tether.config import DPOConfig, DPODataConfig, RMDataConfig
@@ -38,7 +39,7 @@ from tether.files import write_json
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss, token_logprobs
 from tether.rollout import sample
-from tether.trainers.base import Loop, prepare_run_dir, process_state, quiet_transformers
+from tether.trainers.base import Loop, prepare_run_dir, quiet_transformers
 from tether.trainers.rm import load_pairs
 from tether.trainers.supervised import to_device, train_supervised
 
@@ -156,7 +157,7 @@ def attach_reference(cfg: DPOConfig, run_dir: Path, reference, splits: dict[str,
         cache = {name: reference_logprobs(reference, items, pad_value, reduction, device, size)
                  for name, items in splits.items()}
         cache["fingerprint"] = key
-        if process_state().is_main_process:
+        if PartialState().is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_atomic(cache, path)
     for name, items in splits.items():
@@ -289,7 +290,7 @@ def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False
     start = time.perf_counter()
     check_config(cfg)
     run_dir = Path(out)
-    prepare_run_dir(run_dir, resume, cfg.train.device)
+    prepare_run_dir(run_dir, resume, cfg.train.device)  # with several processes: forms their group
     set_seed(cfg.seed)
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.policy)
@@ -302,7 +303,7 @@ def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False
         raise TetherError(f"{d.train}: no training pairs left after skipping")
 
     policy = load_causal_lm(cfg.policy, cfg.dtype)
-    device = process_state(cfg.train.device).device  # where the Loop will put the policy
+    device = PartialState(cpu=cfg.train.device == "cpu").device  # where the Loop will put the policy
     reference = load_causal_lm(cfg.reference or cfg.policy, cfg.dtype).requires_grad_(False).to(device)
     if cfg.precompute_reference:
         splits = {"train": train, **({"test": test} if test else {})}
