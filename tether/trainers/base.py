@@ -36,6 +36,7 @@ import os
 import shutil
 import signal
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,8 @@ class Loop:
         # broadcast_buffers=False: DDP's forward then runs no collective (the models' only buffers are fixed
         # rotary tables), so processes may run different numbers of no-grad forwards (sampling, evaluation)
         ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+        # torch announces forward_sync_buffers as its successor, which accelerate does not pass on yet
+        warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
         self.accelerator = Accelerator(
             cpu=use_cpu(cfg.device), mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp]
         )
