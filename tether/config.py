@@ -416,6 +416,9 @@ class PPORolloutConfig:
     """Nucleus sampling mass; 1 samples from the whole (temperature-scaled) distribution."""
     stop: list[str] = dataclasses.field(default_factory=list)
     """Strings that end a response like EOS: it is cut after the first one it contains."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Who samples: 'hf' (tether.rollout on the policy itself) or 'vllm' (a vLLM engine per process, policy
+    weights copied in each iteration; needs the vllm package and a CUDA GPU, else an error at start-up)."""
 
 
 @dataclasses.dataclass

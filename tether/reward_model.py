@@ -131,11 +131,17 @@ def token_scores(model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
 
     Position t's score depends on tokens ≤ t only (causal trunk); scores at padding positions are junk.
     """
-    model = getattr(model, "module", model)  # a torch.compile / single-wrapper module's inner model
-    trunk = model.base_model  # e.g. LlamaModel: the body without any head
-    out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
-    hidden = out.last_hidden_state  # (B, T, H)
-    return score_head(model)(hidden).squeeze(-1).float()  # (B, T)
+    inner = getattr(model, "module", model)  # the model inside a DDP (or other single-module) wrapper
+    positions = position_ids(attention_mask)
+    if inner is model:
+        trunk = model.base_model  # e.g. LlamaModel: the body without any head
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+        hidden = hidden.last_hidden_state  # (B, T, H)
+    else:  # only the wrapper's own forward lets DDP synchronise the gradients: run the whole model through it
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (B, T, H), the trunk's last (normalised) hidden state
+    return score_head(inner)(hidden).squeeze(-1).float()  # (B, T)
 
 
 def last_positions(attention_mask: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -78,5 +79,6 @@ def run_stage(args, stage: str, cls: type, train_fn, what: str) -> int:
     except TrainingInterrupted as e:
         print(f"tether {stage}: {e}", file=sys.stderr)
         return 143
-    print(f"tether {stage}: done, {what} in {run_dir / 'model'} (summary: {run_dir / 'summary.json'})")
+    if os.environ.get("RANK", "0") == "0":  # once, from the main process of a multi-process launch
+        print(f"tether {stage}: done, {what} in {run_dir / 'model'} (summary: {run_dir / 'summary.json'})")
     return 0

@@ -38,15 +38,18 @@ def gae(
     return advantages, returns
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, moments: tuple | None = None
+) -> torch.Tensor:
     """(x − μ) / sqrt(σ² + 1e-8) with μ, σ² the masked mean and population variance over the whole batch.
 
     x, mask: (B, T) → (B, T), 0 outside the mask. With shift_mean=False the mean is added back: the spread is
     normalised and the mean kept (Ziegler et al. 2019's `whiten`). Used on advantages before the PPO loss.
+    moments: (μ, σ²) computed elsewhere, e.g. over the batches of all processes, instead of this batch's.
     """
     with torch.no_grad():
         x = upcast(x)
-        mean, var = masked_mean(x, mask), masked_var(x, mask)
+        mean, var = moments if moments is not None else (masked_mean(x, mask), masked_var(x, mask))
         out = (x - mean) * torch.rsqrt(var + 1e-8)
         if not shift_mean:
             out = out + mean

@@ -32,14 +32,17 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
 from tether.config import LoopConfig
@@ -161,7 +164,14 @@ class Loop:
         self.cfg, self.run_dir, self.tokenizer = cfg, Path(run_dir), tokenizer
         self.total_steps = total_steps
         set_threads(cfg.threads, model, cfg.device)
-        self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+        # broadcast_buffers=False: DDP's forward then runs no collective (the models' only buffers are fixed
+        # rotary tables), so processes may run different numbers of no-grad forwards (sampling, evaluation)
+        ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+        # torch announces forward_sync_buffers as its successor, which accelerate does not pass on yet
+        warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+        self.accelerator = Accelerator(
+            cpu=use_cpu(cfg.device), mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp]
+        )
         self.is_main = self.accelerator.is_main_process
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.checkpoints = self.run_dir / "checkpoints"
@@ -203,12 +213,13 @@ class Loop:
     def backward(self, loss: torch.Tensor) -> None:
         """Add this micro-batch's gradients; a non-finite loss marks the whole step to be skipped.
 
-        The trainer divides the loss by the step's total count (tokens, pairs), so gradients sum to those of
-        the step's mean loss however the step is split into micro-batches and processes.
+        The trainer divides the loss by the step's total count over all processes (tokens, pairs), so the
+        gradients of all micro-batches of all processes sum to those of the step's mean loss however the step
+        is split. DDP averages gradients over processes, so the loss is multiplied by their number first.
         """
         if not torch.isfinite(loss.detach()).all():
             self._bad_loss = True
-        self.accelerator.backward(loss)
+        self.accelerator.backward(loss * self.world if self.world > 1 else loss)
 
     def optimizer_step(self) -> dict[str, float]:
         """Clip, check, update and advance the schedule; or skip the step if the loss/gradient is not finite.
@@ -250,17 +261,43 @@ class Loop:
         t = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
 
+    # -------------------------------------------------------------------------------------- processes
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        """The model without its DDP wrapper, for no-grad work a process does alone (sampling, evaluation)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def shard(self, items):
+        """This process's contiguous share of a list whose length `world` divides (the whole list alone)."""
+        share = len(items) // self.world
+        return items[self.rank * share : (self.rank + 1) * share]
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over processes (a copy of `t` with one process)."""
+        if self.world == 1:
+            return t.clone()
+        return self.accelerator.reduce(t.to(self.accelerator.device).clone(), reduction="sum").to(t.device)
+
+    def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Processes' tensors (same shape) concatenated along dim 0 in rank order (`t` with one process)."""
+        if self.world == 1:
+            return t
+        return self.accelerator.gather(t.to(self.accelerator.device).contiguous()).to(t.device)
+
     # -------------------------------------------------------------------------------------- metrics
 
     def reduce_mean(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Numbers averaged over processes (identity with one process)."""
+        """Numbers averaged over processes (identity with one process); an integer equal on every process
+        (a step, an iteration) stays that integer. Every process must call it with the same keys."""
         out = {k: _plain(v) for k, v in metrics.items()}
         if self.world == 1:
             return out
         keys = [k for k, v in out.items() if isinstance(v, int | float) and not isinstance(v, bool)]
-        t = torch.tensor([float(out[k]) for k in keys], device=self.accelerator.device)
+        t = torch.tensor([float(out[k]) for k in keys], dtype=torch.float64, device=self.accelerator.device)
         t = self.accelerator.reduce(t, reduction="mean")
-        out.update(zip(keys, t.tolist(), strict=True))
+        for k, v in zip(keys, t.tolist(), strict=True):
+            out[k] = out[k] if isinstance(out[k], int) and v == out[k] else v
         return out
 
     def log(self, metrics: dict[str, Any], kind: str = "train", step: int | None = None) -> None:
@@ -394,13 +431,32 @@ def load_module(module: torch.nn.Module, directory: Path) -> None:
         load_model(module, str(directory / "model.safetensors"))
 
 
-def prepare_run_dir(run_dir: Path, resume) -> None:
-    """A new run needs an empty or missing directory; resuming needs the old one."""
+def launched_processes() -> int:
+    """Processes of this run as the launcher (torchrun, accelerate launch) announced them (1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def use_cpu(device: str) -> bool:
+    """Whether accelerate must be told cpu=True: train.device is "cpu", or several processes were launched on
+    a machine without an accelerator (accelerate only forms a CPU process group when told so)."""
+    return device == "cpu" or (launched_processes() > 1 and not torch.accelerator.is_available())
+
+
+def process_state(device: str = "auto") -> PartialState:
+    """accelerate's process state (the process group, when launched with several), formed as the Loop will."""
+    return PartialState(cpu=use_cpu(device))
+
+
+def prepare_run_dir(run_dir: Path, resume, device: str = "auto") -> None:
+    """A new run needs an empty or missing directory; resuming needs the old one. With several processes all
+    of them check before any goes on (the main one soon writes there); `device` is train.device."""
     if resume:
         if not run_dir.is_dir():
             raise TetherError(f"cannot resume: {run_dir} does not exist")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    if launched_processes() > 1:
+        process_state(device).wait_for_everyone()
 
 
 def save_final(loop: Loop, run_dir: Path) -> Path:

@@ -277,7 +277,7 @@ def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False
     start = time.perf_counter()
     check_config(cfg)
     run_dir = Path(out)
-    prepare_run_dir(run_dir, resume)
+    prepare_run_dir(run_dir, resume, cfg.train.device)  # with several processes: forms their group
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
     d = cfg.data

@@ -22,6 +22,7 @@ import torch
 from tether.errors import TetherError
 from tether.instruments.evaluate import decode_responses
 from tether.rewards import WeightedReward, load_weighted_reward
+from tether.trainers.distributed import gathered_rows
 from tether.trainers.group_step import (
     GroupExperience,
     GroupLoss,
@@ -93,6 +94,14 @@ class GroupTrainer(RLTrainer):
     def data_signature(self) -> dict:
         return {**super().data_signature(), "group_size": self.group_size()}
 
+    def group_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """`advantages` of this process's rewards. With several processes they are computed on every
+        process's rewards gathered (so a batch-wide scale is the whole batch's) and this share is kept;
+        groups are contiguous and never span processes, so a group statistic is unchanged by the gather."""
+        if self.loop.world == 1:
+            return self.advantages(rewards)
+        return gathered_rows(self.advantages, rewards, self.loop.all_gather, self.loop.rank)
+
     def minibatch_loss(self, part: GroupExperience, num_tokens, num_sequences: int):
         return group_minibatch_loss(self.policy, part, self.loss_args(), num_tokens, num_sequences)
 
@@ -121,14 +130,14 @@ class GroupTrainer(RLTrainer):
             rollout,
             scores,
             self.beta_in_reward(),
-            self.advantages,
+            self.group_advantages,
             self.kl_estimator(),
             cfg.train.micro_batch_size,
         )
         t1 = time.perf_counter()
         update = self.update(exp, torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration, 1)))
         kl = exp.kl.sum(-1) if exp.kl is not None else None  # (B,) sequence KL estimates, nats
-        self.after_update(kl, exp.size)
+        self.after_update(None if kl is None else self.loop.all_gather(kl), exp.size * self.loop.world)
         tokens = int(exp.mask.sum())
         return {
             "iteration": self.iteration + 1,

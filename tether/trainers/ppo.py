@@ -130,11 +130,13 @@ class PPOTrainer(RLTrainer):
         raw = self.reward(prompts, responses)  # (B,)
         scores = self.condition(raw, rollout.ended)
         beta = self.kl_ctl.value
-        exp = make_experience(self.policy, self.ref, self.critic, rollout, scores, beta, cfg)
+        all_sum = self.loop.all_sum if self.loop.world > 1 else None  # whiten over every process's tokens
+        exp = make_experience(self.policy, self.ref, self.critic, rollout, scores, beta, cfg, all_sum)
         t1 = time.perf_counter()
         update = self.update(exp, torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration, 1)))
         kl = exp.kl.sum(-1)  # (B,) sequence KL estimates, nats
-        self.kl_ctl.update(kl.mean(), n_steps=exp.size)
+        every_kl = self.loop.all_gather(kl)  # the controller sees the whole batch on every process
+        self.kl_ctl.update(every_kl.mean(), n_steps=every_kl.numel())
         tokens = int(exp.mask.sum())
         record = {
             "iteration": self.iteration + 1,

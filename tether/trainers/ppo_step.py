@@ -37,6 +37,7 @@ from tether.losses import (
     whiten,
 )
 from tether.rollout import Rollout, response_logits
+from tether.trainers.distributed import global_moments
 
 # Per-token KL(π‖π_ref) penalty at each response position: (logprobs, ref_logprobs, logits, ref_logits,
 # mask) → (B, R). k1 is InstructGPT's log π − log π_ref; k3 is Schulman's (2020) always-positive unbiased
@@ -190,26 +191,29 @@ def advantages_and_returns(
     mask: torch.Tensor,
     beta: float,
     cfg: PPOAlgoConfig,
+    all_sum=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rewards, advantages, returns), each (B, R): KL-shaped rewards, GAE with (cfg.gamma, cfg.lam) and,
-    when cfg.whiten_advantages, whitened advantages. kl, old_values, mask: (B, R); scores: (B,)."""
+    when cfg.whiten_advantages, whitened advantages. kl, old_values, mask: (B, R); scores: (B,).
+    all_sum: a sum over processes (tether.trainers.distributed) to whiten over every process's tokens."""
     rewards = kl_shaped_rewards(scores, kl, mask, beta)  # (B, R)
     advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)  # (B, R) each
     if cfg.whiten_advantages:
-        advantages = whiten(advantages, mask)
+        moments = None if all_sum is None else global_moments(advantages, mask, all_sum)
+        advantages = whiten(advantages, mask, moments=moments)
     return rewards, advantages, returns
 
 
 def make_experience(
-    policy, ref, critic, rollout: Rollout, scores: torch.Tensor, beta: float, cfg: PPOConfig
+    policy, ref, critic, rollout: Rollout, scores: torch.Tensor, beta: float, cfg: PPOConfig, all_sum=None
 ) -> Experience:
     """Score a rollout with the three models (train.micro_batch_size rows per forward pass) and compute its
-    PPO targets with cfg.kl.estimator and cfg.ppo."""
+    PPO targets with cfg.kl.estimator and cfg.ppo (whitening over all processes when `all_sum` is given)."""
     s = score_rollout(policy, ref, critic, rollout, cfg.kl.estimator, cfg.train.micro_batch_size)
     scores = scores.to(s["kl"].device)
     mask = rollout.response_mask
     rewards, advantages, returns = advantages_and_returns(
-        s["kl"], s["old_values"], scores, mask, beta, cfg.ppo
+        s["kl"], s["old_values"], scores, mask, beta, cfg.ppo, all_sum
     )
     return Experience(
         rollout,

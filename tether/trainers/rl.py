@@ -14,6 +14,15 @@ experience: `epochs()` passes over shuffled minibatches of train.batch_size resp
 each, the loss of each micro-batch from the subclass. Sampling and minibatch order are seeded by
 (seed, iteration), so `--resume` continues exactly.
 
+Several processes (`accelerate launch` / `torchrun`): each iteration's rollout.batch_size prompts are split
+into contiguous shares, one per process, which samples (with its own seed stream), scores with its own
+copies of the reference and reward models, and trains on its own responses: a minibatch is
+train.batch_size / processes responses on each, every token loss divided by the minibatch's token count over
+all processes, and DDP sums the gradients. Whole-batch statistics (reward normalisation, PPO's advantage
+whitening, the KL controller, the approx_kl early stop) are computed over all processes; a GRPO/RLOO group
+never spans two processes (see tether.trainers.distributed). Metrics are averaged over processes before they
+are logged (tokens_per_s is summed); evaluation runs on the main process only.
+
 The config must have: policy, reference, tokenizer, dtype, seed, iterations, data (PPODataConfig), rollout
 (PPORolloutConfig or a subclass), reward (normalize, no_eos, no_eos_score), eval (PPOEvalConfig), train.
 """
@@ -26,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 
 from tether.config import dump_config
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
@@ -37,6 +46,7 @@ from tether.kl_control import AdaptiveKLController, FixedKLController
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
 from tether.rollout import Rollout, sample
+from tether.rollout_vllm import check_engine
 from tether.trainers.base import (
     Loop,
     TrainingInterrupted,
@@ -44,6 +54,7 @@ from tether.trainers.base import (
     save_final,
     set_threads,
 )
+from tether.trainers.distributed import shard_seed
 from tether.trainers.supervised import batch_indices
 
 
@@ -103,8 +114,10 @@ class RLTrainer:
     def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False):
         self.start = time.perf_counter()
         self.check_config(cfg)
+        check_engine(cfg.rollout.engine)
         self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
-        prepare_run_dir(self.run_dir, resume)
+        self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
+        prepare_run_dir(self.run_dir, resume, cfg.train.device)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
         set_threads(cfg.train.threads, policy, cfg.train.device)
@@ -117,8 +130,7 @@ class RLTrainer:
             cfg.train, self.run_dir, policy, self.tokenizer, total_steps=self.total_steps(),
             extra_models=extra_models,
         )
-        if self.loop.world > 1:
-            raise TetherError(f"tether {self.stage} runs in one process for now (multi-process is issue 9)")
+        self.check_processes()
         self.device = self.loop.accelerator.device
         if self.ref is not None:
             self.ref.to(self.device)
@@ -139,6 +151,20 @@ class RLTrainer:
 
     def needs_reference(self) -> bool:
         return True
+
+    def check_processes(self) -> None:
+        """Each process needs an equal share of prompts and of every minibatch, and the whole policy (sampling
+        runs on the unwrapped model, which FSDP / DeepSpeed ZeRO would hand over sharded)."""
+        t, r, w = self.cfg.train, self.cfg.rollout, self.loop.world
+        kind = self.loop.accelerator.distributed_type
+        if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise TetherError(f"tether {self.stage} samples with the whole policy on every process, so it "
+                              f"cannot run under {kind.value}: choose multi-GPU (DDP) in `accelerate config`")
+        if r.batch_size % w or t.batch_size % (w * t.micro_batch_size):
+            raise TetherError(
+                f"with {w} processes rollout.batch_size={r.batch_size} must be a multiple of {w} and "
+                f"train.batch_size={t.batch_size} of {w} × train.micro_batch_size={t.micro_batch_size}"
+            )
 
     def extra_models(self) -> dict[str, torch.nn.Module] | None:
         """More trained models, optimised with the policy and saved in checkpoints' sub-directories."""
@@ -204,15 +230,19 @@ class RLTrainer:
     # ----------------------------------------------------------------------------------- rollouts
 
     def prompt_batch(self, iteration: int):
-        """The prompts of iteration `iteration`: passes over the data in seeded permutations."""
+        """This process's share of the prompts of iteration `iteration` (all of them with one process):
+        passes over the data in seeded permutations."""
         idx = batch_indices(len(self.train_items), self.cfg.rollout.batch_size, self.cfg.seed, iteration)
-        return [self.train_items[i] for i in idx]
+        return self.loop.shard([self.train_items[i] for i in idx])
 
     def rollout(self, items, seed: int) -> Rollout:
+        """Sample one response per item with the unwrapped policy (a stream of `seed` per process)."""
         r, tok = self.cfg.rollout, self.tokenizer
+        if r.engine == "vllm":
+            return cut_at_stop(self.vllm_rollout(items, seed), tok, r.stop, pad_id(tok))
         batch = collate_prompts(items, pad_id(tok))
         rollout = sample(
-            self.policy,
+            self.loop.unwrapped,
             batch["input_ids"].to(self.device),
             batch["attention_mask"].to(self.device),
             max_new_tokens=r.max_new_tokens,
@@ -220,15 +250,26 @@ class RLTrainer:
             pad_token_id=pad_id(tok),
             temperature=r.temperature,
             top_p=r.top_p,
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(shard_seed(seed, self.loop.rank)),
         )
         return cut_at_stop(rollout, tok, r.stop, pad_id(tok))
 
+    def vllm_rollout(self, items, seed: int) -> Rollout:
+        """Sample with this process's vLLM engine after copying the current policy weights into it."""
+        from tether.rollout_vllm import VLLMSampler
+
+        if self.vllm is None:
+            self.vllm = VLLMSampler(self.cfg.policy, self.cfg.rollout, self.cfg.dtype)
+        self.vllm.sync(self.loop.unwrapped)
+        tok, seed = self.tokenizer, shard_seed(seed, self.loop.rank)
+        return self.vllm.sample([x.prompt_ids for x in items], eos_id(tok), pad_id(tok), seed, self.device)
+
     def condition(self, raw: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
-        """Scores the objective uses: normalised by running moments (when on), then the no-EOS penalty."""
+        """Scores the objective uses: normalised by running moments (when on; updated with every process's
+        scores), then the no-EOS penalty."""
         scores = raw
         if self.cfg.reward.normalize:
-            self.moments.update(raw)
+            self.moments.update(self.loop.all_gather(raw))
             scores = self.moments.normalize(raw)
         return penalize_unended(scores, ended, self.cfg.reward.no_eos, self.cfg.reward.no_eos_score)
 
@@ -242,9 +283,11 @@ class RLTrainer:
 
     def update(self, exp, generator: torch.Generator) -> dict:
         """`epochs()` passes over shuffled minibatches, one optimizer step each; early stop on approx_kl.
-        Returns token-weighted means of the loss metrics, the epochs run, and the last step's lr and norm."""
+        Returns token-weighted means of the loss metrics, the epochs run, and the last step's lr and norm.
+        With several processes `exp` is this process's share and so is each minibatch (mb / processes rows);
+        token counts and the early-stop KL are summed over processes."""
         cfg, loop = self.cfg, self.loop
-        mb, micro = cfg.train.batch_size, cfg.train.micro_batch_size
+        mb, micro = cfg.train.batch_size // loop.world, cfg.train.micro_batch_size
         sums: dict[str, float] = {}
         total_tokens, epochs_run, info = 0, 0, {}
         for _ in range(self.epochs()):
@@ -252,12 +295,12 @@ class RLTrainer:
             epoch_kl, epoch_tokens = 0.0, 0
             for start in range(0, exp.size, mb):
                 minibatch = exp.rows(order[start : start + mb])
-                num_tokens = minibatch.mask.sum().clamp(min=1)
+                num_tokens = loop.all_sum(minibatch.mask.sum()).clamp(min=1)  # of the whole minibatch
                 n_micro = mb // micro
                 for j in range(n_micro):
                     part = minibatch.rows(slice(j * micro, (j + 1) * micro)).trimmed()
                     with loop.accumulate(sync=j == n_micro - 1):
-                        loss, metrics = self.minibatch_loss(part, num_tokens, mb)
+                        loss, metrics = self.minibatch_loss(part, num_tokens, cfg.train.batch_size)
                         loop.backward(loss)
                     n = int(part.mask.sum())
                     for k, v in metrics.items():
@@ -268,8 +311,10 @@ class RLTrainer:
                 info = loop.optimizer_step()
             epochs_run += 1
             bound = self.max_approx_kl()
-            if bound is not None and epoch_kl / max(epoch_tokens, 1) > bound:
-                break
+            if bound is not None:
+                kl_tokens = loop.all_sum(torch.tensor([epoch_kl, float(epoch_tokens)], dtype=torch.float64))
+                if float(kl_tokens[0] / kl_tokens[1].clamp(min=1)) > bound:  # same verdict on every process
+                    break
         out = {k: v / max(total_tokens, 1) for k, v in sums.items()}
         out.update(epochs=epochs_run, lr=info.get("lr"), grad_norm=info.get("grad_norm"))
         return out
@@ -298,7 +343,7 @@ class RLTrainer:
         """Held-out prompts: one policy and one base sample each; KL-from-base, win-rate vs base, mean
         rewards. The judge is the gold reward on lab prompts, else the proxy reward."""
         return evaluate_judged(
-            self.policy,
+            self.loop.unwrapped,
             self.base_model(),
             self.tokenizer,
             self.test_items[: self.cfg.eval.max_prompts],
@@ -308,6 +353,9 @@ class RLTrainer:
         )
 
     def log_eval(self) -> None:
+        """Evaluate and log, on the main process only (which alone writes the summary)."""
+        if not self.loop.is_main:
+            return
         self.last_eval = self.evaluate()
         ins, rw = self.last_eval["instruments"], self.last_eval["rewards"]
         self.loop.log(
@@ -335,7 +383,7 @@ class RLTrainer:
         saved_at, evaluated_at = self.iteration if self.resumed else -1, -1
         with loop.running(total=cfg.iterations, initial=self.iteration, desc=self.stage):
             while self.iteration < cfg.iterations:
-                record = self.step()
+                record = self.reduce_record(self.step())
                 self.iteration += 1
                 loop.bar.update(1)
                 kl = record.get("kl")
@@ -361,6 +409,14 @@ class RLTrainer:
         if loop.is_main:
             self.write_summary(model_dir, time.perf_counter() - self.start)
         return self.run_dir
+
+    def reduce_record(self, record: dict) -> dict:
+        """An iteration's metrics averaged over processes (every process's share is the same size, so a mean
+        of means is the whole batch's mean); throughput is summed."""
+        out = self.loop.reduce_mean(record)
+        if "tokens_per_s" in out and self.loop.world > 1:
+            out["tokens_per_s"] *= self.loop.world
+        return out
 
     def write_summary(self, model_dir: Path, seconds: float) -> None:
         summary = {

@@ -200,7 +200,7 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
     """
     start = time.perf_counter()
     run_dir = Path(out)
-    prepare_run_dir(run_dir, resume)
+    prepare_run_dir(run_dir, resume, cfg.train.device)
     set_seed(cfg.seed)  # before the head is drawn
     model, tokenizer = create_reward_model(cfg.model, cfg.tokenizer, cfg.dtype, cfg.trust_remote_code)
     d = cfg.data

@@ -84,7 +84,7 @@ def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False
     """
     start = time.perf_counter()
     run_dir = Path(out)
-    prepare_run_dir(run_dir, resume)
+    prepare_run_dir(run_dir, resume, cfg.train.device)
     set_seed(cfg.seed)
     model, tokenizer = load_model(cfg)
     d = cfg.data
