@@ -108,7 +108,8 @@ def load_reward_model(
 def score_head(model) -> torch.nn.Linear:
     """The linear head hidden → 1 (`model.score`, the name Hugging Face's causal-LM classifiers use)."""
     head = getattr(model, "score", None)
-    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
+    plain = getattr(head, "original_module", head)  # a LoRA reward model trains a copy of the head (peft)
+    if not isinstance(plain, torch.nn.Linear) or plain.out_features != 1:
         raise TetherError(
             f"{type(model).__name__} has no one-output linear `score` head; tether's reward "
             "model needs a decoder-only architecture with AutoModelForSequenceClassification"
@@ -121,7 +122,9 @@ def token_scores(model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
 
     Position t's score depends on tokens ≤ t only (causal trunk); scores at padding positions are junk.
     """
-    model = getattr(model, "module", model)  # a torch.compile / single-wrapper module's inner model
+    from tether.lora import unwrap
+
+    model = unwrap(getattr(model, "module", model))  # a wrapper's inner model; a LoRA model's adapted one
     trunk = model.base_model  # e.g. LlamaModel: the body without any head
     out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
     hidden = out.last_hidden_state  # (B, T, H)
