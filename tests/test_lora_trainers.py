@@ -12,7 +12,7 @@ import torch
 from group_helpers import rloo_config
 from lora_helpers import LORA, base_parameters_unchanged, captured, merged_is_base_plus_adapter  # noqa: F401
 from plumbing_helpers import sft_config, sft_setup, write_jsonl, write_model_dir
-from ppo_helpers import ppo_setup
+from ppo_helpers import ppo_config, ppo_setup
 from safetensors.torch import load_file
 from test_dpo import overrides as dpo_overrides
 from test_dpo import reversal_pairs
@@ -21,8 +21,9 @@ from transformers import AutoModelForCausalLM
 from tether import lora
 from tether.config import DPOConfig, LoRAConfig, RMConfig, load_config
 from tether.data import collate_pairs
-from tether.trainers import dpo, rl
+from tether.trainers import dpo, ppo, rl
 from tether.trainers.dpo import load_dpo_pairs, reference_logprobs, train_dpo
+from tether.trainers.ppo import train_ppo
 from tether.trainers.rloo import train_rloo
 from tether.trainers.rm import train_rm
 from tether.trainers.sft import train_sft
@@ -159,3 +160,29 @@ def test_lora_resume_continues_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     c = load_file(tmp_path / "whole" / "checkpoints" / "step-2" / lora.ADAPTER_WEIGHTS)
     assert any(not torch.equal(a[k], c[k]) for k in a)  # steps 3 and 4 did change the adapter
+
+
+def test_ppo_with_lora_trains_critic_adapters_and_head(tmp_path, captured, monkeypatch):  # noqa: F811
+    """The critic (here from the SFT trunk) gets its own adapters and a fully trained head; its checkpoint
+    in value/ holds just that adapter; the policy's base is untouched."""
+    paths = ppo_setup(tmp_path / "data")
+    critics = []
+    init = ppo.PPOTrainer.__init__
+
+    def spy(self, *a, **k):
+        init(self, *a, **k)
+        critics.append(self.critic)
+
+    monkeypatch.setattr(ppo.PPOTrainer, "__init__", spy)
+    cfg = with_lora(ppo_config(paths, "iterations=2", "critic=policy", save_every=2))
+    out = train_ppo(cfg, tmp_path / "run")
+    (model,) = captured
+    base_parameters_unchanged(model, paths["policy"])
+    merged_is_base_plus_adapter(paths["policy"], out)
+    (critic,) = critics
+    assert lora.is_peft(critic)
+    head = critic.get_base_model().score
+    assert torch.equal(head.original_module.weight, torch.zeros_like(head.original_module.weight))
+    assert head.modules_to_save["default"].weight.abs().max() > 0  # the head trained away from 0
+    value = out / "checkpoints" / "step-8" / "value"
+    assert (value / lora.ADAPTER_WEIGHTS).is_file() and not (value / "model.safetensors").exists()
