@@ -25,6 +25,7 @@ from tether.config import (
 from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
 from tether.instruments.probe import probe_reward_model
 from tether.instruments.probe_run import run_probe
+from tether.lora import load_adapter_dir, merge_adapter
 from tether.pipeline import RunConfig, run_pipeline
 from tether.reward_model import create_reward_model, load_reward_model, score_texts
 from tether.rewards import load_reward, load_weighted_reward
@@ -57,10 +58,12 @@ __all__ = [
     "create_reward_model",
     "dump_config",
     "evaluate_policy_dirs",
+    "load_adapter_dir",
     "load_config",
     "load_reward",
     "load_reward_model",
     "load_weighted_reward",
+    "merge_adapter",
     "probe_reward_model",
     "run_pipeline",
     "run_probe",

@@ -26,6 +26,7 @@ COMMANDS = [
     ("run", "tether.commands.run", "the whole pipeline: lab → SFT → RM → PPO → evaluation"),
     ("sweep", "tether.commands.sweep", "stage 3 once per beta, best-of-n reference, beta recommended"),
     ("verify", "tether.commands.verify", "check that each optimiser reaches pi* on an enumerable task"),
+    ("merge", "tether.commands.merge", "merge a LoRA adapter into its base: a full model directory"),
     ("eval", "tether.commands.eval", "every instrument of a policy against its base, reward-hacking verdict"),
     ("models", "tether.commands.models", "fetch a known real model (SmolLM2) as a Hugging Face directory"),
     ("data", "tether.commands.data", "import real preference data (HH-RLHF) into tether's formats"),

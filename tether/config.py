@@ -64,8 +64,10 @@ class LoopConfig:
     """Checkpoints to keep; older ones are deleted once a newer one is complete."""
     log_every: int = 1
     """Write training metrics every this many steps."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Autocast precision passed to accelerate; 'no' keeps float32 (and exact CPU resume)."""
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    """Autocast precision passed to accelerate; 'no' keeps float32 (and exact CPU resume). bf16 is used only
+    where the hardware has bf16 units (else float32, with a notice); 'auto': bf16 there, float32 elsewhere
+    (tether.precision)."""
     device: Literal["auto", "cpu"] = "auto"
     """'cpu' forces the CPU even when a GPU is present; 'auto' lets accelerate choose."""
     threads: int = 0
@@ -74,6 +76,29 @@ class LoopConfig:
     cores), else torch's default."""
     progress: bool = True
     """Show a tqdm progress bar (on the main process only)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory
+    for about one more forward pass of time (tether.activations)."""
+
+
+@dataclasses.dataclass
+class LoRAConfig:
+    """Low-rank adapters (Hu et al. 2021, eq. 3: W x + (alpha/r)·B A x) trained in place of the full weights
+    (peft; wiring in tether.lora). With r > 0 the base weights stay frozen, the reference model of DPO and of
+    the KL penalty is the same weights with the adapters switched off (no second copy in memory), and
+    RUN/model holds the merged weights (RUN/adapter the adapter alone)."""
+
+    r: int = 0
+    """Rank of each adapter; 0 trains every weight (no LoRA)."""
+    alpha: float = 16.0
+    """Scale numerator: the adapter's update is multiplied by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on each adapter's input, active only in forward passes that compute gradients."""
+    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["all-linear"])
+    """Module names (suffixes) that get adapters; ['all-linear']: every linear layer but the output head
+    (attention and MLP projections)."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases train too: none, all of them, or those of the adapted layers."""
 
 
 @dataclasses.dataclass
@@ -110,6 +135,8 @@ class SFTConfig:
     """Weights' dtype while training; float32 gives exact CPU resume, 'auto' keeps the saved dtype."""
     seed: int = 0
     """Seeds data order, dropout and everything random; the same seed gives the same weights on CPU."""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-4, epochs=3.0))
     """Optimisation, schedule, logging and checkpoints."""
 
@@ -155,6 +182,8 @@ class RMConfig:
     center_coef: float = 0.0
     """Adds center_coef·mean((r_chosen + r_rejected)²) to keep rewards near 0 (the loss only sees
     differences, so their offset would otherwise drift); e.g. 0.01."""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=1e-4, epochs=1.0))
     """Optimisation, schedule, logging and checkpoints (InstructGPT trains its reward model for one epoch:
     more overfits the pairs)."""
@@ -527,6 +556,8 @@ class PPOConfig:
     """Weights' dtype; float32 gives exact CPU resume."""
     seed: int = 0
     """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
     train: LoopConfig = dataclasses.field(
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=16, micro_batch_size=16, save_every=0)
     )
@@ -597,6 +628,8 @@ class DPOConfig:
     """Weights' dtype; float32 gives exact CPU resume."""
     seed: int = 0
     """Seeds data order and the evaluation samples: the same seed gives the same weights on CPU."""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
     train: LoopConfig = dataclasses.field(
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=32, micro_batch_size=32, epochs=1.0)
     )
@@ -696,6 +729,8 @@ class GroupStageConfig:
     """Weights' dtype; float32 gives exact CPU resume."""
     seed: int = 0
     """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
     train: LoopConfig = dataclasses.field(
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
     )

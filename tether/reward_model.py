@@ -118,7 +118,8 @@ def load_reward_model(
 def score_head(model) -> torch.nn.Linear:
     """The linear head hidden → 1 (`model.score`, the name Hugging Face's causal-LM classifiers use)."""
     head = getattr(model, "score", None)
-    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
+    plain = getattr(head, "original_module", head)  # a LoRA reward model trains a copy of the head (peft)
+    if not isinstance(plain, torch.nn.Linear) or plain.out_features != 1:
         raise TetherError(
             f"{type(model).__name__} has no one-output linear `score` head; tether's reward "
             "model needs a decoder-only architecture with AutoModelForSequenceClassification"
@@ -131,10 +132,13 @@ def token_scores(model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
 
     Position t's score depends on tokens ≤ t only (causal trunk); scores at padding positions are junk.
     """
-    inner = getattr(model, "module", model)  # the model inside a DDP (or other single-module) wrapper
+    from tether.lora import unwrap
+
+    wrapper = getattr(model, "module", None)  # the model inside a DDP (or other single-module) wrapper
+    inner = unwrap(wrapper if wrapper is not None else model)  # a LoRA model's adapted one
     positions = position_ids(attention_mask)
-    if inner is model:
-        trunk = model.base_model  # e.g. LlamaModel: the body without any head
+    if wrapper is None:
+        trunk = inner.base_model  # e.g. LlamaModel: the body without any head
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
         hidden = hidden.last_hidden_state  # (B, T, H)
     else:  # only the wrapper's own forward lets DDP synchronise the gradients: run the whole model through it

@@ -78,7 +78,10 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, generator) -> 
 def _cache_argument(model) -> str:
     """The name under which forward() takes the KV cache: `cache` in recent transformers, else the older
     `past_key_values`."""
+    from tether.lora import unwrap
+
     inner = getattr(model, "module", model)  # a DDP-wrapped model forwards its keyword arguments as they are
+    inner = unwrap(inner)  # a LoRA model (or its adapters-off view) passes them on to the transformers model
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 

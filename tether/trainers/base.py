@@ -45,9 +45,12 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
+from tether import lora
+from tether.activations import enable_gradient_checkpointing
 from tether.config import LoopConfig
 from tether.errors import TetherError
 from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
+from tether.precision import autocast_precision
 from tether.trainers import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -169,8 +172,9 @@ class Loop:
         ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
         # torch announces forward_sync_buffers as its successor, which accelerate does not pass on yet
         warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+        precision = autocast_precision(cfg.mixed_precision, cfg.device)
         self.accelerator = Accelerator(
-            cpu=use_cpu(cfg.device), mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp]
+            cpu=use_cpu(cfg.device), mixed_precision=precision, kwargs_handlers=[ddp]
         )
         self.is_main = self.accelerator.is_main_process
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -181,6 +185,9 @@ class Loop:
 
         names = ["model", *(extra_models or {})]
         modules = [model, *(extra_models or {}).values()]
+        if cfg.gradient_checkpointing:
+            for m in modules:
+                enable_gradient_checkpointing(m)
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         betas = tuple(cfg.betas)
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
@@ -408,9 +415,12 @@ class Loop:
 
 
 def save_module(module: torch.nn.Module, directory: Path, state_dict=None) -> None:
-    """HF models via save_pretrained (loadable by from_pretrained); other modules as model.safetensors."""
+    """HF models via save_pretrained (loadable by from_pretrained); LoRA models as their adapter (the base
+    is re-read on resume); other modules as model.safetensors."""
     directory.mkdir(parents=True, exist_ok=True)
-    if hasattr(module, "save_pretrained"):
+    if lora.is_peft(module):
+        lora.save_adapter(module, directory, state_dict)
+    elif hasattr(module, "save_pretrained"):
         with quiet_transformers():
             module.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
     else:
@@ -421,7 +431,9 @@ def save_module(module: torch.nn.Module, directory: Path, state_dict=None) -> No
 
 def load_module(module: torch.nn.Module, directory: Path) -> None:
     """Load weights written by `save_module` into `module` in place (the optimizer keeps its parameters)."""
-    if hasattr(module, "save_pretrained") and hasattr(type(module), "from_pretrained"):
+    if lora.is_peft(module):
+        lora.load_adapter_weights(module, directory)
+    elif hasattr(module, "save_pretrained") and hasattr(type(module), "from_pretrained"):
         with quiet_transformers():
             loaded = type(module).from_pretrained(directory, dtype=next(module.parameters()).dtype)
         module.load_state_dict(loaded.state_dict())
@@ -460,8 +472,14 @@ def prepare_run_dir(run_dir: Path, resume, device: str = "auto") -> None:
 
 
 def save_final(loop: Loop, run_dir: Path) -> Path:
-    """The trained model and tokenizer in RUN/model/, written to a temporary directory and renamed."""
+    """The trained model and tokenizer in RUN/model/, written to a temporary directory and renamed. With LoRA
+    RUN/model holds the merged weights and RUN/adapter the adapter (tether.lora.save_lora_final)."""
     final, tmp = run_dir / "model", run_dir / ".tmp-model"
+    if lora.is_peft(loop.accelerator.unwrap_model(loop.model)):
+        if loop.is_main:
+            lora.save_lora_final(loop.accelerator.unwrap_model(loop.model), loop.tokenizer, run_dir)
+        loop.accelerator.wait_for_everyone()
+        return final
     state_dict = loop.accelerator.get_state_dict(loop.model)
     if loop.is_main:
         if tmp.exists():

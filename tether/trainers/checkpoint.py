@@ -2,6 +2,9 @@
 
 Layout of RUN/checkpoints/step-N/:
     config.json, model.safetensors, tokenizer files   the model, loadable by `from_pretrained`
+                                                      (with LoRA: adapter_model.safetensors and
+                                                      adapter_config.json, the adapter only: resume
+                                                      re-reads the frozen base from the configured model)
     <name>/                                           each extra model (e.g. a value model), same format
     trainer_state.pt                                  optimizer, scheduler, loop counters, trainer extras
     rng-<rank>.pt                                     python, numpy and torch RNG states of each process

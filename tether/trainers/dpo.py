@@ -32,6 +32,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object, set_seed
 
+from tether import lora
 from tether.config import DPOConfig, DPODataConfig, RMDataConfig
 from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id, position_ids
 from tether.errors import TetherError
@@ -267,6 +268,16 @@ class DPOTask:
 # ------------------------------------------------------------------------------------------------ train
 
 
+def load_reference(cfg: DPOConfig, policy, device):
+    """π_ref on `device`. With LoRA (`policy` a peft model) it is the policy's own weights with the adapters
+    off (no copy), unless cfg.reference names other weights: those are loaded as a separate frozen model, as
+    without LoRA."""
+    if lora.is_peft(policy) and lora.same_model(cfg.reference, cfg.policy):
+        return lora.AdaptersOff(policy)
+    ref = load_causal_lm(cfg.reference or cfg.policy, cfg.dtype, cfg.trust_remote_code).eval()
+    return ref.requires_grad_(False).to(device)
+
+
 def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:
     """Train `cfg.policy` by DPO (or a variant) on `cfg.data` against `cfg.reference`; returns the run dir.
 
@@ -289,8 +300,9 @@ def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False
     # eval mode, no dropout: with π = π_ref the first step's log-ratios are exactly 0
     policy = load_causal_lm(cfg.policy, cfg.dtype, cfg.trust_remote_code).eval()
     device = PartialState(cpu=cfg.train.device == "cpu").device  # where the Loop will put the policy
-    reference = load_causal_lm(cfg.reference or cfg.policy, cfg.dtype, cfg.trust_remote_code).eval()
-    reference = reference.requires_grad_(False).to(device)
+    if lora.enabled(cfg.lora):  # on the device now: the adapters-off reference may score before the Loop
+        policy = lora.add_adapters(policy, cfg.lora, "causal", cfg.policy).to(device)
+    reference = load_reference(cfg, policy, device)
     if cfg.precompute_reference:
         splits = {"train": train, **({"test": test} if test else {})}
         attach_reference(cfg, run_dir, reference, splits, pad_id(tokenizer), device)

@@ -66,7 +66,12 @@ def critic_kind(cfg: PPOConfig) -> str:
 
 def load_critic(cfg: PPOConfig):
     """The value model: a trainable copy of the reward model, or the SFT trunk with a scalar head set to 0
-    (a randomly initialised head would start with values of ±0.5 that swamp the first advantages)."""
+    (a randomly initialised head would start with values of ±0.5 that swamp the first advantages).
+
+    With LoRA the critic gets its own adapters (cfg.lora) on its frozen trunk and trains its head in full: it
+    starts from other weights than the policy (the reward model) or needs features of its own, so it shares
+    no adapters with the policy; it is still a second model in memory."""
+    from tether import lora
     from tether.reward_model import create_reward_model, load_reward_model, score_head
 
     if critic_kind(cfg) == "rm":
@@ -74,7 +79,11 @@ def load_critic(cfg: PPOConfig):
     else:
         model, _ = create_reward_model(cfg.policy, cfg.tokenizer, cfg.dtype, cfg.trust_remote_code)
         torch.nn.init.zeros_(score_head(model).weight)
-    return model.eval().requires_grad_(True)
+    model = model.eval().requires_grad_(True)
+    if lora.enabled(cfg.lora):
+        source = cfg.reward.source if critic_kind(cfg) == "rm" else cfg.policy
+        model = lora.add_adapters(model, cfg.lora, "seq_cls", source)
+    return model
 
 
 class PPOTrainer(RLTrainer):

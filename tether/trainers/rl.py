@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType, set_seed
 
+from tether import lora
 from tether.config import dump_config
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
 from tether.errors import TetherError
@@ -120,6 +121,8 @@ class RLTrainer:
         prepare_run_dir(self.run_dir, resume, cfg.train.device)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
+        if lora.enabled(cfg.lora):
+            policy = lora.add_adapters(policy, cfg.lora, "causal", cfg.policy)
         set_threads(cfg.train.threads, policy, cfg.train.device)
         # the frozen reference, when the objective needs it during training
         self.ref = self.load_reference(policy) if self.needs_reference() else None
@@ -325,7 +328,10 @@ class RLTrainer:
         return self.reward(prompts, responses).tolist()
 
     def load_reference(self, policy):
-        """The frozen π_ref: the model at cfg.reference, or else a copy of the starting policy."""
+        """The frozen π_ref: the model at cfg.reference, or else a copy of the starting policy. With LoRA the
+        copy is the policy itself with its adapters off (a different cfg.reference is still loaded)."""
+        if lora.is_peft(policy) and lora.same_model(self.cfg.reference, self.cfg.policy):
+            return lora.AdaptersOff(policy)
         if self.cfg.reference:
             model, _ = load_policy(dataclasses.replace(self.cfg, policy=self.cfg.reference))
             return model.requires_grad_(False)
@@ -336,6 +342,9 @@ class RLTrainer:
         cfg.reference or cfg.policy loaded for this evaluation only."""
         if self.ref is not None:
             return self.ref
+        policy = self.loop.accelerator.unwrap_model(self.policy)
+        if lora.is_peft(policy) and lora.same_model(self.cfg.reference, self.cfg.policy):
+            return lora.AdaptersOff(policy)
         model, _ = load_policy(dataclasses.replace(self.cfg, policy=self.cfg.reference or self.cfg.policy))
         return model.requires_grad_(False).to(self.device)
 

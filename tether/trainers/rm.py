@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object, set_seed
 
+from tether import lora
 from tether.config import RMConfig, RMDataConfig
 from tether.data import (
     PairTokens,
@@ -203,6 +204,8 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
     prepare_run_dir(run_dir, resume, cfg.train.device)
     set_seed(cfg.seed)  # before the head is drawn
     model, tokenizer = create_reward_model(cfg.model, cfg.tokenizer, cfg.dtype, cfg.trust_remote_code)
+    if lora.enabled(cfg.lora):  # adapters on the trunk, the new score head trained in full
+        model = lora.add_adapters(model, cfg.lora, "seq_cls", cfg.model)
     d = cfg.data
     train = load_pairs(d.train, tokenizer, d)
     test = load_pairs(d.test, tokenizer, d) if d.test else None

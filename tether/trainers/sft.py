@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
+from tether import lora
 from tether.config import SFTConfig
 from tether.data import SFTTokens, collate_sft, load_sft, pad_id, position_ids, tokenize_sft
 from tether.errors import TetherError
@@ -87,6 +88,8 @@ def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False
     prepare_run_dir(run_dir, resume, cfg.train.device)
     set_seed(cfg.seed)
     model, tokenizer = load_model(cfg)
+    if lora.enabled(cfg.lora):
+        model = lora.add_adapters(model, cfg.lora, "causal", cfg.model)
     d = cfg.data
     train, _ = tokenize_sft(load_sft(d.train), tokenizer, d.max_length, d.too_long, d.chat_template)
     test = None

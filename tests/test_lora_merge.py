@@ -1,0 +1,79 @@
+"""`tether merge` and tether.lora's files on a tiny Llama with hand-set adapters (no training): merged weights
+are base + (alpha/r)·B·A, the merged model's logits equal the adapted model's, the directory loads with
+`from_pretrained`, and a bad adapter directory is one clear error with nothing written."""
+
+import pytest
+import torch
+from lora_helpers import merged_is_base_plus_adapter
+from plumbing_helpers import tiny_model, tiny_tokenizer, write_model_dir
+from transformers import AutoModelForCausalLM
+
+from tether import cli, lora
+from tether.config import LoRAConfig
+from tether.errors import TetherError
+
+IDS = torch.tensor([[2, 4, 9, 5, 12, 3], [2, 7, 7, 6, 8, 3]])
+
+
+@pytest.fixture
+def adapted(tmp_path):
+    """A base directory and an adapter over it whose B matrices are set to random values (B = 0 at
+    creation would make the merge a no-op)."""
+    base_dir = write_model_dir(tmp_path / "base", seed=0)
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    model = lora.add_adapters(model, LoRAConfig(r=4, alpha=8), "causal", base_dir)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    run = tmp_path / "run"
+    run.mkdir()
+    lora.save_lora_final(model, tiny_tokenizer(), run)
+    return base_dir, run, model
+
+
+def test_merged_weights_are_base_plus_scaled_b_a(adapted):
+    base_dir, run, _ = adapted
+    merged_is_base_plus_adapter(base_dir, run)
+
+
+def test_merge_command_writes_a_model_with_the_adapted_logits(adapted, tmp_path):
+    """Merged logits vs adapter logits: the same function computed in another order (W + s·BA)x vs
+    Wx + s·B(Ax), float32 rounding only: atol 1e-5."""
+    _, run, model = adapted
+    out = tmp_path / "merged"
+    assert cli.main(["merge", str(run / "adapter"), "--out", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        want = model(input_ids=IDS).logits
+        got = merged(input_ids=IDS).logits
+        base = lora.AdaptersOff(model)(input_ids=IDS).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert (want - base).abs().max() > 1e-3  # the adapters do change the logits
+
+
+def test_merge_with_a_moved_base_needs_base(adapted, tmp_path, capsys):
+    base_dir, run, _ = adapted
+    moved = tmp_path / "moved-base"
+    base_dir.rename(moved)
+    out = tmp_path / "merged"
+    assert cli.main(["merge", str(run / "adapter"), "--out", str(out)]) == 2
+    assert "give --base" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["merge", str(run / "adapter"), "--out", str(out), "--base", str(moved)]) == 0
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
+
+
+def test_not_an_adapter_directory_is_refused(tmp_path):
+    with pytest.raises(TetherError, match="not an adapter directory"):
+        lora.merge_adapter(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_lora_settings_are_refused():
+    model = tiny_model()
+    with pytest.raises(TetherError, match="alpha > 0"):
+        lora.add_adapters(model, LoRAConfig(r=4, alpha=0))
+    with pytest.raises(TetherError, match="lora:"):
+        lora.add_adapters(model, LoRAConfig(r=4, target_modules=["no_such_proj"]))

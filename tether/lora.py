@@ -1,0 +1,274 @@
+"""LoRA adapters (peft) for every trainer: wrap, reference view, save, load, merge.
+
+    model = add_adapters(model, cfg.lora, "causal", cfg.policy)   # base frozen, adapters trainable
+    ref = AdaptersOff(model)          # π_ref: the same weights with the adapters switched off
+    save_lora_final(model, tokenizer, run_dir)   # RUN/model merged (HF-loadable), RUN/adapter the adapter
+    merge_adapter("runs/dpo/adapter", "merged/")  # `tether merge`
+
+LoRA (Hu et al. 2021, eq. 3) replaces the update of a frozen weight W by (alpha/r)·B A with A (r × in) and
+B (out × r), B starting at 0, so the adapted model starts equal to the base. Because the base weights never
+change, the reference model of DPO and of the PPO/GRPO/RLOO KL penalty is the adapted model itself with its
+adapters switched off (`AdaptersOff`): no second copy of the weights is held.
+
+A reward model (task "seq_cls") also trains its new scalar `score` head in full (peft's modules_to_save).
+
+Files: checkpoints hold the adapter only (adapter_model.safetensors, adapter_config.json; the base is
+re-read from the configured model on --resume). RUN/model holds the merged weights, so the next stage (and
+`from_pretrained`) loads it like any model; RUN/adapter holds the adapter and tokenizer, which `tether merge`
+(or `load_adapter_dir`) turns back into a full model over the base named in adapter_config.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+
+from tether.errors import TetherError
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HEAD = "score"  # the reward model's head (tether.reward_model), trained in full
+_TASKS = {"causal": "CAUSAL_LM", "seq_cls": "SEQ_CLS"}
+
+
+def enabled(lora_cfg) -> bool:
+    """Whether a LoRAConfig asks for adapters (r > 0)."""
+    return lora_cfg is not None and lora_cfg.r > 0
+
+
+def is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def unwrap(model):
+    """The Hugging Face model inside a PeftModel (adapters still active: peft injects them in place) or
+    inside an `AdaptersOff` view; any other model as it is."""
+    if isinstance(model, AdaptersOff):
+        model = model.model
+    return model.get_base_model() if is_peft(model) else model
+
+
+def check_lora(lora_cfg) -> None:
+    if lora_cfg.r < 0 or not lora_cfg.alpha > 0 or not 0 <= lora_cfg.dropout < 1:
+        raise TetherError(f"lora: need r >= 0, alpha > 0 and 0 <= dropout < 1, got {lora_cfg}")
+    if not lora_cfg.target_modules:
+        raise TetherError("lora.target_modules is empty")
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft asks transformers for the deprecated `is_gradient_checkpointing`: hide that FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+        yield
+
+
+def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | None = None):
+    """`model` (a transformers model) with LoRA adapters: a PeftModel whose only trainable parameters are
+    the adapters (and, for task "seq_cls", the score head). Adapter A is drawn from torch's global RNG
+    (seed first); B is 0, so outputs are unchanged until the first update. base_path is recorded in
+    adapter_config.json (absolute when it is a local directory) for `tether merge`."""
+    from peft import LoraConfig, get_peft_model
+
+    check_lora(lora_cfg)
+    targets = lora_cfg.target_modules
+    config = LoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+        bias=lora_cfg.bias,
+        task_type=_TASKS[task],
+        modules_to_save=[HEAD] if task == "seq_cls" else None,
+    )
+    try:
+        with _quiet_peft():
+            peft_model = get_peft_model(model, config)
+    except ValueError as e:
+        raise TetherError(f"lora: {e}") from None
+    peft_model.train(model.training)  # a new module starts in train mode; keep the model's (eval: no dropout)
+    if base_path is not None:
+        p = Path(base_path)
+        peft_model.peft_config["default"].base_model_name_or_path = str(p.resolve()) if p.is_dir() else str(p)
+    if lora_cfg.dropout > 0:
+        for module in peft_model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                train_while_grad(module)
+    return peft_model
+
+
+def train_while_grad(module: torch.nn.Module) -> None:
+    """Give `module` the training flag exactly in forward passes that record gradients (tether trains with
+    models in eval mode so that dropout stays off in sampling, scoring and evaluation)."""
+
+    def hook(mod, args):
+        mod.training = torch.is_grad_enabled()
+
+    module.register_forward_pre_hook(hook)
+
+
+# ------------------------------------------------------------------------------------------------ reference
+
+
+class AdaptersOff:
+    """The frozen reference π_ref of a LoRA run: calls go to the adapted model with its adapters disabled.
+
+    It holds no weights of its own; mode, device and gradient switches are no-ops (they would otherwise act
+    on the policy being trained).
+    """
+
+    def __init__(self, model):
+        if not is_peft(model):
+            raise TypeError("AdaptersOff needs a peft model")
+        self.model = model
+
+    def __call__(self, *args, **kwargs):
+        with self.model.disable_adapter():
+            return self.model(*args, **kwargs)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    @property
+    def training(self) -> bool:
+        return False
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True):
+        return self
+
+
+def same_model(reference: str | None, policy: str) -> bool:
+    """Whether a configured reference is the policy's own starting weights (none, or the same path)."""
+    if reference is None:
+        return True
+    return Path(reference).resolve() == Path(policy).resolve()
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def save_adapter(model, directory: Path, state_dict=None) -> None:
+    """The adapter (and a seq_cls head) as adapter_model.safetensors + adapter_config.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with _quiet_peft():
+        model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+    readme = directory / "README.md"  # peft's model-card template: nothing of ours in it
+    if readme.is_file():
+        readme.unlink()
+
+
+def load_adapter_weights(model, directory: Path) -> None:
+    """Load the adapter saved by `save_adapter` into the PeftModel `model` in place (exact values)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(directory) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise TetherError(f"{directory}: no {ADAPTER_WEIGHTS} (was this checkpoint written without LoRA?)")
+    result = set_peft_model_state_dict(model, load_file(str(path)))
+    if result.unexpected_keys:
+        raise TetherError(f"{path}: adapter weights that this model has no place for, e.g. "
+                          f"{result.unexpected_keys[0]} (another lora.r or target_modules?)")
+
+
+def merged_copy(model):
+    """A plain transformers model with W + (alpha/r)·B A in every adapted layer; `model` is unchanged."""
+    with _quiet_peft():
+        return copy.deepcopy(model).merge_and_unload()
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.replace(final)
+
+
+def write_merged(model, tokenizer, out: Path) -> Path:
+    """Merged weights (safetensors) + tokenizer in `out`, written to a temporary directory and renamed."""
+    from tether.models import quiet_transformers
+
+    out = Path(out)
+    tmp = out.with_name(f".tmp-{out.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    with quiet_transformers():
+        merged_copy(model).save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, out)
+    return out
+
+
+def save_lora_final(model, tokenizer, run_dir: Path) -> Path:
+    """RUN/adapter (adapter + tokenizer) and RUN/model (merged weights + tokenizer), each atomically."""
+    tmp = run_dir / ".tmp-adapter"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_adapter(model, tmp)
+    tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, run_dir / "adapter")
+    return write_merged(model, tokenizer, run_dir / "model")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def load_adapter_dir(path: str | Path, base: str | Path | None = None, dtype=torch.float32):
+    """(PeftModel, tokenizer) of an adapter directory over its base model (`base`, else the one named in
+    adapter_config.json); a reward-model adapter (SEQ_CLS) is loaded over the base as a reward model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether.models import quiet_transformers
+
+    path = Path(path)
+    if not is_adapter_dir(path):
+        raise TetherError(f"{path} is not an adapter directory (no {ADAPTER_CONFIG})")
+    info = json.loads((path / ADAPTER_CONFIG).read_text())
+    base = base or info.get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise TetherError(f"{path}: its base model {base!r} is not a local directory (give --base DIR)")
+    try:
+        if info.get("task_type") == "SEQ_CLS":
+            from tether.reward_model import create_reward_model
+
+            model, _ = create_reward_model(base, dtype="float32" if dtype == torch.float32 else "auto")
+        else:
+            with quiet_transformers():
+                model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        tok_dir = path if (path / "tokenizer_config.json").is_file() else base
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        with _quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, path)
+    except (OSError, ValueError, KeyError) as e:
+        raise TetherError(f"cannot load the adapter {path} over {base}: {e}") from None
+    return peft_model.eval(), tokenizer
+
+
+def merge_adapter(adapter_dir: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
+    """Write the merged model of an adapter directory (RUN/adapter) to `out`: safetensors weights and the
+    tokenizer, loadable by `from_pretrained` (a reward model by AutoModelForSequenceClassification)."""
+    model, tokenizer = load_adapter_dir(adapter_dir, base)
+    return write_merged(model, tokenizer, Path(out))
