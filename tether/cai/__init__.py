@@ -10,7 +10,7 @@ that follows a written constitution, and a card that says how far its labels can
 from tether.cai.constitution import Constitution, Principle, RaterSettings, load_constitution
 from tether.cai.judges import ConstitutionJudge, ConstitutionLLMJudge, LabRater, load_judge
 from tether.cai.label import Pair, label_and_write, label_pairs, pairs_from_file, sample_pairs
-from tether.cai.stages import ai_feedback_stage, load_policy, run_labelling
+from tether.cai.stages import ai_feedback_stage, load_policy, run_labelling, run_revision
 
 __all__ = [
     "Constitution",
@@ -28,5 +28,6 @@ __all__ = [
     "load_policy",
     "pairs_from_file",
     "run_labelling",
+    "run_revision",
     "sample_pairs",
 ]

@@ -48,11 +48,10 @@ def pairs_from_file(path: str | Path, seed: int = 0, limit: int | None = None) -
     return out
 
 
-def sample_pairs(model, tokenizer, prompts, samples: int = 2, seed: int = 0, max_new_tokens: int = 64,
-                 temperature: float = 1.0, max_prompt_length: int = 1024) -> tuple[list[Pair], int]:
-    """(pairs, prompts dropped): `samples` replies per prompt (tether.data.PromptExample) from the policy;
-    the first two that differ in text (after stripping) form the pair; a prompt whose samples are all the
-    same, or empty, is dropped."""
+def sample_replies(model, tokenizer, prompts, samples: int = 1, seed: int = 0, max_new_tokens: int = 64,
+                   temperature: float = 1.0, max_prompt_length: int = 1024) -> tuple[list, list[list[str]]]:
+    """(the prompts as given, `samples` lists of one reply per prompt) from the policy, for prompts given as
+    tether.data.PromptExample; a prompt longer than `max_prompt_length` tokens keeps its end."""
     from tether.data import tokenize_prompts
     from tether.instruments.evaluate import sample_responses
 
@@ -62,14 +61,22 @@ def sample_pairs(model, tokenizer, prompts, samples: int = 2, seed: int = 0, max
                          temperature=temperature).responses
         for k in range(samples)
     ]
+    return [x.example.prompt for x in items], drawn
+
+
+def sample_pairs(model, tokenizer, prompts, samples: int = 2, seed: int = 0, max_new_tokens: int = 64,
+                 temperature: float = 1.0) -> tuple[list[Pair], int]:
+    """(pairs, prompts dropped): `samples` replies per prompt from the policy (`sample_replies`); the first
+    two that differ in text form the pair; a prompt whose samples are all the same, or empty, is dropped."""
+    given, drawn = sample_replies(model, tokenizer, prompts, samples, seed, max_new_tokens, temperature)
     pairs, dropped = [], 0
-    for i, item in enumerate(items):
+    for i, prompt in enumerate(given):
         replies = [d[i] for d in drawn if d[i].strip()]
         other = next((r for r in replies[1:] if r != replies[0]), None) if replies else None
         if other is None:
             dropped += 1
         else:
-            pairs.append(Pair(item.example.prompt, replies[0], other))
+            pairs.append(Pair(prompt, replies[0], other))
     return pairs, dropped
 
 

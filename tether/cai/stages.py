@@ -17,7 +17,7 @@ from tether.cai.constitution import load_constitution
 from tether.cai.judges import LabRater, load_judge
 from tether.cai.label import Pair, label_pairs, pairs_from_file, sample_pairs, write_labels
 from tether.errors import TetherError
-from tether.files import write_json
+from tether.files import write_json, write_text_atomic
 
 
 def load_policy(policy_dir: str | Path):
@@ -74,6 +74,56 @@ def run_labelling(constitution: str | Path | None, judge: str, out: str | Path, 
     return summary
 
 
+def run_revision(constitution: str | Path | None, critic: str, out: str | Path, *, prompts, policy,
+                 seed: int = 0, max_new_tokens: int = 64, temperature: float = 1.0, limit: int | None = None,
+                 critic_tokens: int = 128) -> dict:
+    """`tether cai revise` (SL-CAI): one sample of `policy` per prompt, critiqued and revised per principle
+    by `critic` ("lab" or "llm:DIR", tether/cai/revise.py); writes OUT/sft.jsonl ({"prompt", "completion"}
+    plus the steps) and OUT/summary.json (last). Replies still empty after revision are left out."""
+    from tether.cai.label import sample_replies
+    from tether.cai.revise import LabCritic, LLMCritic, revise
+    from tether.data import load_prompts
+    from tether.lab.jsonl import dumps
+
+    start = time.perf_counter()
+    con = load_constitution(constitution)
+    if critic == "lab":
+        critic_ = LabCritic(LabRater(con, seed=seed))
+    elif critic.startswith("llm:") and critic[4:]:
+        critic_ = LLMCritic(*load_policy(critic[4:]), max_new_tokens=critic_tokens, seed=seed)
+    else:
+        raise TetherError(f"unknown critic {critic!r}: use 'lab' or 'llm:MODEL_DIR'")
+    examples = load_prompts(prompts)[:limit]
+    given, (replies,) = sample_replies(*load_policy(policy), examples, 1, seed, max_new_tokens, temperature)
+    records = revise(critic_, con, given, replies)
+    kept = [r for r in records if r["completion"].strip()]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "sft.jsonl", "".join(dumps(r) + "\n" for r in kept))
+    summary = {"stage": "cai-revise", "critic": critic, "constitution": con.name, "records": len(kept),
+               "dropped_empty": len(records) - len(kept),
+               "changed": sum(1 for r in kept if r["completion"] != r["initial"].strip())}
+    summary.update(_gold_before_after(kept))
+    summary["wall_seconds"] = time.perf_counter() - start
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _gold_before_after(records: list[dict]) -> dict:
+    """On lab prompts: the mean gold reward of the initial replies and of the revisions."""
+    from tether.lab import gold_reward, parse_prompt
+
+    try:
+        infos = [parse_prompt(r["prompt"]) for r in records]
+    except (ValueError, TypeError, AttributeError):
+        return {}
+    if not records:
+        return {}
+    before = sum(gold_reward(i, r["initial"]) for i, r in zip(infos, records, strict=True)) / len(records)
+    after = sum(gold_reward(i, r["completion"]) for i, r in zip(infos, records, strict=True)) / len(records)
+    return {"gold_initial": round(before, 4), "gold_revised": round(after, 4)}
+
+
 def ai_feedback_stage(lab_dir, policy_dir, out, constitution: str | Path | None = None, prompts: int = 3000,
                       samples: int = 4, seed: int = 0) -> dict:
     """The lab pipeline's comparison stage with AI labels: the lab's training pairs (re-labelled) plus
@@ -110,4 +160,4 @@ def ai_feedback_stage(lab_dir, policy_dir, out, constitution: str | Path | None 
     return summary
 
 
-__all__ = ["Pair", "ai_feedback_stage", "load_policy", "run_labelling"]
+__all__ = ["Pair", "ai_feedback_stage", "load_policy", "run_labelling", "run_revision"]
