@@ -51,7 +51,7 @@ def card_text(card: dict) -> str:
 
     lines = [
         f"AI labels by {card['judge']} under constitution {card['constitution']!r}: {card['pairs']} pairs",
-        f"  labels per second            {card['labels_per_second']:.1f}",
+        f"  labels per second            {card['labels_per_second']:.3g}",
         f"  position-bias rate           {card['position_bias_rate']['value']}"
         f" (choice flips when A and B swap, n={card['position_bias_rate']['n']})",
         f"  agreement with human labels  {fig(card.get('agreement_with_human_labels'))}",
