@@ -41,9 +41,11 @@ def rater(biases=None, temperature=0.0, position_bias=0.0):
     return LabRater(con, RaterSettings(biases or {}, temperature, position_bias))
 
 
-def gold_agreement(judge):
+def gold_agreement(judge, card_out=None):
     pairs = [Pair(CAKE, HELP, DECLINE), Pair(SUM, LONG, SHORT)]  # gold-better first, then second
     _, card = label_pairs(judge, pairs)
+    if card_out is not None:
+        card_out.update(card)
     return card["agreement_with_gold"], card["position_bias_rate"]["value"]
 
 
@@ -86,9 +88,11 @@ def test_length_bias_flips_the_padded_answer_past_its_margin():
 
 def test_position_bias_makes_close_pairs_ties_and_flips():
     """T = 0: a pair with margin below δ is picked by position in both orders → label ½ (half agreement)
-    and counted as a flip. δ = 0.5 catches the 0.2 pair only: agreement (1 + ½)/2, flip rate ½."""
-    agree, flips = gold_agreement(rater(position_bias=0.5))
-    assert agree["value"] == 0.75 and flips == 0.5
+    and counted as a flip. δ = 0.5 catches the 0.2 pair only: agreement (1 + ½)/2, flip rate ½. P_A in the
+    four questions: 0.9 + δ > 0 → 1, −0.9 + δ < 0 → 0, −0.2 + δ > 0 → 1, 0.2 + δ > 0 → 1: mean P(A) ¾."""
+    card = {}
+    agree, flips = gold_agreement(rater(position_bias=0.5), card)
+    assert agree["value"] == 0.75 and flips == 0.5 and card["mean_p_a"] == 0.75
     assert gold_agreement(rater(position_bias=0.1)) == ({"value": 1.0, "soft": 1.0, "n": 2}, 0.0)
 
 

@@ -53,7 +53,8 @@ def card_text(card: dict) -> str:
         f"AI labels by {card['judge']} under constitution {card['constitution']!r}: {card['pairs']} pairs",
         f"  labels per second            {card['labels_per_second']:.3g}",
         f"  position-bias rate           {card['position_bias_rate']['value']}"
-        f" (choice flips when A and B swap, n={card['position_bias_rate']['n']})",
+        f" (choice flips when A and B swap, n={card['position_bias_rate']['n']});"
+        f" mean P(A) {card['mean_p_a']}",
         f"  agreement with human labels  {fig(card.get('agreement_with_human_labels'))}",
         f"  agreement with gold          {fig(card.get('agreement_with_gold'))}",
         f"  agreement with the lab's simulated labelers  {fig(card.get('agreement_with_lab_labelers'))}",

@@ -123,6 +123,7 @@ def label_pairs(judge: ConstitutionJudge, pairs: list[Pair], lab_labelers=None, 
         "judge_seconds": round(seconds, 3),
         "labels_per_second": float(f"{len(pairs) / max(seconds, 1e-9):.4g}"),
         "position_bias_rate": position_bias_rate(forward, swapped),
+        "mean_p_a": round(sum(forward + swapped) / (2 * len(pairs)), 4),  # ½ when no letter is favoured
         "principles": dict(Counter(p.name for p in principles)),
         "agreement_with_human_labels": agreement_with(labels, [p.human for p in pairs]),
     }
