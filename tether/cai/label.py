@@ -90,10 +90,6 @@ def _lab_infos(pairs: list[Pair]):
         return None
 
 
-def _gold_side(g_first: float, g_second: float) -> float:
-    return 1.0 if g_first > g_second else 0.0 if g_first < g_second else 0.5
-
-
 def label_pairs(judge: ConstitutionJudge, pairs: list[Pair], lab_labelers=None, seed: int = 0,
                 ) -> tuple[list[dict], dict]:
     """(preference records, card). `lab_labelers` (a tether.lab.LabelerMix): on lab prompts, also label
@@ -134,14 +130,14 @@ def label_pairs(judge: ConstitutionJudge, pairs: list[Pair], lab_labelers=None, 
 
 
 def _add_lab_figures(card, records, infos, pairs, labels, lab_labelers, seed) -> None:
+    from tether.instruments.judges import GoldJudge
     from tether.lab import gold_reward
 
-    gold = []
-    for record, info, pair in zip(records, infos, pairs, strict=True):
+    for record, info in zip(records, infos, strict=True):
         record["family"] = info.family
         record["gold_chosen"] = gold_reward(info, record["chosen"])
         record["gold_rejected"] = gold_reward(info, record["rejected"])
-        gold.append(_gold_side(gold_reward(info, pair.first), gold_reward(info, pair.second)))
+    gold = GoldJudge().prefer(infos, [p.first for p in pairs], [p.second for p in pairs])  # 1, ½ or 0
     card["agreement_with_gold"] = agreement_with(labels, gold)
     families = sorted({i.family for i in infos})
     rows = list(zip(labels, gold, infos, strict=True))
