@@ -5,8 +5,10 @@
     run_dir = train_sft(cfg, "runs/sft")     # RUN/model is the fine-tuned model
     summary = run_pipeline(RunConfig(), "runs/demo")   # lab → SFT → RM → PPO → instruments
     sweep = run_sweep(RunConfig(), [0.01, 0.1], "runs/sweep")   # one PPO run per beta, beta recommended
+    run_labelling(None, "lab", "runs/cai", prompts="p.jsonl", policy="runs/sft/model")  # RL-CAI labels + card
 """
 
+from tether.cai import load_constitution, load_judge, run_labelling, run_revision
 from tether.config import (
     DPOConfig,
     DPODataConfig,
@@ -60,13 +62,17 @@ __all__ = [
     "evaluate_policy_dirs",
     "load_adapter_dir",
     "load_config",
+    "load_constitution",
+    "load_judge",
     "load_reward",
     "load_reward_model",
     "load_weighted_reward",
     "merge_adapter",
     "probe_reward_model",
+    "run_labelling",
     "run_pipeline",
     "run_probe",
+    "run_revision",
     "run_sweep",
     "score_texts",
     "train_dpo",

@@ -24,6 +24,7 @@ COMMANDS = [
     ("rloo", "tether.commands.rloo", "RLOO: leave-one-out baseline, KL to the SFT model in the reward"),
     ("dpo", "tether.commands.dpo", "DPO (or IPO, robust, hinge) on preference pairs, no reward model"),
     ("run", "tether.commands.run", "the whole pipeline: lab → SFT → RM → PPO → evaluation"),
+    ("cai", "tether.commands.cai", "Constitutional AI: AI preference labels and critique-revision data"),
     ("sweep", "tether.commands.sweep", "stage 3 once per beta, best-of-n reference, beta recommended"),
     ("verify", "tether.commands.verify", "check that each optimiser reaches pi* on an enumerable task"),
     ("merge", "tether.commands.merge", "merge a LoRA adapter into its base: a full model directory"),

@@ -27,6 +27,7 @@ from tether.files import write_json
 from tether.trainers.checkpoint import find_latest
 
 STAGES = ("sft", "rm", "ppo", "grpo", "rloo", "dpo")
+FEEDBACK = ("human", "ai")  # who labels the preference pairs: the lab's simulated labelers, or an AI judge
 ALGOS = ("ppo", "grpo", "rloo", "dpo")  # the stage-3 choices of `tether run --algo`
 
 
@@ -60,6 +61,12 @@ class RunConfig:
     """`key=value` overrides of the RLOO stage (RLOOConfig, defaults in tether/configs/rloo.yaml)."""
     dpo: list[str] = dataclasses.field(default_factory=list)
     """`key=value` overrides of the DPO stage (DPOConfig, defaults in tether/configs/dpo.yaml)."""
+    feedback: str = "human"
+    """Who labels the preference pairs: `human` (the lab's simulated labelers, RUN/compare) or `ai` (RL-CAI:
+    the lab's principle-following rater under `constitution` re-labels the lab's pairs and labels pairs of
+    SFT samples, RUN/cai; the reward model / DPO then fit its soft labels)."""
+    constitution: str | None = None
+    """The constitution file for feedback=ai; none: tether/configs/constitution.yaml."""
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -134,6 +141,18 @@ def _compare(cfg: RunConfig, lab, policy: Path, out: Path) -> dict:
     return compare_samples(lab.root, policy, out, cfg.comparisons, cfg.comparison_samples, seed=cfg.seed)
 
 
+def _ai_feedback(cfg: RunConfig, lab, policy: Path, out: Path) -> dict:
+    """RL-CAI's labelling into RUN/cai unless it already finished (tether/cai/stages.py)."""
+    from tether.cai import ai_feedback_stage
+
+    if (out / "summary.json").is_file():
+        print("tether run: cai already done, skipping", flush=True)
+        return _read(out / "summary.json")
+    print("tether run: cai (an AI rater labels the lab's pairs and pairs of SFT samples)", flush=True)
+    return ai_feedback_stage(lab.root, policy, out, cfg.constitution, cfg.comparisons,
+                             cfg.comparison_samples, seed=cfg.seed)
+
+
 def _stage_classes() -> dict[str, tuple[type, object]]:
     """Stage name → (config class, train function)."""
     from tether.config import DPOConfig, GRPOConfig, PPOConfig, RLOOConfig, RMConfig
@@ -170,6 +189,12 @@ def check_overrides(cfg: RunConfig) -> None:
     """A typo in a late stage's override fails now, not after the early stages ran."""
     if cfg.algo not in ALGOS:
         raise TetherError(f"algo: unknown {cfg.algo!r}; choose one of {', '.join(ALGOS)}")
+    if cfg.feedback not in FEEDBACK:
+        raise TetherError(f"feedback: unknown {cfg.feedback!r}; choose one of {', '.join(FEEDBACK)}")
+    if cfg.feedback == "ai":
+        from tether.cai import load_constitution
+
+        load_constitution(cfg.constitution)
     classes = _stage_classes()
     for name in STAGES:
         for item in getattr(cfg, name):
@@ -199,13 +224,17 @@ def shared_stages(cfg: RunConfig, run_dir: Path, progress: bool, reward_model: b
     sft_model = run_dir / "sft" / "model"
     pairs = lab.data("prefs", "train")
     seconds = {"sft": sft["wall_seconds"]}
-    if cfg.comparisons > 0:
+    soft = []
+    if cfg.feedback == "ai":
+        seconds["cai"] = _ai_feedback(cfg, lab, sft_model, run_dir / "cai")["wall_seconds"]
+        pairs, soft = run_dir / "cai" / "prefs.train.jsonl", ["data.use_soft_labels=true"]
+    elif cfg.comparisons > 0:
         seconds["compare"] = _compare(cfg, lab, sft_model, run_dir / "compare")["wall_seconds"]
         pairs = run_dir / "compare" / "prefs.train.jsonl"
     rm_dir = None
     if reward_model:
         pair_data = [f"data.train={pairs}", f"data.test={lab.data('prefs', 'test')}"]
-        rm = run_stage(cfg, "rm", [f"model={sft_model}", *pair_data], run_dir, progress)
+        rm = run_stage(cfg, "rm", [f"model={sft_model}", *pair_data, *soft], run_dir, progress)
         seconds["rm"] = rm["wall_seconds"]
         rm_dir = run_dir / "rm" / "model"
     return Shared(lab, sft_model, Path(pairs), rm_dir, seconds)
@@ -220,6 +249,7 @@ def policy_stage(
     if cfg.algo == "dpo":
         data = [f"data.train={shared.pairs}", f"data.test={lab.data('prefs', 'test')}"]
         settings = [f"policy={shared.sft_model}", *data]
+        settings += ["data.use_soft_labels=true"] if cfg.feedback == "ai" else []
     else:
         data = [f"data.train={lab.data('prompts', 'train')}", f"data.test={lab.data('prompts', 'test')}"]
         settings = [f"policy={shared.sft_model}", f"reward.source={shared.rm_dir}", *data]
@@ -243,6 +273,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress
 
     summary = {
         "algo": cfg.algo,
+        "feedback": cfg.feedback,
         # the stage's own held-out figures (DPO: preference accuracy), then the full evaluation
         "instruments": {**final.get("instruments", {}), **evaluation["instruments"]},
         "rewards": evaluation["rewards"],

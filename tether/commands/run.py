@@ -4,6 +4,7 @@
 Example: tether run --out runs/demo                 (about 3 minutes on 2 CPU cores)
          tether run --out runs/b1 ppo.kl.beta=0.5   (stage overrides: sft.*, rm.*, ppo.*, lab.*, ...)
          tether run --out runs/dpo --algo dpo       (stage 3: ppo | grpo | rloo | dpo)
+         tether run --out runs/cai --feedback ai    (RL-CAI: an AI rater's labels, tether/cai)
 Writes RUN/lab, RUN/sft, RUN/compare (the lab's labelers' pairs of SFT samples), RUN/rm, RUN/ppo (each a
 run directory), RUN/summary.json and RUN/report.html, and
 prints the instruments. --resume continues an interrupted run at the stage it was in.
@@ -34,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("ppo", "grpo", "rloo", "dpo"),
         help="stage 3 (default ppo): ppo, grpo or rloo against the reward model, or dpo without one",
     )
+    parser.add_argument(
+        "--feedback",
+        choices=("human", "ai"),
+        help="who labels the pairs (default human): the lab's simulated labelers, or an AI rater following "
+        "a constitution (RL-CAI; RUN/cai holds its labels and card)",
+    )
+    parser.add_argument("--constitution", metavar="FILE.yaml", help="constitution for --feedback ai")
     parser.add_argument("--resume", action="store_true", help="continue --out where it stopped")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -50,6 +58,10 @@ def run_config(args: argparse.Namespace, overrides: list[str]):
         plain.append(f"seed={args.seed}")
     if args.algo:
         plain.append(f"algo={args.algo}")
+    if getattr(args, "feedback", None):
+        plain.append(f"feedback={args.feedback}")
+    if getattr(args, "constitution", None):
+        plain.append(f"constitution={args.constitution}")
     cfg = load_config(RunConfig, args.config, plain)
     for stage, items in staged.items():
         getattr(cfg, stage).extend(items)

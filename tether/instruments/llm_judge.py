@@ -54,9 +54,11 @@ class PairwiseLLMJudge(Judge):
             chat_template = bool(getattr(tokenizer, "chat_template", None))
         self.chat_template = chat_template
 
-    def question_ids(self, prompt, first: str, second: str) -> list[int]:
-        text_prompt = render_plain(prompt) if isinstance(prompt, list) else prompt
-        text = self.template.format(prompt=text_prompt, first=first, second=second)
+    def question_ids(self, prompt, first: str, second: str, text: str | None = None) -> list[int]:
+        """The ids of the judge's question; `text`: the question already written out (else the template's)."""
+        if text is None:
+            text_prompt = render_plain(prompt) if isinstance(prompt, list) else prompt
+            text = self.template.format(prompt=text_prompt, first=first, second=second)
         if self.chat_template:
             messages = [{"role": "user", "content": text}]
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
