@@ -319,19 +319,20 @@ def run_stage(args) -> dict:
     makers = {"sft": stage_sft, "rm": stage_rm, "dpo": stage_dpo,
               "dpo-cached": lambda b: stage_dpo(b, cached=True), "grpo": stage_grpo, "ppo": stage_ppo}
     steps, shape = makers[args.child](bench)
-    from tether.trainers.dpo import load_causal_lm
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    m = load_causal_lm(bench.model_path, "float32")
+    with torch.device("meta"):  # parameter counts without a third copy of the weights in memory
+        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(bench.model_path))
     emb = m.get_input_embeddings().weight.numel()
     head = m.get_output_embeddings()
-    untied = head is not None and head.weight.data_ptr() != m.get_input_embeddings().weight.data_ptr()
+    untied = head is not None and head.weight is not m.get_input_embeddings().weight
     n_params = sum(p.numel() for p in m.parameters())
     N = n_params - emb - (head.weight.numel() if untied else 0)
     del m
     times = []
     for i in range(args.warmup + args.steps):
         t = time.perf_counter()
-        if args.profile and i == args.warmup:  # the first steady-state step, under the profiler
+        if args.profile and i == args.warmup - 1:  # the last warm-up step, under the profiler
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -382,7 +383,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--profile", action="store_true",
-                    help="print torch.profiler's top operators of the first timed step (it is slower)")
+                    help="print torch.profiler's top operators of the last warm-up step (untimed)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
