@@ -359,15 +359,17 @@ def run_stage(args) -> dict:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def print_table(results: list[dict], peak: float) -> None:
+def print_header() -> None:
     print(f"{'stage':<11}{'shape':<12}{'real/row':>9}{'resp/row':>9}{'s/step':>9}{'tokens/s':>10}"
-          f"{'peak RSS':>10}{'GFLOP/s':>9}{'of peak':>9}{'load':>6}")
-    for r in results:
-        rate = r["flops_per_step"] / r["mean_step_s"]
-        shape = f"{r['rows']}x{r['length']}" + (f" mb{r['micro_batch']}" if r["micro_batch"] else "")
-        print(f"{r['stage']:<11}{shape:<12}{r['mean_real_tokens']:>9.0f}{r['mean_response_tokens']:>9.0f}"
-              f"{r['mean_step_s']:>9.2f}{r['tokens'] / r['mean_step_s']:>10.0f}{r['peak_rss_gb']:>8.2f}GB"
-              f"{rate / 1e9:>9.1f}{rate / peak:>9.1%}{r['load']:>6.1f}")
+          f"{'peak RSS':>10}{'GFLOP/s':>9}{'of peak':>9}{'load':>6}", flush=True)
+
+
+def print_row(r: dict, peak: float) -> None:
+    rate = r["flops_per_step"] / r["mean_step_s"]
+    shape = f"{r['rows']}x{r['length']}" + (f" mb{r['micro_batch']}" if r["micro_batch"] else "")
+    print(f"{r['stage']:<11}{shape:<12}{r['mean_real_tokens']:>9.0f}{r['mean_response_tokens']:>9.0f}"
+          f"{r['mean_step_s']:>9.2f}{r['tokens'] / r['mean_step_s']:>10.0f}{r['peak_rss_gb']:>8.2f}GB"
+          f"{rate / 1e9:>9.1f}{rate / peak:>9.1%}{r['load']:>6.1f}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -400,6 +402,8 @@ def main(argv=None) -> int:
           f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048² @ 2048², best of 8); load {load0[0]:.2f}")
     print(f"model: {args.model}; data: {args.data}; {args.warmup} warm-up + {args.steps} timed steps")
     results = []
+    if not args.profile:
+        print_header()
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     for stage in stages:
@@ -413,8 +417,10 @@ def main(argv=None) -> int:
             print(f"{stage}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         results.append(json.loads(line[len("RESULT ") :]))
+        if args.profile:
+            print_header()
+        print_row(results[-1], peak)
     load1 = os.getloadavg()
-    print_table(results, peak)
     n = results[0]["non_embedding_params"] if results else "?"
     print(f"load average at start {load0[0]:.2f}, at end {load1[0]:.2f}; FLOPs per step = tokens × N × "
           f"(6 per trained model + 2 per forward-only one), N = {n} non-embedding parameters (Kaplan et al. "
