@@ -233,16 +233,15 @@ def stage_dpo(bench: Bench, cached: bool = False):
 
 
 def fixed_rollout(bench: Bench, rows: int, step: int):
-    """A Rollout of `rows` sequences of --length tokens: the first half of each (prompt + chosen or rejected,
-    right-padded) row is the prompt, the rest the response, masked where it is padding."""
-    from tether.data import pad
+    """A Rollout of `rows` sequences of exactly --length real tokens (the longer row of each pair, reused
+    in turn): the first half of each is the prompt, the rest the response."""
     from tether.rollout import Rollout
 
     half = bench.args.length // 2
-    seqs = [[*p.prompt_ids, *p.chosen_ids] for p in bench.pairs]
-    seqs += [[*p.prompt_ids, *p.rejected_ids] for p in bench.pairs]
-    ids, mask = pad(seqs[step * rows : (step + 1) * rows], bench.pad)  # (rows, length)
-    return Rollout(ids[:, :half], mask[:, :half], ids[:, half:], mask[:, half:],
+    seqs = [[*p.prompt_ids, *max(p.chosen_ids, p.rejected_ids, key=len)] for p in bench.pairs]
+    ids = torch.tensor([seqs[(step * rows + i) % len(seqs)] for i in range(rows)])  # (rows, length)
+    ones = torch.ones_like(ids)
+    return Rollout(ids[:, :half], ones[:, :half], ids[:, half:], ones[:, half:],
                    torch.zeros(ids[:, half:].shape), torch.ones(rows, dtype=torch.bool), 1.0)
 
 
