@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from tether.data import position_ids
 from tether.losses import token_logprobs
@@ -146,12 +147,62 @@ def sample(
     )
 
 
+def _keeps_logits(model) -> bool:
+    """Whether forward() takes transformers' `logits_to_keep` (the LM head applied to some positions only)."""
+    inner = getattr(model, "module", model)  # DDP / compile wrappers forward keyword arguments as they are
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # a peft model's own
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor) -> Tensor:
+    """Logits at the positions where `select` (B, T) is True, (N, V), in row-major order.
+
+    The trunk runs over every position (attention needs them all) but the LM head, a (V × H) matmul per
+    position (for SmolLM2-135M a fifth of the forward FLOPs) whose (B, T, V) output dominates the memory of
+    a step, runs on the selected positions only: transformers' `logits_to_keep` with a boolean mask. A model
+    whose forward lacks it computes every position's logits, then the selected ones are taken."""
+    select = select.bool()
+    keep = {"logits_to_keep": select} if _keeps_logits(model) else {}
+    pos = position_ids(attention_mask)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, **keep).logits
+    if logits.dim() == 2 and logits.shape[0] == int(select.sum()):
+        return logits
+    return logits[select]
+
+
+def completion_positions(loss_mask: torch.Tensor) -> tuple[Tensor, Tensor]:
+    """(select (B, T), target (B, T − 1)), bool: target[:, t] is True when ids[:, t + 1] is a completion
+    token (loss_mask 1), select[:, t] when position t predicts one (target shifted left, last column False).
+    Row-major, ids[:, 1:][target] lists the tokens in the order `logits_at(…, select)` lists their logits."""
+    target = loss_mask[:, 1:].bool()
+    return torch.cat([target, torch.zeros_like(target[:, :1])], dim=1), target
+
+
+def completion_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """log π(ids[:, t + 1] | ids[:, :t + 1]) of the completion tokens, (B, T − 1), 0 elsewhere: aligned with
+    `ids[:, 1:]` like `token_logprobs` (batch: input_ids, attention_mask, loss_mask, each (B, T); loss_mask
+    is 1 on completion tokens). Gradients flow when called outside no_grad.
+
+    Only the positions that predict a completion token go through the LM head (`logits_at`), and the
+    log-prob is the gathered logit minus logsumexp (`token_logprobs`), so no (B, T, V) tensor is built."""
+    ids, attn = batch["input_ids"], batch["attention_mask"]
+    select, target = completion_positions(batch["loss_mask"])
+    logits = logits_at(model, ids, attn, select)  # (N, V), N = target.sum(), ordered like ids[:, 1:][target]
+    if temperature != 1.0:
+        logits = logits / temperature
+    lp = token_logprobs(logits[None], ids[:, 1:][target][None])[0]  # (N,)
+    return torch.zeros(target.shape, dtype=lp.dtype, device=lp.device).masked_scatter(target, lp)
+
+
 def response_logits(model, rollout: Rollout) -> torch.Tensor:
-    """Logits that predict each response token, (B, R, V), from one forward pass over prompt + response."""
+    """Logits that predict each response token, (B, R, V), from one forward pass over prompt + response;
+    the LM head runs on the last R + 1 positions only (`logits_to_keep`) where the model supports it."""
     attn = rollout.attention_mask  # (B, P + R)
-    logits = model(input_ids=rollout.input_ids, attention_mask=attn, position_ids=position_ids(attn)).logits
-    P = rollout.prompt_ids.shape[1]
-    return logits[:, P - 1 : -1]  # logits[:, P - 1 + t] predicts response token t
+    R = rollout.response_ids.shape[1]
+    keep = {"logits_to_keep": R + 1} if _keeps_logits(model) else {}
+    logits = model(input_ids=rollout.input_ids, attention_mask=attn, position_ids=position_ids(attn),
+                   **keep).logits
+    return logits[:, -(R + 1) : -1]  # logits[:, P - 1 + t] predicts response token t
 
 
 def score_responses(model, rollout: Rollout, temperature: float | None = None) -> torch.Tensor:

@@ -34,13 +34,13 @@ from accelerate.utils import gather_object, set_seed
 
 from tether import lora
 from tether.config import DPOConfig, DPODataConfig, RMDataConfig
-from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id, position_ids
+from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.kl import kl_from_base
-from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss, token_logprobs
+from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
-from tether.rollout import sample
+from tether.rollout import completion_logprobs, sample
 from tether.trainers.base import Loop, prepare_run_dir
 from tether.trainers.rm import load_pairs
 from tether.trainers.supervised import to_device, train_supervised
@@ -90,12 +90,10 @@ def check_config(cfg: DPOConfig) -> None:
 def sequence_logprobs(model, batch: dict[str, torch.Tensor], reduction: str) -> torch.Tensor:
     """log π(y|x) of each row's response tokens (EOS included), one forward pass: (R,) float32.
 
-    reduction "sum" gives the sequence log-prob itself, "mean" divides it by the row's response length."""
-    ids, attn = batch["input_ids"], batch["attention_mask"]  # (R, T)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn)).logits  # (R, T, V)
-    mask = batch["loss_mask"][:, 1:].float()  # (R, T - 1): 1 where ids[:, t + 1] is a response token
-    total = (token_logprobs(logits[:, :-1], ids[:, 1:]) * mask).sum(-1)  # (R,)
-    return total if reduction == "sum" else total / mask.sum(-1).clamp(min=1)
+    reduction "sum" gives the sequence log-prob itself, "mean" divides it by the row's response length.
+    The LM head runs on the response positions only (`tether.rollout.completion_logprobs`)."""
+    total = completion_logprobs(model, batch).sum(-1)  # (R,)
+    return total if reduction == "sum" else total / batch["loss_mask"][:, 1:].sum(-1).clamp(min=1)
 
 
 @torch.no_grad()

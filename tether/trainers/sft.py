@@ -19,11 +19,12 @@ from accelerate.utils import set_seed
 
 from tether import lora
 from tether.config import SFTConfig
-from tether.data import SFTTokens, collate_sft, load_sft, pad_id, position_ids, tokenize_sft
+from tether.data import SFTTokens, collate_sft, load_sft, pad_id, tokenize_sft
 from tether.errors import TetherError
 from tether.files import write_json
 from tether.losses import sft_loss
 from tether.model_files import load_causal_lm, load_tokenizer
+from tether.rollout import completion_positions, logits_at
 from tether.trainers.base import Loop, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
@@ -46,10 +47,12 @@ class SFTTask:
 
     def loss(self, model, batch, num_units):
         ids, attn = batch["input_ids"], batch["attention_mask"]  # (B, T)
-        out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn))
-        logits = out.logits  # (B, T, V)
-        # logits[:, t] predicts ids[:, t + 1]; loss_mask[:, t + 1] is 1 when that is a completion token
-        loss, metrics = sft_loss(logits[:, :-1], ids[:, 1:], batch["loss_mask"][:, 1:], num_tokens=num_units)
+        # logits[:, t] predicts ids[:, t + 1]; loss_mask[:, t + 1] is 1 when that is a completion token.
+        # The LM head runs only where it predicts one (`logits_at`): (N, V), ordered like labels below.
+        select, target = completion_positions(batch["loss_mask"])  # (B, T), (B, T - 1)
+        logits = logits_at(model, ids, attn, select)[None]  # (1, N, V)
+        labels = ids[:, 1:][target][None]  # (1, N)
+        loss, metrics = sft_loss(logits, labels, torch.ones_like(labels), num_tokens=num_units)
         return loss, {"accuracy": metrics["accuracy"]}
 
     @torch.no_grad()
