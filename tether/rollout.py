@@ -149,8 +149,11 @@ def sample(
 
 def _keeps_logits(model) -> bool:
     """Whether forward() takes transformers' `logits_to_keep` (the LM head applied to some positions only)."""
-    inner = getattr(model, "module", model)  # DDP / compile wrappers forward keyword arguments as they are
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # a peft model's own
+    from tether.lora import unwrap
+
+    # DDP / compile wrappers forward keyword arguments as they are; a peft model (or its adapters-off view)
+    # to the model it wraps
+    inner = unwrap(getattr(model, "module", model))
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
