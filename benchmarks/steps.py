@@ -160,12 +160,13 @@ class Bench:
         from tether.trainers.base import Loop
 
         cfg = LoopConfig(lr=1e-6, batch_size=batch_size, micro_batch_size=self.args.micro_batch or batch_size,
-                         threads=self.args.threads, device="cpu", save_every=0)
+                         threads=self.args.threads, device="cpu", save_every=0,
+                         gradient_checkpointing=self.args.grad_ckpt)
         return Loop(cfg, self.run_dir, model.train(), self.tokenizer, total_steps=1000,
                     extra_models=extra_models)
 
     def causal_lm(self):
-        from tether.trainers.dpo import load_causal_lm
+        from tether.model_files import load_causal_lm
 
         return load_causal_lm(self.model_path, "float32")
 
@@ -216,7 +217,15 @@ def stage_dpo(bench: Bench, cached: bool = False):
     from tether.trainers.dpo import DPOPair, DPOTask, reference_logprobs
 
     cfg = DPOConfig(policy=bench.model_path, data=DPODataConfig(train="-", max_length=bench.args.length))
-    reference = bench.causal_lm().requires_grad_(False)
+    policy = bench.causal_lm()
+    if bench.args.lora:  # LoRA: π_ref is the policy with its adapters off (tether.lora), no second model
+        from tether import lora
+        from tether.config import LoRAConfig
+
+        policy = lora.add_adapters(policy, LoRAConfig(r=bench.args.lora, alpha=2.0 * bench.args.lora))
+        reference = lora.AdaptersOff(policy)
+    else:
+        reference = bench.causal_lm().requires_grad_(False)
     items = [DPOPair(p) for p in bench.pairs]
     if cached:  # what attach_reference writes to RUN/ref_logprobs.pt, computed before training
         t = time.perf_counter()
@@ -225,7 +234,7 @@ def stage_dpo(bench: Bench, cached: bool = False):
         for x, (c, r) in zip(items, ref.tolist(), strict=True):
             x.ref = (c, r)
         reference = None
-    loop = bench.loop(bench.causal_lm(), bench.args.pairs)
+    loop = bench.loop(policy, bench.args.pairs)
     task = DPOTask(cfg, bench.tokenizer, reference)
     passes = {"train": 1} if cached else {"train": 1, "forward": 1}
     return supervised_steps(bench, loop, task, items, bench.args.pairs), {
@@ -348,7 +357,7 @@ def run_stage(args) -> dict:
     flops = tokens * N * (6 * shape["passes"]["train"] + 2 * shape["passes"].get("forward", 0))
     return {"stage": args.child, "rows": shape["rows"], "length": args.length, "tokens": tokens,
             "mean_response_tokens": response, "mean_real_tokens": real,
-            "micro_batch": args.micro_batch or None,
+            "micro_batch": args.micro_batch or None, "lora": args.lora or None, "grad_ckpt": args.grad_ckpt,
             "step_s": times, "mean_step_s": sum(times) / len(times), "flops_per_step": flops,
             "non_embedding_params": N, "params": n_params, "peak_rss_gb": peak_rss_gb(),
             "precompute_s": getattr(bench, "precompute_s", None), "threads": torch.get_num_threads(),
@@ -366,6 +375,7 @@ def print_header() -> None:
 def print_row(r: dict, peak: float) -> None:
     rate = r["flops_per_step"] / r["mean_step_s"]
     shape = f"{r['rows']}x{r['length']}" + (f" mb{r['micro_batch']}" if r["micro_batch"] else "")
+    shape += (f" lora{r['lora']}" if r.get("lora") else "") + (" ckpt" if r.get("grad_ckpt") else "")
     print(f"{r['stage']:<11}{shape:<12}{r['mean_real_tokens']:>9.0f}{r['mean_response_tokens']:>9.0f}"
           f"{r['mean_step_s']:>9.2f}{r['tokens'] / r['mean_step_s']:>10.0f}{r['peak_rss_gb']:>8.2f}GB"
           f"{rate / 1e9:>9.1f}{rate / peak:>9.1%}{r['load']:>6.1f}", flush=True)
@@ -382,6 +392,8 @@ def main(argv=None) -> int:
     ap.add_argument("--length", type=int, default=256, help="tokens per row")
     ap.add_argument("--micro-batch", type=int, default=0, help="pairs (or rows) per forward pass; 0: all")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--grad-ckpt", action="store_true", help="train.gradient_checkpointing on")
+    ap.add_argument("--lora", type=int, default=0, help="dpo stages: LoRA rank (0: full weights)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--profile", action="store_true",
                     help="print torch.profiler's top operators of the last warm-up step (untimed)")
