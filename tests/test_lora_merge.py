@@ -2,6 +2,8 @@
 are base + (alpha/r)·B·A, the merged model's logits equal the adapted model's, the directory loads with
 `from_pretrained`, and a bad adapter directory is one clear error with nothing written."""
 
+import json
+
 import pytest
 import torch
 from lora_helpers import merged_is_base_plus_adapter
@@ -77,3 +79,24 @@ def test_bad_lora_settings_are_refused():
         lora.add_adapters(model, LoRAConfig(r=4, alpha=0))
     with pytest.raises(TetherError, match="lora:"):
         lora.add_adapters(model, LoRAConfig(r=4, target_modules=["no_such_proj"]))
+    with pytest.raises(TetherError, match="lora.bias"):  # biases would train in place: π_ref would move
+        lora.add_adapters(model, LoRAConfig(r=4, bias="all"))
+
+
+def test_an_adapter_over_a_gguf_base_merges(tmp_path, monkeypatch):
+    """A LoRA run whose base was a .gguf records the directory the file was converted into, so `tether
+    merge` finds the base again; with B = 0 (no update yet) the merged logits are the base's own."""
+    from gguf_helpers import tiny_source_model, write_tiny_gguf
+
+    from tether.model_files import load_causal_lm, resolve_model
+
+    monkeypatch.setenv("TETHER_CACHE", str(tmp_path / "cache"))
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_source_model().eval())
+    base = load_causal_lm(gguf)
+    model = lora.add_adapters(load_causal_lm(gguf), LoRAConfig(r=4), "causal", gguf)
+    lora.save_adapter(model, tmp_path / "adapter")
+    recorded = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert recorded["base_model_name_or_path"] == str(resolve_model(gguf).resolve())
+    merged = AutoModelForCausalLM.from_pretrained(lora.merge_adapter(tmp_path / "adapter", tmp_path / "m"))
+    ids = torch.tensor([[1, 5, 9, 3]])
+    assert torch.equal(merged(ids).logits, base(ids).logits)

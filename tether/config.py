@@ -98,7 +98,8 @@ class LoRAConfig:
     """Module names (suffixes) that get adapters; ['all-linear']: every linear layer but the output head
     (attention and MLP projections)."""
     bias: Literal["none", "all", "lora_only"] = "none"
-    """Which biases train too: none, all of them, or those of the adapted layers."""
+    """Which biases train too; only none is accepted (peft trains biases in place, and the reference is the
+    model with its adapters off, which must be the starting model)."""
 
 
 @dataclasses.dataclass

@@ -61,6 +61,11 @@ def check_lora(lora_cfg) -> None:
         raise TetherError(f"lora: need r >= 0, alpha > 0 and 0 <= dropout < 1, got {lora_cfg}")
     if not lora_cfg.target_modules:
         raise TetherError("lora.target_modules is empty")
+    if lora_cfg.bias != "none":  # peft trains the base's own bias tensors, which disable_adapter() keeps
+        raise TetherError(
+            f"lora.bias={lora_cfg.bias!r} trains the base model's biases in place, so the adapters-off "
+            "reference would no longer be the starting model; use lora.bias=none"
+        )
 
 
 @contextlib.contextmanager
@@ -96,8 +101,10 @@ def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | 
         raise TetherError(f"lora: {e}") from None
     peft_model.train(model.training)  # a new module starts in train mode; keep the model's (eval: no dropout)
     if base_path is not None:
-        p = Path(base_path)
-        peft_model.peft_config["default"].base_model_name_or_path = str(p.resolve()) if p.is_dir() else str(p)
+        from tether.model_files import resolve_model
+
+        base_dir = resolve_model(base_path).resolve()  # a .gguf: the directory it was converted into
+        peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
     if lora_cfg.dropout > 0:
         for module in peft_model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -239,27 +246,26 @@ def load_adapter_dir(path: str | Path, base: str | Path | None = None, dtype=tor
     """(PeftModel, tokenizer) of an adapter directory over its base model (`base`, else the one named in
     adapter_config.json); a reward-model adapter (SEQ_CLS) is loaded over the base as a reward model."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tether.models import quiet_transformers
 
     path = Path(path)
     if not is_adapter_dir(path):
         raise TetherError(f"{path} is not an adapter directory (no {ADAPTER_CONFIG})")
     info = json.loads((path / ADAPTER_CONFIG).read_text())
     base = base or info.get("base_model_name_or_path")
-    if not base or not Path(base).is_dir():
-        raise TetherError(f"{path}: its base model {base!r} is not a local directory (give --base DIR)")
+    if not base or not Path(base).exists():
+        raise TetherError(f"{path}: its base model {base!r} is not here (give --base DIR or FILE.gguf)")
+    from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
+
+    base = resolve_model(base)
     try:
         if info.get("task_type") == "SEQ_CLS":
             from tether.reward_model import create_reward_model
 
             model, _ = create_reward_model(base, dtype="float32" if dtype == torch.float32 else "auto")
         else:
-            with quiet_transformers():
-                model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-        tok_dir = path if (path / "tokenizer_config.json").is_file() else base
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+            model = load_causal_lm(base, dtype)
+        tokenizer = load_tokenizer(path if (path / "tokenizer_config.json").is_file() else base)
         with _quiet_peft():
             peft_model = PeftModel.from_pretrained(model, path)
     except (OSError, ValueError, KeyError) as e:

@@ -131,7 +131,7 @@ def weights_dir(path: str | Path, cache: str | Path | None = None) -> Path:
 
 def load_causal_lm(path: str | Path, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False):
     """The causal LM at `path` (a directory or .gguf), weights from safetensors; dtype: a DTYPES name or a
-    torch dtype. Training mode, as transformers returns it."""
+    torch dtype. In eval mode, as transformers returns it (no dropout)."""
     from transformers import AutoModelForCausalLM
 
     d = weights_dir(path)

@@ -21,6 +21,7 @@ T = 1.
 from __future__ import annotations
 
 import inspect
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -154,7 +155,12 @@ def _keeps_logits(model) -> bool:
     # DDP / compile wrappers forward keyword arguments as they are; a peft model (or its adapters-off view)
     # to the model it wraps
     inner = unwrap(getattr(model, "module", model))
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+        return False
+    # a boolean (B, T) mask is understood only where the model slices through transformers'
+    # slice_logits_to_keep (older releases and some architectures take an int or 1-D index only)
+    module = sys.modules.get(type(inner).__module__)
+    return getattr(module, "slice_logits_to_keep", None) is not None
 
 
 def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor) -> Tensor:

@@ -22,17 +22,9 @@ from tether.files import write_json, write_text_atomic
 
 def load_policy(policy_dir: str | Path):
     """(model, tokenizer) of a causal-LM directory, in eval mode; TetherError if it cannot be loaded."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tether.model_files import load_causal_lm, load_tokenizer
 
-    from tether.models import quiet_transformers
-
-    try:
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
-            tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-    except OSError as e:
-        raise TetherError(f"cannot load the policy in {policy_dir}: {e}") from None
-    return model, tokenizer
+    return load_causal_lm(policy_dir).eval(), load_tokenizer(policy_dir)
 
 
 def _lab_labelers(lab_dir):

@@ -435,7 +435,9 @@ def load_module(module: torch.nn.Module, directory: Path) -> None:
         lora.load_adapter_weights(module, directory)
     elif hasattr(module, "save_pretrained") and hasattr(type(module), "from_pretrained"):
         with quiet_transformers():
-            loaded = type(module).from_pretrained(directory, dtype=next(module.parameters()).dtype)
+            loaded = type(module).from_pretrained(
+                directory, dtype=next(module.parameters()).dtype, use_safetensors=True
+            )
         module.load_state_dict(loaded.state_dict())
     else:
         from safetensors.torch import load_model

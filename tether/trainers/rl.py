@@ -44,7 +44,7 @@ from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
 from tether.kl_control import AdaptiveKLController, FixedKLController
-from tether.model_files import load_causal_lm, load_tokenizer
+from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
 from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
 from tether.rollout import Rollout, sample
 from tether.rollout_vllm import check_engine
@@ -116,6 +116,8 @@ class RLTrainer:
         self.start = time.perf_counter()
         self.check_config(cfg)
         check_engine(cfg.rollout.engine)
+        if cfg.rollout.engine == "vllm" and lora.enabled(cfg.lora):  # its weight copy takes plain names only
+            raise TetherError("rollout.engine=vllm does not take LoRA adapters yet: use lora.r=0 or hf")
         self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         prepare_run_dir(self.run_dir, resume, cfg.train.device)
@@ -262,7 +264,7 @@ class RLTrainer:
         from tether.rollout_vllm import VLLMSampler
 
         if self.vllm is None:
-            self.vllm = VLLMSampler(self.cfg.policy, self.cfg.rollout, self.cfg.dtype)
+            self.vllm = VLLMSampler(str(resolve_model(self.cfg.policy)), self.cfg.rollout, self.cfg.dtype)
         self.vllm.sync(self.loop.unwrapped)
         tok, seed = self.tokenizer, shard_seed(seed, self.loop.rank)
         return self.vllm.sample([x.prompt_ids for x in items], eos_id(tok), pad_id(tok), seed, self.device)
