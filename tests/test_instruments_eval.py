@@ -141,3 +141,12 @@ def test_eval_on_real_prompts_reports_what_it_cannot_measure(built, capsys):
         assert ins[name]["value"] is None and ins[name]["reason"], name
     assert ins["reward_hacking"]["checks"]["proxy_up_gold_down"]["flagged"] is None
     assert "not measured" in capsys.readouterr().out
+
+
+def test_a_messages_prompt_is_never_a_lab_prompt():
+    """Real chat data (HH-RLHF) has messages prompts; `tether eval` asks each whether the gold reward can
+    score it. A list is not lab text, even when its one message is a lab question (it crashed before)."""
+    from tether.rewards import is_lab_prompt
+
+    assert is_lab_prompt("how do i make a cake ? answer:") is True
+    assert is_lab_prompt([{"role": "user", "content": "how do i make a cake ? answer:"}]) is False

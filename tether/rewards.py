@@ -66,6 +66,8 @@ def is_lab_prompt(prompt) -> bool:
     """Whether the gold reward can score responses to `prompt`."""
     from tether.lab import parse_prompt
 
+    if not isinstance(prompt, str):  # a messages list (real chat data): never a lab prompt
+        return False
     try:
         parse_prompt(prompt)
     except (ValueError, AttributeError):
