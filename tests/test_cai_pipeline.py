@@ -19,6 +19,16 @@ def test_bad_feedback_or_constitution_fails_before_any_stage(tmp_path, capsys):
     assert not (tmp_path / "r" / "lab").exists() and not (tmp_path / "s" / "lab").exists()
 
 
+def test_ai_feedback_with_a_dpo_loss_that_takes_no_soft_labels_fails_first(tmp_path, capsys):
+    """AI labels are soft, and IPO takes hard labels only: the run stops before the lab is built, not
+    after SFT and the labelling."""
+    out = tmp_path / "r"
+    code = main(["run", "--out", str(out), "--no-progress", "--feedback", "ai", "--algo", "dpo",
+                 "dpo.loss_type=ipo"])
+    assert code == 2 and "data.use_soft_labels needs loss_type sigmoid" in capsys.readouterr().err
+    assert not (out / "lab").exists()
+
+
 @pytest.mark.slow
 def test_run_with_ai_feedback(tmp_path, capsys):
     """RUN/cai holds the AI labels (the lab's pairs re-labelled plus pairs of SFT samples) and their card;

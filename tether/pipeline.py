@@ -199,6 +199,11 @@ def check_overrides(cfg: RunConfig) -> None:
     for name in STAGES:
         for item in getattr(cfg, name):
             parse_override(classes[name][0], item)
+    if cfg.feedback == "ai" and cfg.algo == "dpo":  # AI labels are soft: the DPO settings must take them
+        from tether.trainers.dpo import check_config
+
+        soft = [*cfg.dpo, "data.use_soft_labels=true"]
+        check_config(load_config(classes["dpo"][0], default_config("dpo"), soft))
 
 
 def run_stage(
