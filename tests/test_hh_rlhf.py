@@ -125,3 +125,14 @@ def test_cli_import_and_its_error(tmp_path, capsys):
     bad = write_lines(tmp_path / "bad.jsonl", [json.dumps(BREAD), BAD[2][0]])
     assert main(["data", "import", "hh-rlhf", str(bad), "--out", str(tmp_path / "no")]) == 2
     assert f"{bad}:2: chosen and rejected differ" in capsys.readouterr().err
+
+
+def test_a_small_file_still_gets_a_test_pair():
+    """Two prompts at fraction 0.2: round(0.4) = 0 pairs would leave test.jsonl empty; one prompt's pair
+    goes to test instead, the other to train. One prompt alone stays in train (a split needs two)."""
+    from tether.hh_rlhf import split_by_prompt
+
+    pairs = [{"prompt": [{"role": "user", "content": q}], "chosen": "a", "rejected": "b"} for q in ("x", "y")]
+    train, test = split_by_prompt(pairs, 0.2, seed=0)
+    assert len(train) == 1 and len(test) == 1 and train[0]["prompt"] != test[0]["prompt"]
+    assert split_by_prompt(pairs[:1], 0.2, seed=0) == (pairs[:1], [])

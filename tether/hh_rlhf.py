@@ -18,9 +18,10 @@ counted by reason in summary.json.
 
 The train/test split is by prompt, not by record, so the same conversation never lands on both sides: the
 distinct prompts are shuffled with random.Random(seed) and taken into the test split until it holds
-round(test_fraction × pairs) pairs. DIR/prompts.jsonl lists the test split's distinct prompts once each
-({"prompt": messages}, plus "harmful": true when asked, for the refusal instrument, which counts only
-prompts with a harmful label).
+round(test_fraction × pairs) pairs (at least one prompt's when the fraction is above 0 and there are two
+prompts or more, so a small file never gets an empty test split). DIR/prompts.jsonl lists the test
+split's distinct prompts once each ({"prompt": messages}, plus "harmful": true when asked, for the
+refusal instrument, which counts only prompts with a harmful label).
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def split_by_prompt(pairs: list[dict], test_fraction: float, seed: int) -> tuple
     keys = list(groups)
     random.Random(seed).shuffle(keys)
     want, test_ids = round(test_fraction * len(pairs)), set()
+    if test_fraction > 0 and len(keys) > 1:
+        want = max(want, 1)
     for k in keys:
         if len(test_ids) >= want:
             break
