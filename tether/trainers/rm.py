@@ -83,7 +83,8 @@ def read_pair_extras(path, d: RMDataConfig) -> dict[int, tuple[float, float]]:
 
 
 @contextlib.contextmanager
-def _quiet_logger(name: str):
+def quiet_logger(name: str):
+    """Only errors from logger `name` inside the block (e.g. no per-pair cut/skip warnings)."""
     logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -102,7 +103,7 @@ def load_pairs(path, tokenizer, d: RMDataConfig) -> list[RMPair]:
     examples = load_preferences(path)
     extras = read_pair_extras(path, d)
     out, skips = [], Skips()
-    with _quiet_logger("tether.data"):
+    with quiet_logger("tether.data"):
         for ex in examples:
             got, s = tokenize_preferences([ex], tokenizer, d.max_length, d.too_long, d.chat_template)
             skips.truncated += s.truncated

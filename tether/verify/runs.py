@@ -23,9 +23,7 @@ Settings, each keeping the trainer's objective as it is (only sizes, learning ra
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,23 +173,14 @@ def train(cfg, out: Path) -> Path:
 def run_one(run: Run, task: ExactTask, files: Files, out: Path) -> tuple[torch.Tensor, float]:
     """Train `run` into `out`; (exact log-probs (N,) of the trained policy, the trainer's wall seconds)."""
     from tether.model_files import load_causal_lm
+    from tether.trainers.rm import quiet_logger
 
     cfg = config(run, task, files)
     start = time.perf_counter()
-    with _quiet_data_log():
+    with quiet_logger("tether.data"):  # the cut it would report is the forced EOS
         run_dir = train(cfg, out)
     seconds = time.perf_counter() - start
     model = load_causal_lm(run_dir / "model", dtype=torch.float32)
     return sequence_logprobs(model, task), seconds
 
 
-@contextlib.contextmanager
-def _quiet_data_log():
-    """No "cut N preference pairs to fit the maximum length" warning: that cut is the forced EOS."""
-    logger = logging.getLogger("tether.data")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
