@@ -132,3 +132,23 @@ def test_reward_model_trunk_from_a_gguf(tiny_gguf, cache):
     for name, value in source.model.state_dict().items():
         assert torch.equal(trunk[name], value), name
     assert tok.eos_token == "<|im_end|>"
+
+
+def test_the_hash_is_read_once_until_the_file_changes(tmp_path, monkeypatch):
+    """file_sha256 reads a file once per (path, size, mtime); an edit (new mtime) is hashed again. The
+    expected digests come from hashlib directly over the bytes written."""
+    import hashlib
+    import os
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"first")
+    assert model_files.file_sha256(f) == hashlib.sha256(b"first").hexdigest()
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
+    assert model_files.file_sha256(f) == hashlib.sha256(b"first").hexdigest()
+    assert reads == []
+    f.write_bytes(b"other")
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert model_files.file_sha256(f) == hashlib.sha256(b"other").hexdigest()
+    assert len(reads) == 1

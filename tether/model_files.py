@@ -21,6 +21,7 @@ default it to false), so custom modelling code in a directory never runs unless 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -40,10 +41,18 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "tether"
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, read once per process for as long as its path, size and mtime stay the same (every
+    model load resolves the path again, and hashing a 100 MB file each time costs about 0.3 s)."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
 
