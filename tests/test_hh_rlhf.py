@@ -94,6 +94,8 @@ BAD = [
     (json.dumps({"chosen": f"preamble{H}q{A}x", "rejected": f"preamble{H}q{A}y"}), "text before the first"),
     (json.dumps({"chosen": f"{H}q{A}", "rejected": f"{H}q{A}y"}), "an empty response"),
     (json.dumps({"chosen": f"{A}x", "rejected": f"{A}y"}), "no Human turn"),
+    (json.dumps({"chosen": f"{H}q{A}a{A}x", "rejected": f"{H}q{A}a{A}y"}), "two Human or two Assistant"),
+    (json.dumps({"chosen": f"{H}q{H}r{A}x", "rejected": f"{H}q{H}r{A}y"}), "two Human or two Assistant"),
 ]
 
 

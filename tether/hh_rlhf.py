@@ -12,7 +12,7 @@ becomes one preference pair:
      "chosen": the last Assistant turn of "chosen", "rejected": that of "rejected", "source": "FILE:LINE"}
 
 (turn texts stripped of surrounding whitespace). A record that does not fit — bad JSON, a missing or
-non-string key, text before the first turn, no Assistant turn last, different shared turns, an empty or
+non-string key, text before the first turn, two turns of one role in a row, no Assistant turn last, different shared turns, an empty or
 identical response — stops the import with an error naming FILE:LINE, or with skip_bad is left out and
 counted by reason in summary.json.
 
@@ -50,7 +50,10 @@ def parse_turns(transcript: str) -> list[dict[str, str]]:
     if pieces[0].strip():
         raise BadRecord("text before the first Human/Assistant turn")
     pairs = zip(pieces[1::2], pieces[2::2], strict=True)
-    return [{"role": _ROLES[role], "content": text.strip()} for role, text in pairs]
+    turns = [{"role": _ROLES[role], "content": text.strip()} for role, text in pairs]
+    if any(a["role"] == b["role"] for a, b in zip(turns, turns[1:])):
+        raise BadRecord("two Human or two Assistant turns in a row")
+    return turns
 
 
 def to_pair(record) -> dict:
