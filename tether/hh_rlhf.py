@@ -11,10 +11,10 @@ becomes one preference pair:
     {"prompt": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],   # the shared turns
      "chosen": the last Assistant turn of "chosen", "rejected": that of "rejected", "source": "FILE:LINE"}
 
-(turn texts stripped of surrounding whitespace). A record that does not fit — bad JSON, a missing or
-non-string key, text before the first turn, two turns of one role in a row, no Assistant turn last, different shared turns, an empty or
-identical response — stops the import with an error naming FILE:LINE, or with skip_bad is left out and
-counted by reason in summary.json.
+(turn texts stripped of surrounding whitespace). A record that does not fit — bad JSON, a missing or non-
+string key, text before the first turn, two turns of one role in a row, no Assistant turn last, different
+shared turns, an empty or identical response — stops the import with an error naming FILE:LINE, or with
+skip_bad is left out and counted by reason in summary.json.
 
 The train/test split is by prompt, not by record, so the same conversation never lands on both sides: the
 distinct prompts are shuffled with random.Random(seed) and taken into the test split until it holds
@@ -51,7 +51,7 @@ def parse_turns(transcript: str) -> list[dict[str, str]]:
         raise BadRecord("text before the first Human/Assistant turn")
     pairs = zip(pieces[1::2], pieces[2::2], strict=True)
     turns = [{"role": _ROLES[role], "content": text.strip()} for role, text in pairs]
-    if any(a["role"] == b["role"] for a, b in zip(turns, turns[1:])):
+    if any(a["role"] == b["role"] for a, b in zip(turns, turns[1:], strict=False)):
         raise BadRecord("two Human or two Assistant turns in a row")
     return turns
 

