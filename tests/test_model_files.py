@@ -32,7 +32,7 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_gguf_converts_to_the_source_weights(tiny_gguf, cache):
+def test_gguf_converts_to_the_source_weights(tiny_gguf, cache, capfd):
     path, source = tiny_gguf
     model = load_causal_lm(path).eval()
     with torch.no_grad():
@@ -42,6 +42,7 @@ def test_gguf_converts_to_the_source_weights(tiny_gguf, cache):
     assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
     assert "quantization_config" not in (out / "config.json").read_text()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+    assert "GGUF" not in capfd.readouterr().err  # the reader's own tqdm bar is not drawn
 
 
 def test_gguf_tokenizer_keeps_vocabulary_specials_and_chat_template(tiny_gguf, cache):

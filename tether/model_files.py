@@ -21,6 +21,7 @@ default it to false), so custom modelling code in a directory never runs unless 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -92,7 +93,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        with quiet_transformers():
+        with quiet_transformers(), _no_gguf_bar():
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             source = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, dtype=torch.float32
@@ -121,6 +122,23 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+@contextlib.contextmanager
+def _no_gguf_bar():
+    """transformers' GGUF reader draws its own tqdm bar ("Converting and de-quantizing GGUF tensors"), outside
+    its progress-bar switch; swap it for a plain loop while converting."""
+    import transformers.modeling_gguf_pytorch_utils as reader
+
+    bar = getattr(reader, "tqdm", None)
+    reader.tqdm = lambda items, *args, **kwargs: items
+    try:
+        yield
+    finally:
+        if bar is None:
+            del reader.tqdm
+        else:
+            reader.tqdm = bar
 
 
 def weights_dir(path: str | Path, cache: str | Path | None = None) -> Path:

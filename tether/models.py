@@ -69,14 +69,18 @@ def build_tiny_llama(
 
 
 @contextlib.contextmanager
-def quiet_transformers():
-    """No transformers progress bars while saving and loading inside a run (they would break tqdm's)."""
+def quiet_transformers(errors_only: bool = False):
+    """No transformers progress bars while saving and loading inside a run (they would break tqdm's);
+    `errors_only` also hides its warnings (e.g. the load report listing a head that is new on purpose)."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()

@@ -23,7 +23,6 @@ padding. A PPO critic initialised from the reward model uses `token_scores` as i
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,26 +35,9 @@ from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, 
 from tether.errors import TetherError
 from tether.model_files import DTYPES as _DTYPES
 from tether.model_files import load_tokenizer, weights_dir
+from tether.models import quiet_transformers
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _quiet(errors_only: bool = False):
-    """No transformers progress bars while loading (they would break a run's tqdm bar); `errors_only` also
-    hides its warnings (the load report that lists the new head and the dropped LM head, which we expect)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    if errors_only:
-        hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def create_reward_model(
@@ -75,7 +57,7 @@ def create_reward_model(
     tok = load_tokenizer(tokenizer or sft_dir, trust_remote_code)
     trunk_dir = weights_dir(sft_dir)
     try:
-        with _quiet(errors_only=True):
+        with quiet_transformers(errors_only=True):
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 trunk_dir, num_labels=1, dtype=_DTYPES[dtype], output_loading_info=True,
                 use_safetensors=True, trust_remote_code=trust_remote_code,
@@ -99,7 +81,7 @@ def load_reward_model(
 
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
-        with _quiet():
+        with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
                 model_dir, dtype=_DTYPES[dtype], use_safetensors=True
             )
