@@ -11,8 +11,8 @@ becomes one preference pair:
     {"prompt": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...],   # the shared turns
      "chosen": the last Assistant turn of "chosen", "rejected": that of "rejected", "source": "FILE:LINE"}
 
-(turn texts stripped of surrounding whitespace). A record that does not fit — bad JSON, a missing or non-
-string key, text before the first turn, two turns of one role in a row, no Assistant turn last, different
+(turn texts stripped of surrounding whitespace). A record that does not fit — bad JSON, a missing or
+non-string key, text before the first turn, two turns of one role in a row, no Assistant turn last, different
 shared turns, an empty or identical response — stops the import with an error naming FILE:LINE, or with
 skip_bad is left out and counted by reason in summary.json.
 

