@@ -27,6 +27,7 @@ refusal instrument, which counts only prompts with a harmful label).
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import random
 import re
@@ -51,7 +52,7 @@ def parse_turns(transcript: str) -> list[dict[str, str]]:
         raise BadRecord("text before the first Human/Assistant turn")
     pairs = zip(pieces[1::2], pieces[2::2], strict=True)
     turns = [{"role": _ROLES[role], "content": text.strip()} for role, text in pairs]
-    if any(a["role"] == b["role"] for a, b in zip(turns, turns[1:], strict=False)):
+    if any(a["role"] == b["role"] for a, b in itertools.pairwise(turns)):
         raise BadRecord("two Human or two Assistant turns in a row")
     return turns
 

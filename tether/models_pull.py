@@ -64,22 +64,22 @@ REGISTRY = {
 Fetch = Callable[[str, Path], Path]
 
 
-def pip_download(package: str, folder: Path) -> Path:
-    """The wheel of `package` (a requirement such as "name==1.0") fetched into `folder` by pip, without
+def pip_download(requirement: str, folder: Path) -> Path:
+    """The wheel of `requirement` (e.g. "name==1.0") fetched into `folder` by pip, without
     dependencies; TetherError when pip fails."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           package, "-d", str(folder)]
+           requirement, "-d", str(folder)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise TetherError(f"cannot run pip to fetch {package}: {e}") from None
+        raise TetherError(f"cannot run pip to fetch {requirement}: {e}") from None
     if done.returncode != 0:
         lines = [s.strip() for s in (done.stderr or done.stdout).splitlines() if s.strip()]
         why = lines[-1] if lines else f"exit code {done.returncode}"
-        raise TetherError(f"cannot fetch {package} from the package index (pip download failed: {why})")
+        raise TetherError(f"cannot fetch {requirement} from the package index (pip download failed: {why})")
     wheels = sorted(folder.glob("*.whl"))
     if not wheels:
-        raise TetherError(f"pip download of {package} gave no wheel")
+        raise TetherError(f"pip download of {requirement} gave no wheel")
     return wheels[0]
 
 
