@@ -288,7 +288,7 @@ def stage_grpo(bench: Bench):
     def make_exp(rollout, scores):
         return make_group_experience(loop.model, ref, rollout, scores, 0.0,
                                      lambda r: grpo_advantages(r, cfg.grpo.group_size, cfg.grpo.scale),
-                                     "k3", loop.cfg.micro_batch_size)
+                                     "k1", loop.cfg.micro_batch_size)
 
     def mb_loss(part, num_tokens, num_sequences):
         return group_minibatch_loss(loop.model, part, args, num_tokens, num_sequences)

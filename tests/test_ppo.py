@@ -2,6 +2,7 @@
 reference, a reward-model reward and critic, resume after a crash, stop strings, bad input."""
 
 import argparse
+import dataclasses
 import json
 import math
 import signal
@@ -16,6 +17,8 @@ from safetensors.torch import load_file
 from tether.commands import ppo as ppo_command
 from tether.config import PPOAlgoConfig
 from tether.errors import DataError, TetherError
+from tether.losses import masked_mean, token_kl
+from tether.losses._reduce import masked_var
 from tether.rewards import RunningMoments, load_reward, penalize_unended
 from tether.rollout import Rollout
 from tether.trainers.base import TrainingInterrupted, read_metrics
@@ -25,6 +28,7 @@ from tether.trainers.ppo_step import (
     advantages_and_returns,
     make_experience,
     minibatch_loss,
+    policy_logits,
     ppo_objective,
 )
 
@@ -81,7 +85,8 @@ def test_one_iteration_by_hand():
     old, ref = torch.tensor([[-1.0, -0.5]]), torch.tensor([[-1.2, -0.4]])
     values, mask, score = torch.tensor([[0.5, 0.3]]), torch.ones(1, 2), torch.tensor([1.0])
     kl = old - ref
-    rewards, adv, ret = advantages_and_returns(kl, values, score, mask, beta=0.1, cfg=cfg)
+    rewards, adv, ret, scale = advantages_and_returns(kl, values, score, mask, beta=0.1, cfg=cfg)
+    assert scale == 1.0  # not whitened
     assert rewards[0].tolist() == pytest.approx([-0.02, 1.01])
     assert adv[0].tolist() == pytest.approx([0.4545, 0.71])
     assert ret[0].tolist() == pytest.approx([0.9545, 1.01])
@@ -97,8 +102,10 @@ def test_one_iteration_by_hand():
     assert float(loss) == pytest.approx(-0.583396, abs=1e-6)
 
     cfg.whiten_advantages = True
-    _, white, _ = advantages_and_returns(kl, values, score, mask, beta=0.1, cfg=cfg)
+    _, white, _, scale = advantages_and_returns(kl, values, score, mask, beta=0.1, cfg=cfg)
     assert white[0].tolist() == pytest.approx([-1.0, 1.0], abs=1e-4)
+    # two advantages 0.4545 and 0.71: population std (0.71 − 0.4545) / 2 = 0.12775, the whitening scale 1/σ
+    assert scale == pytest.approx(1 / 0.12775, rel=1e-4)
 
 
 def test_the_ratio_is_one_before_the_first_update(setup):
@@ -113,6 +120,40 @@ def test_the_ratio_is_one_before_the_first_update(setup):
     assert torch.allclose(exp.ref_logprobs, exp.old_logprobs, atol=1e-6) and exp.kl.abs().max() < 1e-5
     _, m = minibatch_loss(trainer.policy, trainer.critic, exp.rows(slice(0, 8)).trimmed(), trainer.cfg.ppo)
     assert float(m["approx_kl"]) < 1e-10 and float(m["clipfrac"]) == 0.0
+
+
+def test_token_kl_adds_the_exact_kl_to_the_loss_on_the_advantages_scale(setup):
+    """kl.estimator=token_kl: the rewards carry −β·KL_t (the later positions' part of ∇KL) and the loss adds
+    (β/σ_A)·mean_t KL_t with its gradient (each position's own part), σ_A the std the advantages were
+    whitened by, so that both parts keep the objective's ratio (tether.losses.kl). The policy is moved off
+    the reference first, so that KL_t and its gradient are not 0."""
+    trainer = PPOTrainer(ppo_config(setup, "kl.estimator=token_kl"), setup["policy"].parent / "token-kl-run")
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in trainer.policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    rollout = trainer.rollout(trainer.prompt_batch(0), seed=0)
+    beta = 0.1
+    exp = make_experience(trainer.policy, trainer.ref, trainer.critic, rollout, torch.ones(16), beta,
+                          trainer.cfg)
+    logits, ref_logits = policy_logits(trainer.policy, rollout), policy_logits(trainer.ref, rollout)
+    assert torch.allclose(exp.kl, token_kl(logits, ref_logits, exp.mask), atol=1e-6) and exp.kl.sum() > 0
+    plain = dataclasses.replace(trainer.cfg.ppo, whiten_advantages=False)
+    unwhitened = advantages_and_returns(exp.kl, exp.old_values, exp.scores, exp.mask, beta, plain)[1]
+    sigma = masked_var(unwhitened, exp.mask).sqrt()
+    assert exp.kl_loss_coef == pytest.approx(beta / float(sigma), rel=1e-5)
+
+    part = exp.rows(slice(0, 8)).trimmed()
+    with_kl, _ = minibatch_loss(trainer.policy, trainer.critic, part, trainer.cfg.ppo, None, trainer.ref)
+    without, _ = minibatch_loss(trainer.policy, trainer.critic, dataclasses.replace(part, kl_loss_coef=0.0),
+                                trainer.cfg.ppo)
+    exact = token_kl(policy_logits(trainer.policy, part.rollout), policy_logits(trainer.ref, part.rollout),
+                     part.mask)
+    expected = exp.kl_loss_coef * masked_mean(exact, part.mask)
+    gap = float((with_kl - without).detach())
+    assert float(expected) > 0 and gap == pytest.approx(float(expected), rel=1e-4)
+    with pytest.raises(ValueError, match="reference"):
+        minibatch_loss(trainer.policy, trainer.critic, part, trainer.cfg.ppo)
 
 
 @pytest.fixture(scope="module")

@@ -473,8 +473,12 @@ class PPOKLConfig:
     """The KL penalty to the frozen SFT model: per-token estimator and coefficient β (tether.kl_control)."""
 
     estimator: Literal["k1", "k3", "token_kl"] = "k1"
-    """Per-token KL in the reward: 'k1' log π − log π_ref at the sampled token (InstructGPT), 'k3' the
-    always-positive exp(−r) + r − 1, 'token_kl' the exact KL of the next-token distributions."""
+    """Per-token KL penalty (tether.losses.kl derives each): 'k1' log π − log π_ref at the sampled token in
+    the reward (InstructGPT); 'token_kl' the exact KL of the next-token distributions, in the reward for the
+    positions after each token and in the loss for its own (one more reference forward pass per
+    minibatch). Both give the gradient of β·KL(π‖π_ref) in expectation; k1's is the quieter near the
+    optimum, where r − β·Σ k1 is the same for every response. 'k3' is refused: as a reward its gradient is
+    not the KL's."""
     beta: float = 0.05
     """KL coefficient in reward units per nat (the initial value when adaptive)."""
     adaptive: bool = False
@@ -483,6 +487,12 @@ class PPOKLConfig:
     """Adaptive β: the sequence-level KL in nats to hold the policy at."""
     horizon: float = 10000.0
     """Adaptive β: responses over which β may change by at most ±20%."""
+
+    def __post_init__(self):
+        from tether.losses.kl import REFUSED_IN_REWARD
+
+        if self.estimator in REFUSED_IN_REWARD:
+            raise TetherError(f"kl.estimator={self.estimator}: {REFUSED_IN_REWARD[self.estimator]}")
 
 
 @dataclasses.dataclass

@@ -3,9 +3,10 @@ enumerate (40 responses, a tiny Llama), through the real trainers, with exact KL
 target is missed.
 
 Example: tether verify --json
-Targets: KL(π‖π*) ≤ 0.02 nats for ppo, rloo, dpo and grpo_kl_in_reward; the paper's grpo within 0.05 nats
-of its own predicted fixed point (its gap to π* reported); IPO reported without a target; limits from a
-perturbed start: β = 0.01 puts ≥ 0.95 on the best response, β = 100 ends within 0.02 nats of π*.
+Targets: KL(π‖π*) ≤ 0.005 nats for ppo and rloo with each kl.estimator (k1, token_kl), ≤ 0.02 for dpo and
+grpo_kl_in_reward; the paper's grpo within 0.05 nats of its own predicted fixed point (its gap to π*
+reported); IPO reported without a target; limits from a perturbed start: β = 0.01 puts ≥ 0.95 on the
+best response, β = 100 ends within 0.02 nats of π*.
 --quick runs a shorter rloo only (20-30 s on 2 cores). Progress lines go to stderr.
 """
 

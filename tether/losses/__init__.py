@@ -3,13 +3,12 @@
 
 from tether.losses._reduce import masked_mean
 from tether.losses.advantages import gae, grpo_advantages, rloo_advantages, whiten
+from tether.losses.kl import REWARD_KL, kl_estimate, token_kl
 from tether.losses.policy_gradient import (
     chunked_token_logprobs,
     grpo_loss,
-    kl_estimate,
     kl_shaped_rewards,
     ppo_policy_loss,
-    token_kl,
     token_logprobs,
     value_loss,
 )
@@ -17,6 +16,7 @@ from tether.losses.preference import DPO_LOGPROB_REDUCTION, bradley_terry_loss, 
 from tether.losses.sft import sft_loss
 
 __all__ = [
+    "REWARD_KL",
     "DPO_LOGPROB_REDUCTION",
     "bradley_terry_loss",
     "chunked_token_logprobs",

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tether.losses._reduce import last_index, masked_mean, masked_sum, upcast
+from tether.losses.kl import masked_k3
 
 # --- log-probs -------------------------------------------------------------------------------------------
 
@@ -75,51 +76,7 @@ def chunked_token_logprobs(
     return torch.cat(out).view(B, T)
 
 
-# --- KL ----------------------------------------------------------------------------------------------------
-# Per-token estimators of KL(π‖π_ref) from tokens sampled from π, with r = logπ − logπ_ref (Schulman 2020,
-# "Approximating KL divergence"): k1 is unbiased, k2 biased but low-variance, k3 unbiased and always ≥ 0.
-
-
-def _k1(log_ratio):
-    return log_ratio
-
-
-def _k2(log_ratio):
-    return 0.5 * log_ratio**2
-
-
-def _k3(log_ratio):
-    # exp(−r) − (−r) − 1, with expm1 for accuracy when r is small
-    return torch.expm1(-log_ratio) + log_ratio
-
-
-KL_ESTIMATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"k1": _k1, "k2": _k2, "k3": _k3}
-
-
-def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token estimate of KL(π‖π_ref) at the sampled tokens: (B, T), (B, T) → (B, T).
-
-    `k1` = logπ − logπ_ref; `k2` = ½(logπ − logπ_ref)²; `k3` = exp(logπ_ref − logπ) − (logπ_ref − logπ) − 1
-    (Schulman 2020; k3 is the GRPO penalty, Shao et al. 2024 eq. 4). Summed over a response, k1 and k3
-    estimate the sequence KL without bias. Unmasked: multiply by the mask or use `masked_mean`.
-    """
-    if kind not in KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {kind!r}; choose one of {sorted(KL_ESTIMATORS)}")
-    return KL_ESTIMATORS[kind](logprobs - ref_logprobs)
-
-
-def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Exact KL between the next-token distributions at each response position: (B, T, V) ×2 → (B, T).
-
-    kl_t = Σ_v π(v | s_t)·(log π(v | s_t) − log π_ref(v | s_t)), 0 where the mask is 0. Aligned like
-    `token_logprobs` (and divided by the same temperature). Summed over the response it is the
-    Rao-Blackwellised form of k1: the same expectation, the sequence KL, with lower variance, because the
-    sum over the vocabulary replaces the one sampled token.
-    """
-    logp = F.log_softmax(upcast(logits), dim=-1)  # (B, T, V)
-    ref_logp = F.log_softmax(upcast(ref_logits), dim=-1)  # (B, T, V)
-    kl = (logp.exp() * (logp - ref_logp)).sum(dim=-1)  # (B, T)
-    return torch.where(mask.bool(), kl, torch.zeros((), dtype=kl.dtype, device=kl.device))
+# --- KL-shaped rewards (the estimators and their placements: tether.losses.kl) --------------------------
 
 
 def kl_shaped_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -267,6 +224,7 @@ def grpo_loss(
     max_tokens: int | None = None,
     num_tokens: float | torch.Tensor | None = None,
     num_sequences: int | torch.Tensor | None = None,
+    kl_term: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO objective (Shao et al. 2024, eq. 3), negated: per token
     −min(ρA, clip(ρ, 1 − eps_low, 1 + eps_high)A) + β·k3(π, π_ref), ρ = π/π_old.
@@ -276,8 +234,11 @@ def grpo_loss(
     DAPO's clip-higher. aggregation: `sequence_mean` (GRPO paper), `token_mean` (DAPO, Yu et al. 2025),
     `constant_norm` (Dr. GRPO, Liu et al. 2025: divides by B·max_tokens) or `token_sum` (per-response sums,
     mean over responses: REINFORCE, as RLOO uses it). `num_tokens` (token_mean) and `num_sequences`
-    (sequence_mean, constant_norm, token_sum) replace the local counts. Metrics (token means):
-    clipfrac, approx_kl, ratio_mean, and ref_kl (mean k3) when ref_logprobs is given.
+    (sequence_mean, constant_norm, token_sum) replace the local counts. kl_term: (B, T), a per-token KL
+    term with its gradient and coefficient, added before aggregation (the loss part of the `token_kl`
+    placement, tether.losses.kl). k3 is taken at response tokens only (`masked_k3`), so a padded position
+    whose log-prob is far below the reference's cannot overflow. Metrics (token means): clipfrac,
+    approx_kl, ratio_mean, and ref_kl (mean k3) when ref_logprobs is given.
     """
     if aggregation not in GRPO_AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {sorted(GRPO_AGGREGATIONS)}")
@@ -286,9 +247,11 @@ def grpo_loss(
     per_token, clipped, ratio, log_ratio = _clipped_surrogate(
         logprobs, old_logprobs, _per_token(advantages, logprobs), eps_low, eps_high
     )
-    ref_kl = None if ref_logprobs is None else _k3(logprobs - ref_logprobs)  # (B, T)
+    ref_kl = None if ref_logprobs is None else masked_k3(logprobs, ref_logprobs, mask)  # (B, T)
     if beta:
         per_token = per_token + beta * ref_kl
+    if kl_term is not None:
+        per_token = per_token + kl_term
     loss = GRPO_AGGREGATIONS[aggregation](per_token, mask, max_tokens, num_tokens, num_sequences)
     metrics = _surrogate_metrics(clipped, ratio, log_ratio, mask)
     if ref_kl is not None:

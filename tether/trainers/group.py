@@ -65,7 +65,7 @@ class GroupTrainer(RLTrainer):
         raise NotImplementedError
 
     def kl_estimator(self) -> str:
-        """Per-token KL estimator at sampling time (a key of ppo_step.KL_PENALTIES)."""
+        """Per-token KL penalty at sampling time (a key of tether.losses.kl.REWARD_KL)."""
         raise NotImplementedError
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class GroupTrainer(RLTrainer):
         return gathered_rows(self.advantages, rewards, self.loop.all_gather, self.loop.rank)
 
     def minibatch_loss(self, part: GroupExperience, num_tokens, num_sequences: int):
-        return group_minibatch_loss(self.policy, part, self.loss_args(), num_tokens, num_sequences)
+        return group_minibatch_loss(self.policy, part, self.loss_args(), num_tokens, num_sequences, self.ref)
 
     # ----------------------------------------------------------------------------------- one iteration
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-from tether.losses import grpo_loss, kl_shaped_rewards, masked_mean, token_logprobs
+from tether.losses import REWARD_KL, grpo_loss, kl_shaped_rewards, masked_mean, token_logprobs
 from tether.rollout import Rollout
-from tether.trainers.ppo_step import Batch, policy_logits, score_rollout, token_entropy
+from tether.trainers.ppo_step import Batch, exact_kl_to, policy_logits, score_rollout, token_entropy
 
 
 @dataclasses.dataclass
@@ -35,6 +35,7 @@ class GroupExperience(Batch):
     old_logprobs: torch.Tensor  # (B, R) log π_old(y_t | s_t), the policy that sampled
     ref_logprobs: torch.Tensor | None = None  # (B, R) log π_ref(y_t | s_t); None without a reference
     kl: torch.Tensor | None = None  # (B, R) per-token KL estimate at sampling time; None without a reference
+    kl_loss_coef: float = 0.0  # coefficient of the exact per-position KL in the loss (token_kl: β)
 
 
 @dataclasses.dataclass
@@ -59,14 +60,16 @@ def make_group_experience(
     chunk: int,
 ) -> GroupExperience:
     """Score a rollout with the policy (and the reference, when not None; `chunk` rows per forward pass),
-    put β·KL in the rewards when beta_in_reward ≠ 0, and compute each response's advantage."""
+    put β·KL in the rewards when beta_in_reward ≠ 0 (`estimator`'s reward term, and its loss term's
+    coefficient β when it has one), and compute each response's advantage."""
     s = score_rollout(policy, ref, None, rollout, estimator, chunk)
     scores = scores.to(s["old_logprobs"].device)
-    rewards = scores
+    rewards, kl_loss_coef = scores, 0.0
     if beta_in_reward:
         if ref is None:
             raise ValueError("a KL penalty in the reward needs the reference model")
         rewards = kl_shaped_rewards(scores, s["kl"], rollout.response_mask, beta_in_reward).sum(-1)  # (B,)
+        kl_loss_coef = beta_in_reward if REWARD_KL[estimator].in_loss else 0.0
     return GroupExperience(
         rollout,
         scores,
@@ -75,6 +78,7 @@ def make_group_experience(
         s["old_logprobs"],
         s.get("ref_logprobs"),
         s.get("kl"),
+        kl_loss_coef,
     )
 
 
@@ -90,13 +94,16 @@ def group_minibatch_loss(
     args: GroupLoss,
     num_tokens: torch.Tensor | float | None = None,
     num_sequences: int | None = None,
+    ref=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward the policy on `exp`'s responses and return `grpo_loss` (with the minibatch's counts, so
-    micro-batch losses sum to the minibatch's). Metrics: grpo_loss's, entropy (token mean) and policy_loss
-    (this micro-batch's loss as if it were the whole minibatch)."""
+    """Forward the policy (and the reference, when exp.kl_loss_coef ≠ 0) on `exp`'s responses and return
+    `grpo_loss` (with the minibatch's counts, so micro-batch losses sum to the minibatch's). Metrics:
+    grpo_loss's, entropy (token mean) and policy_loss (this micro-batch's loss as if it were the whole
+    minibatch)."""
     logits = policy_logits(policy, exp.rollout)  # (B, R, V)
     logprobs = token_logprobs(logits, exp.rollout.response_ids)  # (B, R)
     mask = exp.mask
+    kl_term = exp.kl_loss_coef * exact_kl_to(ref, logits, exp) if exp.kl_loss_coef else None  # (B, R)
     loss, metrics = grpo_loss(
         logprobs,
         exp.old_logprobs,
@@ -110,6 +117,7 @@ def group_minibatch_loss(
         max_tokens=args.max_tokens,
         num_tokens=num_tokens,
         num_sequences=num_sequences,
+        kl_term=kl_term,
     )
     with torch.no_grad():
         if args.aggregation == "token_mean":

@@ -56,7 +56,7 @@ class GRPOTrainer(GroupTrainer):
         return g.beta if g.kl_in_reward else 0.0
 
     def kl_estimator(self) -> str:
-        return "k1" if self.cfg.grpo.kl_in_reward else "k3"
+        return "k1"  # in the reward with kl_in_reward; else only measured (the loss has its own k3)
 
     def logged_beta(self) -> float:
         return self.cfg.grpo.beta

@@ -164,7 +164,7 @@ class PPOTrainer(RLTrainer):
         return record
 
     def minibatch_loss(self, part: Experience, num_tokens, num_sequences: int):
-        return minibatch_loss(self.policy, self.critic, part, self.cfg.ppo, num_tokens)
+        return minibatch_loss(self.policy, self.critic, part, self.cfg.ppo, num_tokens, self.ref)
 
 
 def train_ppo(cfg: PPOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:

@@ -4,11 +4,15 @@
     loss, metrics = minibatch_loss(policy, critic, exp.rows(idx), cfg.ppo, num_tokens)
 
 For each sampled response (B rows, R response positions): old log-probs π_old(y_t), reference log-probs
-π_ref(y_t) and values V(s_t) at sampling time; a per-token KL estimate from the `KL_PENALTIES` table;
-rewards r_t = −β·kl_t plus the score on the last token (`kl_shaped_rewards`); GAE advantages and returns
-(`gae`), whitened. The update's loss on a minibatch is
+π_ref(y_t) and values V(s_t) at sampling time; a per-token KL penalty kl_t from `kl.estimator`'s entry of
+tether.losses.kl.REWARD_KL; rewards r_t = −β·kl_t plus the score on the last token (`kl_shaped_rewards`);
+GAE advantages and returns (`gae`), whitened. The update's loss on a minibatch is
 
-    ppo_policy_loss + vf_coef · value_loss − ent_coef · entropy
+    ppo_policy_loss + vf_coef · value_loss − ent_coef · entropy [+ (β/σ_A) · token_kl]
+
+the last term only for the `token_kl` estimator, whose reward term carries the KL of later positions and
+whose loss term differentiates each position's own KL (tether.losses.kl derives both; σ_A is the std the
+advantages were whitened by, so that the two parts keep the ratio the objective gives them).
 
 with each term from tether.losses (Schulman et al. 2017, eq. 9, with the value term clipped as in OpenAI's
 PPO2 and Ziegler et al. 2019). Position t of the response is predicted from the state s_t = prompt +
@@ -18,7 +22,6 @@ y_<t; its value is read at the same position as the logits that predict y_t (the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Self
 
 import torch
@@ -26,8 +29,8 @@ import torch.nn.functional as F
 
 from tether.config import PPOAlgoConfig, PPOConfig
 from tether.losses import (
+    REWARD_KL,
     gae,
-    kl_estimate,
     kl_shaped_rewards,
     masked_mean,
     ppo_policy_loss,
@@ -36,17 +39,9 @@ from tether.losses import (
     value_loss,
     whiten,
 )
+from tether.losses._reduce import masked_var
 from tether.rollout import Rollout, response_logits
 from tether.trainers.distributed import global_moments
-
-# Per-token KL(π‖π_ref) penalty at each response position: (logprobs, ref_logprobs, logits, ref_logits,
-# mask) → (B, R). k1 is InstructGPT's log π − log π_ref; k3 is Schulman's (2020) always-positive unbiased
-# estimator; token_kl sums over the whole vocabulary (exact per position, so lower variance).
-KL_PENALTIES: dict[str, Callable[..., torch.Tensor]] = {
-    "k1": lambda lp, ref_lp, logits, ref_logits, mask: kl_estimate(lp, ref_lp, "k1"),
-    "k3": lambda lp, ref_lp, logits, ref_logits, mask: kl_estimate(lp, ref_lp, "k3"),
-    "token_kl": lambda lp, ref_lp, logits, ref_logits, mask: token_kl(logits, ref_logits, mask),
-}
 
 
 class Batch:
@@ -85,7 +80,7 @@ class Experience(Batch):
     rewards: torch.Tensor  # −β·kl_t, plus the score on the last token
     advantages: torch.Tensor  # GAE, whitened when configured
     returns: torch.Tensor  # GAE advantages (before whitening) + old values: the value targets
-
+    kl_loss_coef: float = 0.0  # coefficient of the exact per-position KL in the loss (token_kl: β/σ_A)
 
 
 def take_rows(obj, idx):
@@ -156,10 +151,12 @@ def score_rollout(
     """Old and reference log-probs, values and the per-token KL penalty, `chunk` rows per forward pass.
 
     Returns {"old_logprobs", "ref_logprobs", "old_values", "kl"}, each (B, R), 0 off the response mask;
-    without a critic (None) there is no "old_values", without a reference no "ref_logprobs" nor "kl".
+    "kl" is the reward term of `estimator`, a key of tether.losses.kl.REWARD_KL. Without a critic (None)
+    there is no "old_values", without a reference no "ref_logprobs" nor "kl".
     """
-    if estimator not in KL_PENALTIES:
-        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {sorted(KL_PENALTIES)}")
+    if estimator not in REWARD_KL:
+        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {sorted(REWARD_KL)}")
+    penalty = REWARD_KL[estimator].in_reward
     parts: dict[str, list[torch.Tensor]] = {"old_logprobs": []}
     if ref is not None:
         parts.update(ref_logprobs=[], kl=[])
@@ -175,7 +172,7 @@ def score_rollout(
             ref_logits = policy_logits(ref, r)  # (b, R, V)
             ref_lp = token_logprobs(ref_logits, r.response_ids) * mask  # (b, R)
             parts["ref_logprobs"].append(ref_lp)
-            parts["kl"].append(KL_PENALTIES[estimator](lp, ref_lp, logits, ref_logits, mask) * mask)
+            parts["kl"].append(penalty(lp, ref_lp, logits, ref_logits, mask) * mask)
         if critic is not None:
             parts["old_values"].append(critic_values(critic, r))
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -192,16 +189,22 @@ def advantages_and_returns(
     beta: float,
     cfg: PPOAlgoConfig,
     all_sum=None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rewards, advantages, returns), each (B, R): KL-shaped rewards, GAE with (cfg.gamma, cfg.lam) and,
-    when cfg.whiten_advantages, whitened advantages. kl, old_values, mask: (B, R); scores: (B,).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """(rewards, advantages, returns, scale): KL-shaped rewards, GAE with (cfg.gamma, cfg.lam) and, when
+    cfg.whiten_advantages, whitened advantages, each (B, R); scale is what the advantages were multiplied
+    by (1/σ_A when whitened, else 1). kl, old_values, mask: (B, R); scores: (B,).
     all_sum: a sum over processes (tether.trainers.distributed) to whiten over every process's tokens."""
     rewards = kl_shaped_rewards(scores, kl, mask, beta)  # (B, R)
     advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)  # (B, R) each
+    scale = 1.0
     if cfg.whiten_advantages:
-        moments = None if all_sum is None else global_moments(advantages, mask, all_sum)
+        if all_sum is None:
+            moments = masked_mean(advantages, mask), masked_var(advantages, mask)
+        else:
+            moments = global_moments(advantages, mask, all_sum)
         advantages = whiten(advantages, mask, moments=moments)
-    return rewards, advantages, returns
+        scale = float(torch.rsqrt(moments[1] + 1e-8))  # whiten's own 1/σ
+    return rewards, advantages, returns, scale
 
 
 def make_experience(
@@ -212,9 +215,10 @@ def make_experience(
     s = score_rollout(policy, ref, critic, rollout, cfg.kl.estimator, cfg.train.micro_batch_size)
     scores = scores.to(s["kl"].device)
     mask = rollout.response_mask
-    rewards, advantages, returns = advantages_and_returns(
+    rewards, advantages, returns, scale = advantages_and_returns(
         s["kl"], s["old_values"], scores, mask, beta, cfg.ppo, all_sum
     )
+    kl_loss_coef = beta * scale if REWARD_KL[cfg.kl.estimator].in_loss else 0.0
     return Experience(
         rollout,
         scores,
@@ -225,6 +229,7 @@ def make_experience(
         rewards,
         advantages,
         returns,
+        kl_loss_coef,
     )
 
 
@@ -238,12 +243,15 @@ def ppo_objective(
     exp: Experience,
     cfg: PPOAlgoConfig,
     num_tokens: float | torch.Tensor | None = None,
+    exact_kl: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """ppo_policy_loss + vf_coef·value_loss − ent_coef·entropy on the rows of `exp`.
+    """ppo_policy_loss + vf_coef·value_loss − ent_coef·entropy [+ exp.kl_loss_coef·exact_kl] on the rows of
+    `exp`.
 
-    logprobs, values, entropy: (B, R) of the current policy and critic (with gradient); each term is a mean
-    over the response tokens, divided by `num_tokens` when given (the whole minibatch's count, so that
-    micro-batches sum to the minibatch mean).
+    logprobs, values, entropy: (B, R) of the current policy and critic (with gradient); exact_kl: (B, R),
+    `token_kl` of the current policy against the reference (with gradient through the policy), needed when
+    exp.kl_loss_coef ≠ 0. Each term is a mean over the response tokens, divided by `num_tokens` when given
+    (the whole minibatch's count, so that micro-batches sum to the minibatch mean).
     """
     mask = exp.mask
     pg, pg_metrics = ppo_policy_loss(
@@ -252,6 +260,10 @@ def ppo_objective(
     vl, v_metrics = value_loss(values, exp.old_values, exp.returns, mask, cfg.value_clip_eps, num_tokens)
     ent = masked_mean(entropy, mask, num_tokens)
     loss = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
+    if exp.kl_loss_coef:
+        if exact_kl is None:
+            raise ValueError("kl_loss_coef != 0 needs exact_kl, the policy's token_kl to the reference")
+        loss = loss + exp.kl_loss_coef * masked_mean(exact_kl, mask, num_tokens)
     with torch.no_grad():  # metrics are means over this micro-batch's own tokens
         scale = 1.0 if num_tokens is None else num_tokens / mask.bool().sum().clamp(min=1)
         metrics = {
@@ -265,14 +277,31 @@ def ppo_objective(
 
 
 def minibatch_loss(
-    policy, critic, exp: Experience, cfg: PPOAlgoConfig, num_tokens: float | torch.Tensor | None = None
+    policy,
+    critic,
+    exp: Experience,
+    cfg: PPOAlgoConfig,
+    num_tokens: float | torch.Tensor | None = None,
+    ref=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward the policy and the critic on `exp`'s responses and return `ppo_objective`."""
+    """Forward the policy and the critic (and the reference, when exp.kl_loss_coef ≠ 0) on `exp`'s
+    responses and return `ppo_objective`."""
     logits = policy_logits(policy, exp.rollout)  # (B, R, V)
     logprobs = token_logprobs(logits, exp.rollout.response_ids)  # (B, R)
     entropy = token_entropy(logits if cfg.ent_coef else logits.detach())  # (B, R)
     values = critic_values(critic, exp.rollout)  # (B, R)
-    return ppo_objective(logprobs, values, entropy, exp, cfg, num_tokens)
+    exact_kl = exact_kl_to(ref, logits, exp) if exp.kl_loss_coef else None  # (B, R)
+    return ppo_objective(logprobs, values, entropy, exp, cfg, num_tokens, exact_kl)
+
+
+def exact_kl_to(ref, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """`token_kl` of the policy's response logits (B, R, V), with their gradient, against the reference's
+    on the same rollout (a forward pass without gradient): (B, R), 0 off the response mask."""
+    if ref is None:
+        raise ValueError("the exact KL in the loss needs the reference model")
+    with torch.no_grad():
+        ref_logits = policy_logits(ref, batch.rollout)  # (B, R, V)
+    return token_kl(logits, ref_logits, batch.mask)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

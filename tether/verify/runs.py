@@ -14,6 +14,8 @@ Settings, each keeping the trainer's objective as it is (only sizes, learning ra
 - `ppo`: GAE with γ = λ = 1, fixed β, the k1 penalty per token, no entropy bonus, no penalty for never
   ending (every response ends here anyway).
 - `rloo`: the k1 penalty summed into each response's reward, leave-one-out baseline.
+- `ppo_token_kl`, `rloo_token_kl`: the same with kl.estimator = token_kl (the exact per-position KL: in the
+  reward for later positions, in the loss for its own; tether.losses.kl).
 - `grpo_kl_in_reward`: grpo.kl_in_reward, grpo.scale = none, grpo.aggregation = token_sum.
 - `grpo`: the paper's form: group-std scaling, β·k3 inside the loss, sequence_mean.
 - `dpo`: every pair of distinct responses once, the better one as chosen, with its exact Bradley-Terry
@@ -43,7 +45,7 @@ class Files:
     hard_pairs: Path  # every pair, the better response chosen
 
 
-PROMPT_COPIES = 64  # ≥ every rollout.batch_size below (the trainers refuse fewer prompts than a batch)
+PROMPT_COPIES = 256  # ≥ every rollout.batch_size (the trainers refuse fewer prompts than a batch)
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -83,7 +85,7 @@ def write_files(task: ExactTask, work: Path) -> Files:
 class Run:
     """One training run: the algorithm, its β, and the sizes tuned for the task (not the objective)."""
 
-    algorithm: str  # ppo, rloo, grpo_kl_in_reward, grpo, dpo or ipo
+    algorithm: str  # a key of ALGORITHMS: ppo, ppo_token_kl, rloo, rloo_token_kl, grpo..., dpo or ipo
     beta: float
     length: int  # RL: iterations (one optimizer step each); DPO/IPO: full-batch optimizer steps
     lr: float  # AdamW's peak, decaying linearly to 0
@@ -122,11 +124,20 @@ def _rl(run: Run, task: ExactTask, files: Files) -> list[str]:
 
 
 # The algorithm-specific overrides (β goes in with the right key).
+def _ppo(estimator: str):
+    return lambda b: ["critic=policy", f"kl.beta={b}", "kl.adaptive=false", f"kl.estimator={estimator}",
+                      "ppo.lam=1.0", "ppo.gamma=1.0", "ppo.ent_coef=0.0", "ppo.epochs=1"]
+
+
+def _rloo(estimator: str):
+    return lambda b: [f"kl.beta={b}", "kl.adaptive=false", f"kl.estimator={estimator}", "rloo.epochs=1"]
+
+
 ALGORITHMS = {
-    "ppo": (PPOConfig, lambda b: [
-        "critic=policy", f"kl.beta={b}", "kl.adaptive=false", "kl.estimator=k1", "ppo.lam=1.0",
-        "ppo.gamma=1.0", "ppo.ent_coef=0.0", "ppo.epochs=1"]),
-    "rloo": (RLOOConfig, lambda b: [f"kl.beta={b}", "kl.adaptive=false", "kl.estimator=k1", "rloo.epochs=1"]),
+    "ppo": (PPOConfig, _ppo("k1")),
+    "ppo_token_kl": (PPOConfig, _ppo("token_kl")),
+    "rloo": (RLOOConfig, _rloo("k1")),
+    "rloo_token_kl": (RLOOConfig, _rloo("token_kl")),
     "grpo_kl_in_reward": (GRPOConfig, lambda b: [
         f"grpo.beta={b}", "grpo.kl_in_reward=true", "grpo.scale=none", "grpo.aggregation=token_sum",
         "grpo.epochs=1"]),
