@@ -1,6 +1,6 @@
 """`rollout.engine`: hf always runs; vllm only with the vllm package and a CUDA GPU, else one clear line at
-start-up (before anything is loaded or written). The vLLM sampling path itself needs both, so it is not run
-here (see tether/rollout_vllm.py)."""
+start-up (before anything is loaded or written). The vLLM sampling path itself is checked against a stand-in
+of the engine, and on the real one where it can run, in tests/test_rollout_vllm.py."""
 
 import importlib.util
 
@@ -32,6 +32,13 @@ def test_hf_is_always_available():
 def test_vllm_without_its_package_or_a_gpu_is_refused(monkeypatch, vllm, gpu, problem):
     pretend(monkeypatch, vllm, gpu)
     with pytest.raises(TetherError, match=problem):
+        check_engine("vllm")
+
+
+def test_the_missing_package_error_names_the_extra(monkeypatch):
+    """vLLM is an optional extra of tether (pyproject.toml), so the line says how to install it."""
+    pretend(monkeypatch, vllm=False, gpu=True)
+    with pytest.raises(TetherError, match=r"pip install 'tether\[vllm\]'"):
         check_engine("vllm")
 
 
