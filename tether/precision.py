@@ -42,9 +42,10 @@ def cpu_flags(cpuinfo: str) -> set[str]:
     return flags
 
 
-def cpu_has_bf16(read: Callable[[], str] = read_cpuinfo) -> bool:
-    """Whether the CPU has bf16 arithmetic units (any of CPU_BF16_FLAGS)."""
-    return bool(cpu_flags(read()) & set(CPU_BF16_FLAGS))
+def cpu_has_bf16(read: Callable[[], str] | None = None) -> bool:
+    """Whether the CPU has bf16 arithmetic units (any of CPU_BF16_FLAGS); `read` defaults to read_cpuinfo,
+    looked up at the call (so a test can replace it)."""
+    return bool(cpu_flags((read or read_cpuinfo)()) & set(CPU_BF16_FLAGS))
 
 
 def on_cuda(device: str) -> bool:
@@ -52,14 +53,14 @@ def on_cuda(device: str) -> bool:
     return device != "cpu" and torch.cuda.is_available()
 
 
-def has_bf16(device: str, read: Callable[[], str] = read_cpuinfo) -> bool:
+def has_bf16(device: str, read: Callable[[], str] | None = None) -> bool:
     """Whether the hardware the run uses computes in bf16 natively."""
     if on_cuda(device):
         return torch.cuda.is_bf16_supported()
     return cpu_has_bf16(read)
 
 
-def autocast_precision(requested: str, device: str = "auto", read: Callable[[], str] = read_cpuinfo) -> str:
+def autocast_precision(requested: str, device: str = "auto", read: Callable[[], str] | None = None) -> str:
     """accelerate's mixed_precision for LoopConfig.mixed_precision `requested` on `device`.
 
     "bf16" without bf16 units → "no" with a warning (once per process); "auto" → "bf16" with units, else
