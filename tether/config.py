@@ -67,7 +67,7 @@ class LoopConfig:
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
     """Autocast precision passed to accelerate; 'no' keeps float32 (and exact CPU resume). bf16 is used only
     where the hardware has bf16 units (else float32, with a notice); 'auto': bf16 there, float32 elsewhere
-    (tether.precision)."""
+    (tether.precision). The reference models and PPO's critic run under the same autocast as the policy."""
     device: Literal["auto", "cpu"] = "auto"
     """'cpu' forces the CPU even when a GPU is present; 'auto' lets accelerate choose."""
     threads: int = 0
