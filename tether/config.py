@@ -93,7 +93,8 @@ class LoRAConfig:
     alpha: float = 16.0
     """Scale numerator: the adapter's update is multiplied by alpha / r."""
     dropout: float = 0.0
-    """Dropout on each adapter's input, active only in forward passes that compute gradients."""
+    """Dropout on each adapter's input, active only in forward passes that compute gradients; SFT, RM and DPO
+    only (PPO, GRPO and RLOO refuse it: their ratio π/π_old would not start at 1)."""
     target_modules: list[str] = dataclasses.field(default_factory=lambda: ["all-linear"])
     """Module names (suffixes) that get adapters; ['all-linear']: every linear layer but the output head
     (attention and MLP projections)."""
@@ -564,6 +565,21 @@ class PPOConfig:
     )
     """Optimisation of policy and critic together (one AdamW), warm-up, clipping, checkpoints."""
 
+    def __post_init__(self):
+        refuse_rl_lora_dropout(self.lora)
+
+
+def refuse_rl_lora_dropout(lora: LoRAConfig) -> None:
+    """TetherError for lora.dropout > 0 in an RL stage (PPO, GRPO, RLOO): π_old is scored without gradients,
+    where LoRA dropout is off (tether.lora.train_while_grad), and π is trained with it on, so the ratio
+    π/π_old of the first minibatch would be dropout noise instead of 1 (in the clipping, clipfrac and the
+    approx-KL early stop)."""
+    if lora.dropout > 0:
+        raise TetherError(
+            f"lora.dropout={lora.dropout}: the RL stages score π_old without dropout and would train π with "
+            "it, so the ratio π/π_old would not start at 1; use lora.dropout=0"
+        )
+
 
 # ------------------------------------------------------------------------------------------------ DPO
 
@@ -736,6 +752,9 @@ class GroupStageConfig:
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
     )
     """Optimisation of the policy, warm-up, clipping, checkpoints."""
+
+    def __post_init__(self):
+        refuse_rl_lora_dropout(self.lora)
 
 
 @dataclasses.dataclass
