@@ -458,7 +458,12 @@ class PPORewardConfig:
 
     source: str = "gold"
     """A reward model directory, 'gold' (the lab's gold reward) or 'module:function' taking (prompts,
-    responses) lists of strings and returning one float per response."""
+    responses) lists of strings and returning one float per response. Each gets the prompt record as the data
+    gives it (text or messages; whole, even when data.too_long=truncate cut the policy's copy) and the
+    response as text: its tokens up to EOS (or through a stop string) decoded without special tokens, stripped
+    of surrounding whitespace. A reward model re-tokenises that text as its own training rows were built
+    (its run's data.chat_template and data.max_length, EOS appended), so it may read other ids than the
+    policy sampled."""
     normalize: bool = False
     """Divide scores by a running std and subtract a running mean over every score seen so far (saved in
     checkpoints); off keeps β in the reward's own units, as in E[R] − β·KL."""
