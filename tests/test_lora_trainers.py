@@ -19,8 +19,18 @@ from test_dpo import reversal_pairs
 from transformers import AutoModelForCausalLM
 
 from tether import lora
-from tether.config import DPOConfig, LoRAConfig, RMConfig, load_config
+from tether.config import (
+    DPOConfig,
+    GRPOConfig,
+    LoRAConfig,
+    PPOConfig,
+    RLOOConfig,
+    RMConfig,
+    SFTConfig,
+    load_config,
+)
 from tether.data import collate_pairs
+from tether.errors import TetherError
 from tether.trainers import dpo, ppo, rl
 from tether.trainers.dpo import load_dpo_pairs, reference_logprobs, train_dpo
 from tether.trainers.ppo import train_ppo
@@ -186,3 +196,19 @@ def test_ppo_with_lora_trains_critic_adapters_and_head(tmp_path, captured, monke
     assert head.modules_to_save["default"].weight.abs().max() > 0  # the head trained away from 0
     value = out / "checkpoints" / "step-8" / "value"
     assert (value / lora.ADAPTER_WEIGHTS).is_file() and not (value / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("cls", [PPOConfig, GRPOConfig, RLOOConfig])
+def test_rl_stages_refuse_lora_dropout_when_the_config_loads(cls):
+    """π_old is scored without gradients, where tether's LoRA dropout is off, and π is trained with it on,
+    so with lora.dropout > 0 the first minibatch's ratio π/π_old would be dropout noise instead of 1: the
+    RL configs refuse it at load, in one line; 0 loads, and the supervised stages and DPO take dropout."""
+    base = ["policy=sft", "data.train=prompts.jsonl", "lora.r=4"]
+    with pytest.raises(TetherError, match=r"lora\.dropout") as e:
+        load_config(cls, None, [*base, "lora.dropout=0.05"])
+    assert "\n" not in str(e.value)
+    assert load_config(cls, None, [*base, "lora.dropout=0"]).lora.dropout == 0.0
+    dropout = ["data.train=p.jsonl", "lora.r=4", "lora.dropout=0.05"]
+    dpo_cfg = load_config(DPOConfig, None, ["policy=sft", *dropout])
+    sft_cfg = load_config(SFTConfig, None, ["model=sft", *dropout])
+    assert dpo_cfg.lora.dropout == sft_cfg.lora.dropout == 0.05

@@ -5,13 +5,24 @@ import logging
 
 import pytest
 import torch
-from plumbing_helpers import sft_config, sft_setup, tiny_model
+from accelerate.state import AcceleratorState
+from group_helpers import captured_step, grpo_config
+from plumbing_helpers import sft_config, sft_setup, tiny_model, tiny_tokenizer, write_jsonl, write_model_dir
+from ppo_helpers import ppo_config, ppo_setup
+from test_dpo import config, items_of, reversal_pairs
 
 from tether import precision
 from tether.activations import enable_gradient_checkpointing
 from tether.config import LoRAConfig
+from tether.data import pad_id
 from tether.lora import add_adapters
-from tether.trainers.base import Loop
+from tether.reward_model import score_head
+from tether.trainers import ppo_step
+from tether.trainers.base import Loop, read_metrics
+from tether.trainers.dpo import DPOTask, attach_reference, load_causal_lm, train_dpo
+from tether.trainers.grpo import GRPOTrainer
+from tether.trainers.ppo import PPOTrainer
+from tether.trainers.rl import RLTrainer
 
 NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n"
 AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
@@ -88,3 +99,95 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients():
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], atol=1e-6, rtol=1e-5)
     assert not ckpt.get_base_model().model.layers[0].mlp.training  # sub-modules keep eval mode
+
+
+# -------------------------------------------------------------------------------------- reference passes
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """bf16 autocast on this CPU: the hardware decision of tether.precision answers "has bf16 units" (CPU
+    autocast computes in bf16 without them, only slowly). accelerate keeps its precision in a process-wide
+    state, which is reset before and after so that the other tests get float32 again."""
+    monkeypatch.setattr(precision, "has_bf16", lambda device, read=None: True)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_ppo_reference_and_critic_run_under_the_policy_s_bf16_autocast(cpu_bf16, tmp_path, monkeypatch):
+    """With mixed_precision bf16 the policy's forward runs under bf16 autocast (accelerate wraps it). At
+    step 0 the reference is a copy of the policy, so computed under the same autocast its log-probs are the
+    policy's bit for bit: log π_ref − log π_old = 0 exactly at every token, hence every KL estimate 0, and
+    the evaluation's KL of policy samples from the base is exactly 0 too (while its reward source runs
+    without autocast, as in training). The critic's values at sampling time (its head drawn at random, not
+    the zeros it starts with) are those of a bf16-autocast forward, which differ from float32 ones, and
+    every critic pass, in the update too, runs with autocast on."""
+    paths = ppo_setup(tmp_path / "data")
+    trainer = PPOTrainer(ppo_config(paths, mixed_precision="bf16", device="cpu"), tmp_path / "run")
+    assert trainer.loop.accelerator.mixed_precision == "bf16"
+    reward, reward_autocast = trainer.reward, []
+    trainer.reward = lambda p, r: reward_autocast.append(torch.is_autocast_enabled("cpu")) or reward(p, r)
+    assert trainer.evaluate()["instruments"]["kl_from_base"]["value"] == 0.0
+    assert reward_autocast and not any(reward_autocast)  # the proxy reward is scored as in training
+
+    under_autocast, values = [], ppo_step.critic_values
+
+    def spy(critic, rollout):
+        under_autocast.append(torch.is_autocast_enabled("cpu"))
+        return values(critic, rollout)
+
+    monkeypatch.setattr(ppo_step, "critic_values", spy)
+    with torch.no_grad():  # the policy critic's head starts at 0 (values all 0): give it a random one
+        score_head(trainer.critic).weight.normal_(generator=torch.Generator().manual_seed(0))
+    exp = captured_step(trainer)
+    assert torch.equal(exp.ref_logprobs, exp.old_logprobs) and torch.count_nonzero(exp.kl) == 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = values(trainer.critic, exp.rollout)
+    with torch.no_grad():
+        fp32 = values(trainer.critic, exp.rollout)
+    assert torch.equal(exp.old_values, bf16) and not torch.equal(bf16, fp32)
+    RLTrainer.update(trainer, exp, torch.Generator().manual_seed(0))
+    assert len(under_autocast) > 4 and all(under_autocast)  # 4 scoring chunks, then the update's passes
+
+
+def test_grpo_reference_runs_under_the_policy_s_bf16_autocast(cpu_bf16, tmp_path):
+    """As for PPO: at step 0 the reference copy scored under the policy's bf16 autocast gives the policy's
+    log-probs exactly, so GRPO's k3 estimate exp(ref − old) − (ref − old) − 1 is exactly 0 at every token."""
+    paths = ppo_setup(tmp_path / "data")
+    trainer = GRPOTrainer(grpo_config(paths, mixed_precision="bf16", device="cpu"), tmp_path / "run")
+    assert trainer.loop.accelerator.mixed_precision == "bf16" and trainer.ref is not None
+    exp = captured_step(trainer)
+    assert torch.equal(exp.ref_logprobs, exp.old_logprobs) and torch.count_nonzero(exp.kl) == 0
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_dpo_reference_log_probs_run_under_the_policy_s_bf16_autocast(cpu_bf16, tmp_path, precompute):
+    """Before the first update π = π_ref, so with both scored under the same bf16 autocast every log-ratio
+    log π(y|x) − log π_ref(y|x) is exactly 0: step 1's logged implicit rewards β·(log π − log π_ref) are 0.0
+    for chosen and rejected, whether the reference log-probs were precomputed (before the Loop exists) or
+    are scored at the step. Evaluated before training, the held-out implicit rewards and the KL of policy
+    samples from the reference are exactly 0 too."""
+    paths = {
+        "policy": write_model_dir(tmp_path / "policy"),
+        "train": write_jsonl(tmp_path / "train.jsonl", reversal_pairs(16, seed=1)),
+        "test": write_jsonl(tmp_path / "test.jsonl", reversal_pairs(8, seed=2)),
+    }
+    bf16 = [f"precompute_reference={str(precompute).lower()}", "train.mixed_precision=bf16",
+            "train.device=cpu"]
+    cfg = config(paths, *bf16, "train.max_steps=1", "train.save_every=0", "train.eval_every=0",
+                 "data.test=null")
+    train_dpo(cfg, tmp_path / "run")
+    first = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"][0]
+    assert (first["chosen_reward"], first["rejected_reward"]) == (0.0, 0.0)
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # the next Loop's accelerator starts afresh
+    cfg, tok, items = config(paths, *bf16), tiny_tokenizer(), items_of(paths, "test")
+    reference = load_causal_lm(str(paths["policy"]), "float32")
+    if precompute:
+        attach_reference(cfg, tmp_path / "eval", reference, {"test": items}, pad_id(tok), "cpu")
+    policy = load_causal_lm(str(paths["policy"]), "float32")
+    loop = Loop(cfg.train, tmp_path / "eval", policy, tok, total_steps=1)
+    out = DPOTask(cfg, tok, reference=reference).evaluate(loop, items)
+    assert out["test_chosen_reward"] == 0.0 and out["test_rejected_reward"] == 0.0
+    assert out["kl_from_reference"] == 0.0

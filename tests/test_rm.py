@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tether.commands import rm as rm_command
 from tether.config import RMConfig, RMDataConfig, load_config
 from tether.data import PairTokens, collate_pairs, load_preferences, tokenize_preferences
-from tether.errors import DataError
+from tether.errors import DataError, TetherError
 from tether.reward_model import (
     create_reward_model,
     encode_pair_text,
@@ -30,7 +30,9 @@ from tether.reward_model import (
     score_texts,
     sequence_scores,
     token_scores,
+    training_settings,
 )
+from tether.rewards import load_reward
 from tether.trainers import checkpoint as ckpt
 from tether.trainers.base import Loop, read_metrics
 from tether.trainers.rm import RMPair, RMTask, load_pairs, train_rm
@@ -300,3 +302,58 @@ def test_without_a_test_set_the_summary_has_no_accuracy(paths, tmp_path):
     cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=2, save_every=0), "data.test=null"])
     summary = json.loads((train_rm(cfg, tmp_path / "run") / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["train_items"] == 64 and "instruments" not in summary
+
+
+# A user turn as "c <content> d": every word is in the tiny vocabulary (tests/test_data.py uses the same).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}c {% endif %}{{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}d{% endif %}"
+)
+
+
+def test_a_reward_model_reward_scores_as_the_reward_model_was_trained(paths, tmp_path):
+    """An RM trained with data.chat_template=always and data.max_length=8, on a tokenizer that has a chat
+    template, is scored by its reward source (`load_reward(RUN/model)`) the way its training rows were
+    built, whatever the policy stage's own settings: ids by hand (word ids: a=4, b=5, ..., EOS=3) —
+      prompt "b e", response "f g h i j": [c b e d] + [f g h i j EOS] cut to the 8 − 4 = 4 tokens left,
+      prompt "c", response "a": [c c d] + [a EOS] (fits),
+    each row scored alone at its last token. Scoring with tether's defaults instead ("auto", no cut: plain
+    prompts stay plain) gives other scores, so the check can tell. A prompt with no room left for a response
+    within max_length (the RM never saw one) is a one-line error."""
+    sft = write_model_dir(tmp_path / "sft")
+    tok = tiny_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(sft)
+    more = ["data.chat_template=always", "data.max_length=8", "data.test=null", f"model={sft}"]
+    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0), *more])
+    run = train_rm(cfg, tmp_path / "run")
+    model, tok = load_reward_model(run / "model")
+    assert tok.chat_template == CHAT_TEMPLATE
+
+    C, D, EOS = 6, 7, 3
+    w = {x: 4 + WORDS.index(x) for x in WORDS}
+    rows = [[C, w["b"], w["e"], D, w["f"], w["g"], w["h"], w["i"]], [C, w["c"], D, w["a"], EOS]]
+    with torch.no_grad():
+        by_hand = [float(sequence_scores(model, torch.tensor([r]), torch.ones(1, len(r)))[0]) for r in rows]
+    prompts, responses = ["b e", "c"], ["f g h i j", "a"]
+    assert load_reward(str(run / "model"))(prompts, responses).tolist() == pytest.approx(by_hand, abs=1e-6)
+    defaults = score_texts(model, tok, prompts, responses)
+    assert all(abs(a - b) > 1e-4 for a, b in zip(defaults, by_hand, strict=True))
+    with pytest.raises(TetherError, match="max_length 8"):
+        load_reward(str(run / "model"))(["b e f g h i"], ["a"])  # [c b e f g h i d]: 8 tokens, 0 left
+
+
+def test_training_settings_come_from_the_rm_run_s_config(tmp_path):
+    """RUN/model's settings are RUN/config.yaml's data.chat_template and data.max_length when that file is a
+    `tether rm` config (it has center_coef); without one, or beside another stage's config, tether's
+    defaults ("auto", no cut); a setting no RM run could have recorded is a one-line error naming the file."""
+    (tmp_path / "model").mkdir()
+    assert training_settings(tmp_path / "model") == ("auto", None)
+    config = tmp_path / "config.yaml"
+    config.write_text("policy: x\ndata: {chat_template: never, max_length: 64}\n")  # a PPO-like config
+    assert training_settings(tmp_path / "model") == ("auto", None)
+    config.write_text("center_coef: 0.0\ndata: {chat_template: never, max_length: 64}\n")
+    assert training_settings(tmp_path / "model") == ("never", 64)
+    config.write_text("center_coef: 0.0\ndata: {chat_template: sometimes, max_length: 64}\n")
+    with pytest.raises(TetherError, match=r"config.yaml: data.chat_template 'sometimes'"):
+        training_settings(tmp_path / "model")

@@ -67,7 +67,7 @@ class LoopConfig:
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
     """Autocast precision passed to accelerate; 'no' keeps float32 (and exact CPU resume). bf16 is used only
     where the hardware has bf16 units (else float32, with a notice); 'auto': bf16 there, float32 elsewhere
-    (tether.precision)."""
+    (tether.precision). The reference models and PPO's critic run under the same autocast as the policy."""
     device: Literal["auto", "cpu"] = "auto"
     """'cpu' forces the CPU even when a GPU is present; 'auto' lets accelerate choose."""
     threads: int = 0
@@ -93,7 +93,8 @@ class LoRAConfig:
     alpha: float = 16.0
     """Scale numerator: the adapter's update is multiplied by alpha / r."""
     dropout: float = 0.0
-    """Dropout on each adapter's input, active only in forward passes that compute gradients."""
+    """Dropout on each adapter's input, active only in forward passes that compute gradients; SFT, RM and DPO
+    only (PPO, GRPO and RLOO refuse it: their ratio π/π_old would not start at 1)."""
     target_modules: list[str] = dataclasses.field(default_factory=lambda: ["all-linear"])
     """Module names (suffixes) that get adapters; ['all-linear']: every linear layer but the output head
     (attention and MLP projections)."""
@@ -457,7 +458,12 @@ class PPORewardConfig:
 
     source: str = "gold"
     """A reward model directory, 'gold' (the lab's gold reward) or 'module:function' taking (prompts,
-    responses) lists of strings and returning one float per response."""
+    responses) lists of strings and returning one float per response. Each gets the prompt record as the data
+    gives it (text or messages; whole, even when data.too_long=truncate cut the policy's copy) and the
+    response as text: its tokens up to EOS (or through a stop string) decoded without special tokens, stripped
+    of surrounding whitespace. A reward model re-tokenises that text as its own training rows were built
+    (its run's data.chat_template and data.max_length, EOS appended), so it may read other ids than the
+    policy sampled."""
     normalize: bool = False
     """Divide scores by a running std and subtract a running mean over every score seen so far (saved in
     checkpoints); off keeps β in the reward's own units, as in E[R] − β·KL."""
@@ -573,6 +579,21 @@ class PPOConfig:
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=16, micro_batch_size=16, save_every=0)
     )
     """Optimisation of policy and critic together (one AdamW), warm-up, clipping, checkpoints."""
+
+    def __post_init__(self):
+        refuse_rl_lora_dropout(self.lora)
+
+
+def refuse_rl_lora_dropout(lora: LoRAConfig) -> None:
+    """TetherError for lora.dropout > 0 in an RL stage (PPO, GRPO, RLOO): π_old is scored without gradients,
+    where LoRA dropout is off (tether.lora.train_while_grad), and π is trained with it on, so the ratio
+    π/π_old of the first minibatch would be dropout noise instead of 1 (in the clipping, clipfrac and the
+    approx-KL early stop)."""
+    if lora.dropout > 0:
+        raise TetherError(
+            f"lora.dropout={lora.dropout}: the RL stages score π_old without dropout and would train π with "
+            "it, so the ratio π/π_old would not start at 1; use lora.dropout=0"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ DPO
@@ -746,6 +767,9 @@ class GroupStageConfig:
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
     )
     """Optimisation of the policy, warm-up, clipping, checkpoints."""
+
+    def __post_init__(self):
+        refuse_rl_lora_dropout(self.lora)
 
 
 @dataclasses.dataclass

@@ -3,7 +3,9 @@
     model, tokenizer = create_reward_model("runs/sft/model")        # trunk from SFT, head new
     scores = sequence_scores(model, input_ids, attention_mask)      # (B,) reward of each row
     model, tokenizer = load_reward_model("runs/rm/model")           # a trained one
-    rewards = score_texts(model, tokenizer, prompts, completions)   # list[float], tokenised like the trainers
+    chat_template, max_length = training_settings("runs/rm/model")  # how its training rows were built
+    rewards = score_texts(model, tokenizer, prompts, completions, chat_template=chat_template,
+                          max_length=max_length)                   # list[float], tokenised like its training
 
 On disk it is `AutoModelForSequenceClassification` with `num_labels=1` (e.g. `LlamaForSequenceClassification`:
 the causal LM's body plus a bias-free linear `score` head, hidden size → 1), written with `save_pretrained`
@@ -160,11 +162,40 @@ def score_sequences(
     return out
 
 
-def encode_pair_text(tokenizer, prompt: Prompt, completion: str, chat_template: str = "auto") -> list[int]:
+def training_settings(model_dir: str | Path) -> tuple[str, int | None]:
+    """(chat_template, max_length) the reward model in `model_dir` was trained with: data.chat_template and
+    data.max_length of the `tether rm` run's RUN/config.yaml beside RUN/model. A directory without one (a
+    reward model saved by other means) gets tether's default formatting and no cut: ("auto", None)."""
+    from tether.config import read_yaml
+
+    path = Path(model_dir).parent / "config.yaml"
+    if not path.is_file():
+        return "auto", None
+    raw = read_yaml(path)
+    if "center_coef" not in raw or not isinstance(raw.get("data"), dict):  # not a `tether rm` run's config
+        return "auto", None
+    chat_template, max_length = raw["data"].get("chat_template", "auto"), raw["data"].get("max_length")
+    length_ok = max_length is None or (type(max_length) is int and max_length > 0)  # bool is not a length
+    if chat_template not in ("auto", "always", "never") or not length_ok:
+        raise TetherError(f"{path}: data.chat_template {chat_template!r} or data.max_length {max_length!r} "
+                          "is not a reward model's training setting")
+    return chat_template, max_length
+
+
+def encode_pair_text(
+    tokenizer, prompt: Prompt, completion: str, chat_template: str = "auto", max_length: int | None = None
+) -> list[int]:
     """Prompt ids + completion ids + EOS, exactly as `tether.data.tokenize_preferences` builds a response row
-    (an empty prompt becomes BOS; nothing is cut)."""
+    (an empty prompt becomes BOS): with max_length the completion is cut to fit, as in training, and a prompt
+    that leaves no room for it is a TetherError (training refused or skipped such rows); None cuts nothing."""
     ex = SimpleNamespace(prompt=prompt, path="<prompt>", line=None)
-    return [*encode_nonempty_prompt(tokenizer, ex, chat_template), *encode_completion(tokenizer, completion)]
+    p, c = encode_nonempty_prompt(tokenizer, ex, chat_template), encode_completion(tokenizer, completion)
+    if max_length is None:
+        return [*p, *c]
+    if len(p) >= max_length:
+        raise TetherError(f"a prompt of {len(p)} tokens leaves no room for a response within the reward "
+                          f"model's max_length {max_length}")
+    return [*p, *c[: max_length - len(p)]]
 
 
 def score_texts(
@@ -174,8 +205,11 @@ def score_texts(
     completions: Sequence[str],
     batch_size: int = 32,
     chat_template: str = "auto",
+    max_length: int | None = None,
 ) -> list[float]:
-    """The reward of each (prompt, completion): tokenised as the trainers do, EOS appended, then scored.
+    """The reward of each (prompt, completion): tokenised as the trainers do (`encode_pair_text` with
+    chat_template and max_length, which should be the reward model's own: `training_settings`), EOS
+    appended, then scored.
 
     Every completion gets an EOS, as every training response had one; a response cut at a length limit is
     therefore scored as if it had ended (penalise unfinished responses separately).
@@ -183,6 +217,7 @@ def score_texts(
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     seqs = [
-        encode_pair_text(tokenizer, p, c, chat_template) for p, c in zip(prompts, completions, strict=True)
+        encode_pair_text(tokenizer, p, c, chat_template, max_length)
+        for p, c in zip(prompts, completions, strict=True)
     ]
     return score_sequences(model, seqs, pad_id(tokenizer), batch_size)

@@ -2,10 +2,13 @@
 
 A reward source is a callable `(prompts, responses) -> torch.Tensor` of shape (B,), float32: the score of
 each response to its prompt. prompts are as the data gives them (text, or a messages list for chat
-records); responses are decoded text without EOS. `load_reward(spec)` builds one from a spec:
+records); responses are decoded text without EOS (the trainers decode the sampled tokens without special
+tokens and strip surrounding whitespace). `load_reward(spec)` builds one from a spec:
 
     "runs/rm/model"         a reward model directory (`tether rm`'s RUN/model), scored by
-                            tether.reward_model.score_texts
+                            tether.reward_model.score_texts on the text re-tokenised as its training rows
+                            were: prompt with the RM run's data.chat_template, response + EOS cut to its
+                            data.max_length (RUN/config.yaml; "auto" and no cut without one)
     "gold"                  the lab's gold reward (tether.lab.gold_reward); lab prompts only
     "my_pkg.rewards:score"  a Python function, imported: score(prompts: list, responses: list[str]) returning
                             one float per response (a list, tuple, NumPy array or tensor of length B)
@@ -32,20 +35,26 @@ RewardFn = Callable[[Sequence, Sequence[str]], torch.Tensor]
 
 
 class RewardModelReward:
-    """A trained reward model's score of each (prompt, response), tokenised as the RM trainer does."""
+    """A trained reward model's score of each (prompt, response), tokenised as its own training rows were:
+    with the data.chat_template and data.max_length its `tether rm` run recorded in RUN/config.yaml
+    (tether.reward_model.training_settings), not the policy stage's settings."""
 
     def __init__(self, model_dir: str | Path, device=None, batch_size: int = 64):
-        from tether.reward_model import load_reward_model
+        from tether.reward_model import load_reward_model, training_settings
 
         self.model_dir = str(model_dir)
         self.model, self.tokenizer = load_reward_model(model_dir, device=device)
         self.model.requires_grad_(False)
+        self.chat_template, self.max_length = training_settings(model_dir)
         self.batch_size = batch_size
 
     def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
         from tether.reward_model import score_texts
 
-        scores = score_texts(self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size)
+        scores = score_texts(
+            self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size,
+            chat_template=self.chat_template, max_length=self.max_length,
+        )
         return torch.tensor(scores, dtype=torch.float32)  # (B,)
 
 

@@ -50,6 +50,7 @@ from tether.activations import enable_gradient_checkpointing
 from tether.config import LoopConfig
 from tether.errors import TetherError
 from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
+from tether.precision import autocast as precision_block
 from tether.precision import autocast_precision
 from tether.trainers import checkpoint as ckpt
 
@@ -172,9 +173,9 @@ class Loop:
         ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
         # torch announces forward_sync_buffers as its successor, which accelerate does not pass on yet
         warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
-        precision = autocast_precision(cfg.mixed_precision, cfg.device)
+        self.precision = autocast_precision(cfg.mixed_precision, cfg.device)  # "no", "bf16" or "fp16"
         self.accelerator = Accelerator(
-            cpu=use_cpu(cfg.device), mixed_precision=precision, kwargs_handlers=[ddp]
+            cpu=use_cpu(cfg.device), mixed_precision=self.precision, kwargs_handlers=[ddp]
         )
         self.is_main = self.accelerator.is_main_process
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -267,6 +268,11 @@ class Loop:
             return flag
         t = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
+
+    def autocast(self):
+        """The precision block the trained models' forward passes run in, for passes of other models (a frozen
+        reference, a critic's trunk called directly) to compute like them (tether.precision.autocast)."""
+        return precision_block(self.precision, self.accelerator.device)
 
     # -------------------------------------------------------------------------------------- processes
 

@@ -40,6 +40,7 @@ from tether.files import write_json
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
+from tether.precision import autocast, autocast_precision
 from tether.rollout import completion_logprobs, sample
 from tether.trainers.base import Loop, prepare_run_dir
 from tether.trainers.rm import load_pairs
@@ -109,10 +110,18 @@ def reference_logprobs(reference, items: Sequence[DPOPair], pad_value: int, redu
     return torch.cat(out) if out else torch.zeros(0, 2)
 
 
+def precision_of(cfg: DPOConfig) -> str:
+    """The autocast precision of the run's Loop ("no", "bf16", "fp16"), which the reference passes share."""
+    return autocast_precision(cfg.train.mixed_precision, cfg.train.device)
+
+
 def fingerprint(cfg: DPOConfig, splits: dict[str, Sequence[DPOPair]]) -> str:
-    """sha256 of the reference, dtype, reduction and every pair's token ids: what the cache depends on."""
+    """sha256 of the reference, dtype, reduction, autocast precision (when not "no") and every pair's token
+    ids: what the cache depends on."""
     reduction = DPO_LOGPROB_REDUCTION[cfg.loss_type]
-    h = hashlib.sha256(f"{cfg.reference or cfg.policy}|{cfg.dtype}|{reduction}".encode())
+    precision = precision_of(cfg)
+    mixed = f"|{precision}" if precision != "no" else ""  # float32 caches keep their earlier fingerprint
+    h = hashlib.sha256(f"{cfg.reference or cfg.policy}|{cfg.dtype}|{reduction}{mixed}".encode())
     for name, items in splits.items():
         h.update(name.encode())
         for x in items:
@@ -133,17 +142,20 @@ def save_atomic(obj, path: Path) -> None:
 def attach_reference(cfg: DPOConfig, run_dir: Path, reference, splits: dict[str, Sequence[DPOPair]],
                      pad_value: int, device) -> None:
     """Set each pair's `ref` from RUN/ref_logprobs.pt, computing and writing the file (atomically, main
-    process only) when it is not there yet. A cache for other pairs or another reference is an error."""
+    process only) when it is not there yet. A cache for other pairs or another reference is an error. The
+    reference runs in the training's autocast precision (train.mixed_precision), as the policy will."""
     path, key = run_dir / REF_CACHE, fingerprint(cfg, splits)
     if path.is_file():
         cache = torch.load(path, weights_only=True)
         if cache.get("fingerprint") != key:
-            raise TetherError(f"{path} was computed for other pairs, reference or loss_type; start a new run")
+            raise TetherError(f"{path} was computed for other pairs, reference, loss_type or "
+                              "train.mixed_precision; start a new run")
     else:
         reduction = DPO_LOGPROB_REDUCTION[cfg.loss_type]
         size = cfg.train.micro_batch_size
-        cache = {name: reference_logprobs(reference, items, pad_value, reduction, device, size)
-                 for name, items in splits.items()}
+        with autocast(precision_of(cfg), device):
+            cache = {name: reference_logprobs(reference, items, pad_value, reduction, device, size)
+                     for name, items in splits.items()}
         cache["fingerprint"] = key
         if PartialState().is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +177,7 @@ class DPOTask:
         """reference: the frozen π_ref, needed when its log-probs are not precomputed and for the KL."""
         self.cfg, self.tokenizer, self.reference = cfg, tokenizer, reference
         self.pad_value = pad_id(tokenizer)
+        self.precision = precision_of(cfg)  # the reference computes in the policy's autocast precision
         self.reduction = DPO_LOGPROB_REDUCTION[cfg.loss_type]
 
     def collate(self, items: Sequence[DPOPair]) -> dict[str, torch.Tensor]:
@@ -191,7 +204,7 @@ class DPOTask:
             return batch["ref_chosen"], batch["ref_rejected"]
         if self.reference is None:
             raise TetherError("the reference log-probs are neither precomputed nor computable (no reference)")
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, batch["input_ids"].device):
             return self.policy_logprobs(self.reference, batch)
 
     def pair_loss(self, chosen, rejected, ref_chosen, ref_rejected, label):
@@ -257,7 +270,8 @@ class DPOTask:
                 max_new_tokens=self.cfg.eval.max_new_tokens, eos_token_id=eos_id(self.tokenizer),
                 pad_token_id=self.pad_value, generator=generator,
             ))
-        kl = kl_from_base(policy, self.reference, rollouts)
+        with loop.autocast():
+            kl = kl_from_base(policy, self.reference, rollouts)
         policy.train(was_training)
         return {"kl_from_reference": kl["value"], "kl_from_reference_stderr": kl["stderr"],
                 "kl_from_reference_k1": kl["k1"], "kl_prompts": kl["n"]}

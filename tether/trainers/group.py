@@ -124,16 +124,17 @@ class GroupTrainer(RLTrainer):
         raw, parts = self.score(prompts, responses)  # (B,)
         scores = self.condition(raw, rollout.ended)
         beta = self.logged_beta()
-        exp = make_group_experience(
-            self.policy,
-            self.ref,
-            rollout,
-            scores,
-            self.beta_in_reward(),
-            self.group_advantages,
-            self.kl_estimator(),
-            cfg.train.micro_batch_size,
-        )
+        with self.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
+            exp = make_group_experience(
+                self.policy,
+                self.ref,
+                rollout,
+                scores,
+                self.beta_in_reward(),
+                self.group_advantages,
+                self.kl_estimator(),
+                cfg.train.micro_batch_size,
+            )
         t1 = time.perf_counter()
         update = self.update(exp, torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration, 1)))
         kl = exp.kl.sum(-1) if exp.kl is not None else None  # (B,) sequence KL estimates, nats

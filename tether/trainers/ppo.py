@@ -140,7 +140,8 @@ class PPOTrainer(RLTrainer):
         scores = self.condition(raw, rollout.ended)
         beta = self.kl_ctl.value
         all_sum = self.loop.all_sum if self.loop.world > 1 else None  # whiten over every process's tokens
-        exp = make_experience(self.policy, self.ref, self.critic, rollout, scores, beta, cfg, all_sum)
+        with self.loop.autocast():  # reference and critic in the policy's precision (step-0 KL exactly 0)
+            exp = make_experience(self.policy, self.ref, self.critic, rollout, scores, beta, cfg, all_sum)
         t1 = time.perf_counter()
         update = self.update(exp, torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration, 1)))
         kl = exp.kl.sum(-1)  # (B,) sequence KL estimates, nats

@@ -305,7 +305,8 @@ class RLTrainer:
                 for j in range(n_micro):
                     part = minibatch.rows(slice(j * micro, (j + 1) * micro)).trimmed()
                     with loop.accumulate(sync=j == n_micro - 1):
-                        loss, metrics = self.minibatch_loss(part, num_tokens, cfg.train.batch_size)
+                        with loop.autocast():  # a critic's trunk, called directly, as at sampling time
+                            loss, metrics = self.minibatch_loss(part, num_tokens, cfg.train.batch_size)
                         loop.backward(loss)
                     n = int(part.mask.sum())
                     for k, v in metrics.items():
@@ -327,7 +328,8 @@ class RLTrainer:
     # ----------------------------------------------------------------------------------- evaluation
 
     def proxy_scores(self, prompts, responses) -> list[float]:
-        return self.reward(prompts, responses).tolist()
+        with torch.autocast(self.device.type, enabled=False):  # the reward as training scores it
+            return self.reward(prompts, responses).tolist()
 
     def load_reference(self, policy):
         """The frozen π_ref: the model at cfg.reference, or else a copy of the starting policy. With LoRA the
@@ -352,16 +354,18 @@ class RLTrainer:
 
     def evaluate(self) -> dict:
         """Held-out prompts: one policy and one base sample each; KL-from-base, win-rate vs base, mean
-        rewards. The judge is the gold reward on lab prompts, else the proxy reward."""
-        return evaluate_judged(
-            self.loop.unwrapped,
-            self.base_model(),
-            self.tokenizer,
-            self.test_items[: self.cfg.eval.max_prompts],
-            proxy=self.proxy_scores,
-            max_new_tokens=self.cfg.rollout.max_new_tokens,
-            seed=self.cfg.seed,
-        )
+        rewards. The judge is the gold reward on lab prompts, else the proxy reward. The base samples and is
+        scored in the policy's precision (so a base equal to the policy is at KL 0)."""
+        with self.loop.autocast():
+            return evaluate_judged(
+                self.loop.unwrapped,
+                self.base_model(),
+                self.tokenizer,
+                self.test_items[: self.cfg.eval.max_prompts],
+                proxy=self.proxy_scores,
+                max_new_tokens=self.cfg.rollout.max_new_tokens,
+                seed=self.cfg.seed,
+            )
 
     def log_eval(self) -> None:
         """Evaluate and log, on the main process only (which alone writes the summary)."""
