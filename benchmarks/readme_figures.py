@@ -15,8 +15,9 @@ runs/readme-figures):
   model; DPO is evaluated without it, as in `tether run --algo dpo`), OUT/algo/<algo>; the ppo row is the
   default run.
 - verify: `tether verify` (tether.verify.verify) into OUT/verify.
-- probe: `tether rm probe --rm RUN/rm/model --lab RUN/lab` on the default run, with the command's
-  defaults (OUT/probe). Its search stops after 120 s, so its numbers depend on the machine's speed.
+- probe: `tether rm probe --rm RUN/rm/model --lab RUN/lab --steps 300 --seconds 1e9` on the default run
+  (OUT/probe): the command's defaults but a fixed number of search steps instead of its 120-s limit, so
+  that the figures do not depend on the machine's speed.
 - sweep: `tether sweep --reuse OUT/default` with the README's betas and best-of-n (OUT/sweep).
 The algo, betas, probe and sweep runs share the default run's lab, SFT model and reward model, so those
 are trained once.
@@ -50,6 +51,7 @@ PARTS = ("default", "betas", "algo", "verify", "probe", "sweep")  # the README's
 SWEEP_BETAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 # the README's prose examples of other β: each a list of `tether run` overrides (the default run is β 0.5)
 BETA_RUNS = (("ppo.kl.beta=5",), ("ppo.kl.beta=0.05",), ("ppo.kl.beta=0.01", "ppo.iterations=100"))
+PROBE_STEPS = 300  # the rm probe's search steps (its own default stops at 1000 steps or 120 s)
 # --smoke: the test suite's reduced lab and stages (tests/test_pipeline.py)
 SMOKE = [
     "lab.sft_train=120", "lab.sft_test=30", "lab.prefs_train=120", "lab.prefs_test=40",
@@ -76,6 +78,8 @@ HACKING_LABELS = {
     "harmful_compliance_up": ("harmful refusal", "refusal_rate_harmful"),
 }
 VERIFY_NAMES = {
+    "ppo_token_kl": "ppo with kl.estimator=token_kl",
+    "rloo_token_kl": "rloo with kl.estimator=token_kl",
     "dpo": "dpo (soft labels σ(r_w − r_l))",
     "grpo_kl_in_reward": "grpo with the KL as k1 in the reward, no std scaling, token sums",
     "grpo": "grpo as the paper defines it",
@@ -556,8 +560,8 @@ class Figures:
         from tether.instruments.probe_run import run_probe
 
         out = self.out / "probe"
-        sizes = {k: PROBE_DEFAULTS[k] for k in ("num_prompts", "steps", "seconds", "candidates", "top_k",
-                                               "max_tokens")}
+        sizes = {k: PROBE_DEFAULTS[k] for k in ("num_prompts", "candidates", "top_k", "max_tokens")}
+        sizes.update(steps=PROBE_STEPS, seconds=1e9)  # a step count, not a time limit: the same on any machine
         if self.smoke:
             sizes.update(num_prompts=4, steps=3, seconds=30.0, candidates=8)
 
