@@ -299,3 +299,32 @@ def test_nan_in_yaml_is_refused_for_a_float_field(tmp_path):
     with pytest.raises(TetherError, match=r"config key train\.lr must be a finite number"):
         load_config(SFTConfig, f)
 
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+
+def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
+    """`tether dpo policy=X --out Y beta=...`: both overrides reach the config (argparse alone stops the
+    positional list at --out and calls the rest unrecognized). A bad value after --out proves the second
+    one was read as an override: the loader, not argparse, refuses it, and nothing is written."""
+    from tether.cli import main
+
+    f = tmp_path / "tiny.yaml"
+    f.write_text("data: {train: t.jsonl}\n")
+    out = tmp_path / "run"
+    code = main(["dpo", "--config", str(f), "policy=p", "--out", str(out), "beta=-0.2", "--seed", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "tether dpo: error: config key beta must be > 0, got -0.2\n"
+    assert not out.exists()
+    code = main(["ppo", "policy=p", "--out", str(out), "data.train=t", "train.max_steps=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "config key train.max_steps" in err and "unrecognized" not in err
+
+
+def test_intermixed_overrides_keep_their_order():
+    from tether.cli import build_parser
+
+    args = build_parser().parse_args(["sft", "train.lr=1", "--out", "o", "train.lr=2", "--seed", "3", "x=y"])
+    assert args.overrides == ["train.lr=1", "train.lr=2", "x=y"] and (args.out, args.seed) == ("o", 3)
+    args = build_parser().parse_args(["run", "ppo.kl.beta=1", "--algo", "grpo", "grpo.iterations=2"])
+    assert args.overrides == ["ppo.kl.beta=1", "grpo.iterations=2"] and args.algo == "grpo"
