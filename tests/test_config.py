@@ -274,6 +274,32 @@ def test_a_python_built_config_is_checked_by_validate():
         config_module.validate(cfg)
 
 
+@pytest.mark.parametrize(
+    ("stage", "section", "field", "value", "message"),
+    [
+        ("ppo", "rollout", "batch_size", 24, "config key rollout.batch_size must be a multiple"),
+        ("grpo", "grpo", "group_size", 1, "config key grpo.group_size must be >= 2"),
+        ("rloo", "kl", "beta", -0.5, "config key kl.beta must be >= 0"),
+        ("dpo", None, "beta", 0.0, "config key beta must be > 0"),
+    ],
+)
+def test_trainers_check_a_python_built_config_first(stage, section, field, value, message, tmp_path):
+    """A config changed in Python (not through the loader) meets the same rules when a trainer starts,
+    before any file is read (the paths are placeholders) or written."""
+    from tether.trainers.dpo import train_dpo
+    from tether.trainers.grpo import train_grpo
+    from tether.trainers.ppo import train_ppo
+    from tether.trainers.rloo import train_rloo
+
+    cls, base = STAGES[stage]
+    cfg = load_config(cls, None, base)
+    setattr(getattr(cfg, section) if section else cfg, field, value)
+    train = {"ppo": train_ppo, "grpo": train_grpo, "rloo": train_rloo, "dpo": train_dpo}[stage]
+    with pytest.raises(TetherError, match=re.escape(message)):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_duplicate_yaml_keys_name_the_file_and_line(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: m\ndata: {train: t}\ntrain:\n  lr: 1.0e-4\n  batch_size: 8\n  lr: 3.0e-4\n")
