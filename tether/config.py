@@ -161,8 +161,8 @@ class LoopConfig:
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of each broken rule between the fields."""
         if self.batch_size % self.micro_batch_size:
-            yield "batch_size", f"must be a multiple of micro_batch_size ({self.micro_batch_size}), got " \
-                f"{self.batch_size}"
+            m = self.micro_batch_size
+            yield "batch_size", f"must be a multiple of micro_batch_size ({m}), got {self.batch_size}"
 
 
 @dataclasses.dataclass
@@ -681,8 +681,8 @@ class PPOConfig:
     """`tether ppo`: RL from a reward with a KL penalty to the SFT model (InstructGPT stage 3).
 
     train.batch_size is the PPO minibatch (responses per optimizer step) and train.micro_batch_size the
-    forward-pass size; iterations × ppo.epochs fix the length of the run (train.epochs and max_steps are not
-    used); train.eval_every and save_every count iterations.
+    forward-pass size; iterations × ppo.epochs fix the length of the run (train has no epochs or max_steps);
+    train.eval_every and save_every count iterations.
     """
 
     policy: str = ranged(rule="non-empty")
@@ -726,8 +726,8 @@ class PPOConfig:
         """(key, reason) of each broken rule between the fields."""
         r, t = self.rollout, self.train
         if r.batch_size % t.batch_size:
-            yield "rollout.batch_size", f"must be a multiple of train.batch_size ({t.batch_size}), got " \
-                f"{r.batch_size}"
+            m = t.batch_size
+            yield "rollout.batch_size", f"must be a multiple of train.batch_size ({m}), got {r.batch_size}"
 
 
 # ------------------------------------------------------------------------------------------------ DPO
@@ -973,8 +973,9 @@ def group_problems(cfg: GroupStageConfig, size_key: str, size: int) -> Iterator[
     """The rules between fields of GRPO and RLOO, whose groups have `size` responses (key `size_key`)."""
     r, t = cfg.rollout, cfg.train
     if r.temperature == 0:
-        yield "rollout.temperature", "must be > 0 for a group method, got 0.0 (greedy): the responses " \
-            "sampled for a prompt would all be the same, and so every advantage 0"
-    if (r.batch_size * size) % t.batch_size:
-        yield "train.batch_size", f"must divide rollout.batch_size × {size_key} = {r.batch_size * size} " \
-            f"responses per iteration, got {t.batch_size}"
+        yield "rollout.temperature", ("must be > 0 for a group method, got 0.0 (greedy): the responses "
+                                      "sampled for a prompt would all be the same, and so every advantage 0")
+    n = r.batch_size * size
+    if n % t.batch_size:
+        per_iteration = f"rollout.batch_size × {size_key} = {n} responses"
+        yield "train.batch_size", f"must divide {per_iteration}, got {t.batch_size}"
