@@ -208,6 +208,7 @@ BAD_VALUES = [
     ("sft", "lora.alpha=0", "lora.alpha", "> 0"),
     ("sft", "lora.dropout=1", "lora.dropout", "in [0, 1)"),
     ("sft", "lora.target_modules=[]", "lora.target_modules", "at least 1 item"),
+    ("ppo", "lora.bias=all", "lora.bias", "adapters-off reference"),
     ("rm", "center_coef=nan", "center_coef", "finite"),
     ("rm", "center_coef=-0.01", "center_coef", ">= 0"),
     ("dpo", "beta=0", "beta", "> 0"),

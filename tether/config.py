@@ -196,6 +196,12 @@ class LoRAConfig:
     """Which biases train too; only none is accepted (peft trains biases in place, and the reference is the
     model with its adapters off, which must be the starting model)."""
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of each value the adapters cannot take (peft has the other biases)."""
+        if self.bias != "none":  # peft trains the base's own bias tensors, which disable_adapter() keeps
+            yield "bias", (f"must be none, got {self.bias!r}: it trains the base model's biases in place, so "
+                           "the adapters-off reference would no longer be the starting model")
+
 
 @dataclasses.dataclass
 class SFTDataConfig:
