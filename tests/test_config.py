@@ -209,6 +209,8 @@ BAD_VALUES = [
     ("sft", "lora.dropout=1", "lora.dropout", "in [0, 1)"),
     ("sft", "lora.target_modules=[]", "lora.target_modules", "at least 1 item"),
     ("ppo", "lora.bias=all", "lora.bias", "adapters-off reference"),
+    ("ppo", "rollout.engine=vllm", "rollout.engine", "LoRA", ["lora.r=4"]),
+    ("rloo", "rollout.engine=vllm", "rollout.engine", "LoRA", ["lora.r=4"]),
     ("rm", "center_coef=nan", "center_coef", "finite"),
     ("rm", "center_coef=-0.01", "center_coef", ">= 0"),
     ("dpo", "beta=0", "beta", "> 0"),

@@ -180,13 +180,21 @@ def no_stage_may_run(monkeypatch):
         ({"lab_dir": "some/lab", "lab": ["sft_train=10"]}, "lab.* overrides"),  # that lab is built already
         ({"lab": ["hidden_size=-1"]}, "hidden_size: must be >= 1"),
         ({"comparison_samples": 1}, "config key comparison_samples must be >= 2"),
+        ({"ppo": ["lora.r=4", "rollout.engine=vllm"]}, "ppo: config key rollout.engine"),
+        ({"ppo": ["rollout.engine=vllm"]}, "ppo: rollout.engine=vllm needs"),  # no GPU here (monkeypatched)
     ],
 )
-def test_run_checks_every_stage_config_before_any_stage(tmp_path, no_stage_may_run, settings, message):
+def test_run_checks_every_stage_config_before_any_stage(
+    tmp_path, monkeypatch, no_stage_may_run, settings, message
+):
     """A bad value in any stage's overrides (applied over its packaged defaults, as `tether run` builds the
     stage's config) fails before the first stage and before the run directory is made."""
+    import torch
+
     from tether.errors import TetherError
     from tether.pipeline import RunConfig, run_pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # so that vLLM cannot run, wherever
 
     with pytest.raises(TetherError, match=re.escape(message)) as e:
         run_pipeline(RunConfig(**settings), tmp_path / "run", progress=False)

@@ -734,6 +734,13 @@ class PPOConfig:
         if r.batch_size % t.batch_size:
             m = t.batch_size
             yield "rollout.batch_size", f"must be a multiple of train.batch_size ({m}), got {r.batch_size}"
+        yield from rl_problems(self)
+
+
+def rl_problems(cfg) -> Iterator[tuple[str, str]]:
+    """The rules between fields that every RL stage (PPO, GRPO, RLOO) shares."""
+    if cfg.rollout.engine == "vllm" and cfg.lora.r > 0:  # its weight copy takes plain names only
+        yield "rollout.engine", "vllm does not take LoRA adapters yet: use lora.r=0 or rollout.engine=hf"
 
 
 # ------------------------------------------------------------------------------------------------ DPO
@@ -977,6 +984,7 @@ class RLOOConfig(GroupStageConfig):
 
 def group_problems(cfg: GroupStageConfig, size_key: str, size: int) -> Iterator[tuple[str, str]]:
     """The rules between fields of GRPO and RLOO, whose groups have `size` responses (key `size_key`)."""
+    yield from rl_problems(cfg)
     r, t = cfg.rollout, cfg.train
     if r.temperature == 0:
         yield "rollout.temperature", ("must be > 0 for a group method, got 0.0 (greedy): the responses "

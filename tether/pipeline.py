@@ -222,7 +222,14 @@ def check_overrides(cfg: RunConfig) -> None:
     for name in used:
         cls = _stage_classes()[name][0]
         placeholders = [f"{key}=<{key}, set by tether run>" for key in _required_keys(cls)]
-        stage_config(cfg, name, placeholders, progress=True)
+        stage_cfg = stage_config(cfg, name, placeholders, progress=True)
+        if hasattr(stage_cfg, "rollout"):  # an RL stage: can its sampler run on this machine?
+            from tether.rollout_vllm import check_engine
+
+            try:
+                check_engine(stage_cfg.rollout.engine)
+            except TetherError as e:
+                raise TetherError(f"{name}: {e}") from None
 
 
 def _required_keys(cls: type, prefix: str = "") -> list[str]:

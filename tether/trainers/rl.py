@@ -117,8 +117,6 @@ class RLTrainer:
         validate(cfg)  # each value and the rules between them, as load_config checks them
         self.check_config(cfg)
         check_engine(cfg.rollout.engine)
-        if cfg.rollout.engine == "vllm" and lora.enabled(cfg.lora):  # its weight copy takes plain names only
-            raise TetherError("rollout.engine=vllm does not take LoRA adapters yet: use lora.r=0 or hf")
         self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         prepare_run_dir(self.run_dir, resume, cfg.train.device)
