@@ -561,7 +561,7 @@ class Figures:
 
         out = self.out / "probe"
         sizes = {k: PROBE_DEFAULTS[k] for k in ("num_prompts", "candidates", "top_k", "max_tokens")}
-        sizes.update(steps=PROBE_STEPS, seconds=1e9)  # a step count, not a time limit: the same on any machine
+        sizes.update(steps=PROBE_STEPS, seconds=1e9)  # steps, not a time limit: machine-independent
         if self.smoke:
             sizes.update(num_prompts=4, steps=3, seconds=30.0, candidates=8)
 

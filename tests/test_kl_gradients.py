@@ -193,7 +193,7 @@ def test_the_checks_catch_what_tether_refuses_and_what_it_no_longer_does():
 
 @pytest.mark.parametrize("cls", [PPOConfig, RLOOConfig])
 def test_k3_in_the_reward_is_refused_at_load_with_the_reason(cls):
-    with pytest.raises(TetherError, match=r"kl\.estimator=k3: .*wrong expected gradient"):
+    with pytest.raises(TetherError, match=r"kl\.estimator 'k3' is refused: .*wrong expected gradient"):
         load_config(cls, None, ["policy=p", "data.train=d.jsonl", "kl.estimator=k3"])
     assert load_config(cls, None, ["policy=p", "data.train=d.jsonl", "kl.estimator=token_kl"]).kl.estimator \
         == "token_kl"

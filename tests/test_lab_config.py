@@ -79,3 +79,11 @@ def test_missing_config_file(tmp_path, monkeypatch, capsys):
         monkeypatch, ["lab", "build", "--out", str(tmp_path), "--config", str(tmp_path / "no.yaml")]
     )
     assert code == 2 and "cannot read config" in capsys.readouterr().err
+
+
+def test_a_key_written_twice_is_an_error_naming_the_line(tmp_path, capsys):
+    """YAML itself keeps the last of two equal keys, silently; the lab refuses them, at the second one."""
+    path = tmp_path / "lab.yaml"
+    path.write_text("prefs_train: 500\nsft_train: 100\nprefs_train: 50\n")
+    with pytest.raises(TetherError, match=rf"^{path}:3: invalid YAML \(duplicate key 'prefs_train'\)$"):
+        LabConfig.from_yaml(path)

@@ -75,7 +75,7 @@ def test_not_an_adapter_directory_is_refused(tmp_path):
 
 def test_bad_lora_settings_are_refused():
     model = tiny_model()
-    with pytest.raises(TetherError, match="alpha > 0"):
+    with pytest.raises(TetherError, match="lora.alpha must be > 0"):
         lora.add_adapters(model, LoRAConfig(r=4, alpha=0))
     with pytest.raises(TetherError, match="lora:"):
         lora.add_adapters(model, LoRAConfig(r=4, target_modules=["no_such_proj"]))

@@ -2,6 +2,7 @@
 shipped schema), the report, the terminal table, resume, and bad overrides."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tether.pipeline import split_overrides
 
 SCHEMA = json.loads((Path(tether.__file__).parent / "summary.schema.json").read_text())
 
-SMALL = [
+SHARED_SMALL = [
     "lab.sft_train=120",
     "lab.sft_test=30",
     "lab.prefs_train=120",
@@ -27,13 +28,16 @@ SMALL = [
     "comparisons=24",
     "comparison_samples=3",
     "sft.train.epochs=1",
-    "rm.train.epochs=1",
+]
+RM_SMALL = ["rm.train.epochs=1"]
+PPO_SMALL = [
     "ppo.iterations=2",
     "ppo.rollout.batch_size=8",
     "ppo.train.batch_size=8",
     "ppo.train.micro_batch_size=8",
     "ppo.eval.max_prompts=16",
 ]
+SMALL = [*SHARED_SMALL, *RM_SMALL, *PPO_SMALL]  # `tether run` (PPO): a stage's overrides apply only to it
 
 
 def test_split_overrides():
@@ -55,8 +59,8 @@ def test_split_overrides():
 def test_unknown_stage_key_fails_before_any_stage_runs(tmp_path, capsys):
     code = main(["run", "--out", str(tmp_path / "r"), "--no-progress", "ppo.no_such_key=1"])
     assert code == 2
-    assert "ppo" in capsys.readouterr().err or True
-    assert not (tmp_path / "r" / "lab").exists()
+    assert "ppo: unknown config key no_such_key" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow
@@ -115,7 +119,8 @@ def test_run_other_algorithms_small(tmp_path, algo):
     the same evaluation against SFT (`tether eval` into RUN/eval: 16 held-out prompts, gold judge, the
     reward-hacking verdict) in a summary valid under the schema."""
     out = tmp_path / "run"
-    assert main(["run", "--out", str(out), "--no-progress", "--algo", algo, *SMALL, *ALGO_SMALL[algo]]) == 0
+    small = [*SHARED_SMALL, *([] if algo == "dpo" else RM_SMALL), *ALGO_SMALL[algo]]
+    assert main(["run", "--out", str(out), "--no-progress", "--algo", algo, *small]) == 0
     summary = json.loads((out / "summary.json").read_text())
     jsonschema.validate(summary, SCHEMA)
     assert summary["algo"] == algo and (out / algo / "model" / "config.json").is_file()
@@ -136,3 +141,74 @@ def test_unknown_algo_is_an_error(tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "r"), "--no-progress", "algo=sac"]) == 2
     assert "unknown 'sac'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture
+def no_stage_may_run(monkeypatch):
+    """Every stage of `tether run` (the lab build, SFT, comparisons, RM, stage 3) fails the test if called."""
+    import tether.pipeline as pipeline
+    import tether.trainers.dpo
+    import tether.trainers.grpo
+    import tether.trainers.ppo
+    import tether.trainers.rloo
+    import tether.trainers.rm
+    import tether.trainers.sft
+
+    def called(*args, **kwargs):
+        raise AssertionError("a stage ran before the configs were checked")
+
+    for module, name in [(pipeline, "_lab"), (pipeline, "_compare"), (pipeline, "_ai_feedback"),
+                         (tether.trainers.sft, "train_sft"), (tether.trainers.rm, "train_rm"),
+                         (tether.trainers.ppo, "train_ppo"), (tether.trainers.grpo, "train_grpo"),
+                         (tether.trainers.rloo, "train_rloo"), (tether.trainers.dpo, "train_dpo")]:
+        monkeypatch.setattr(module, name, called)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ppo": ["kl.beta=-1"]}, "ppo: config key kl.beta must be >= 0"),
+        ({"ppo": ["train.max_steps=2"]}, "ppo: config key train.max_steps"),
+        ({"sft": ["train.lr=0"]}, "sft: config key train.lr must be > 0"),
+        ({"rm": ["train.micro_batch_size=0"]}, "rm: config key train.micro_batch_size must be >= 1"),
+        ({"algo": "grpo", "grpo": ["rollout.temperature=0"]}, "grpo: config key rollout.temperature"),
+        ({"algo": "rloo", "rloo": ["rloo.k=1"]}, "rloo: config key rloo.k must be >= 2"),
+        ({"algo": "dpo", "dpo": ["beta=0"]}, "dpo: config key beta must be > 0"),
+        ({"algo": "dpo", "feedback": "ai", "dpo": ["loss_type=ipo"]}, "data.use_soft_labels needs loss_type"),
+        ({"grpo": ["grpo.beta=0.1"]}, "grpo.* overrides"),  # algo is ppo: they would be dropped
+        ({"algo": "dpo", "rm": ["train.lr=1e-3"]}, "rm.* overrides"),  # DPO trains no reward model
+        ({"lab_dir": "some/lab", "lab": ["sft_train=10"]}, "lab.* overrides"),  # that lab is built already
+        ({"lab": ["hidden_size=-1"]}, "hidden_size: must be >= 1"),
+        ({"comparison_samples": 1}, "config key comparison_samples must be >= 2"),
+        ({"ppo": ["lora.r=4", "rollout.engine=vllm"]}, "ppo: config key rollout.engine"),
+        ({"ppo": ["rollout.engine=vllm"]}, "ppo: rollout.engine=vllm needs"),  # no GPU here (monkeypatched)
+    ],
+)
+def test_run_checks_every_stage_config_before_any_stage(
+    tmp_path, monkeypatch, no_stage_may_run, settings, message
+):
+    """A bad value in any stage's overrides (applied over its packaged defaults, as `tether run` builds the
+    stage's config) fails before the first stage and before the run directory is made."""
+    import torch
+
+    from tether.errors import TetherError
+    from tether.pipeline import RunConfig, run_pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # so that vLLM cannot run, wherever
+
+    with pytest.raises(TetherError, match=re.escape(message)) as e:
+        run_pipeline(RunConfig(**settings), tmp_path / "run", progress=False)
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_stage_value_through_the_cli_is_one_line(tmp_path, capsys, no_stage_may_run):
+    """Stage overrides before and after the options reach the check: the SFT one (checked first), then,
+    without it, the PPO one written after --out."""
+    out = str(tmp_path / "r")
+    assert main(["run", "sft.train.lr=abc", "--out", out, "--no-progress", "ppo.kl.beta=-1"]) == 2
+    sft_error = "tether run: error: sft: config key train.lr: expected float, got 'abc'\n"
+    assert capsys.readouterr().err == sft_error
+    assert main(["run", "--out", out, "--no-progress", "ppo.kl.beta=-1"]) == 2
+    assert capsys.readouterr().err == "tether run: error: ppo: config key kl.beta must be >= 0, got -1.0\n"
+    assert list(tmp_path.iterdir()) == []

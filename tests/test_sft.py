@@ -179,5 +179,5 @@ def test_an_existing_run_is_not_overwritten_without_resume(reference, setup):
 
 
 def test_loop_config_rejects_a_batch_that_does_not_split(setup, tmp_path):
-    with pytest.raises(TetherError, match="multiple of train.micro_batch_size"):
+    with pytest.raises(TetherError, match="train.batch_size must be a multiple of micro_batch_size"):
         train_sft(sft_config(setup, batch_size=6, micro_batch_size=4), tmp_path / "run")

@@ -13,6 +13,7 @@ from tether.config import (
     DPOConfig,
     DPODataConfig,
     DPOEvalConfig,
+    EpochLoopConfig,
     GRPOConfig,
     LoopConfig,
     PPOConfig,
@@ -23,6 +24,7 @@ from tether.config import (
     SFTDataConfig,
     dump_config,
     load_config,
+    validate,
 )
 from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
 from tether.instruments.probe import probe_reward_model
@@ -44,6 +46,7 @@ __all__ = [
     "DPOConfig",
     "DPODataConfig",
     "DPOEvalConfig",
+    "EpochLoopConfig",
     "EvalConfig",
     "GRPOConfig",
     "Loop",
@@ -81,4 +84,5 @@ __all__ = [
     "train_rloo",
     "train_rm",
     "train_sft",
+    "validate",
 ]

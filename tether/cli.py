@@ -35,8 +35,23 @@ COMMANDS = [
 
 
 class _Parser(argparse.ArgumentParser):
+    _intermixed = False  # inside parse_known_intermixed_args, which calls parse_known_args itself
+
     def error(self, message):  # argparse's own errors: one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """A command's positionals (its key=value overrides) may sit anywhere among its options
+        (`tether dpo policy=X --out Y beta=0.2`): argparse alone ends the positional list at the first
+        option and calls the rest unrecognized. A parser with sub-commands parses as usual, its sub-parsers
+        this way."""
+        if self._intermixed or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
 
 
 def build_parser() -> argparse.ArgumentParser:

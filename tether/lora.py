@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from tether.config import validate
 from tether.errors import TetherError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -57,15 +58,9 @@ def unwrap(model):
 
 
 def check_lora(lora_cfg) -> None:
-    if lora_cfg.r < 0 or not lora_cfg.alpha > 0 or not 0 <= lora_cfg.dropout < 1:
-        raise TetherError(f"lora: need r >= 0, alpha > 0 and 0 <= dropout < 1, got {lora_cfg}")
-    if not lora_cfg.target_modules:
-        raise TetherError("lora.target_modules is empty")
-    if lora_cfg.bias != "none":  # peft trains the base's own bias tensors, which disable_adapter() keeps
-        raise TetherError(
-            f"lora.bias={lora_cfg.bias!r} trains the base model's biases in place, so the adapters-off "
-            "reference would no longer be the starting model; use lora.bias=none"
-        )
+    """LoRAConfig's rules (r >= 0, alpha > 0, 0 <= dropout < 1, target modules, bias none) for a config built
+    in Python; one from load_config has passed them."""
+    validate(lora_cfg, "lora.")
 
 
 @contextlib.contextmanager

@@ -19,9 +19,10 @@ import dataclasses
 import json
 import shutil
 import time
+import typing
 from pathlib import Path
 
-from tether.config import SFTConfig, dump_config, load_config, parse_override, to_dict
+from tether.config import SEED, SFTConfig, dump_config, load_config, ranged, to_dict, validate
 from tether.errors import TetherError
 from tether.files import write_json
 from tether.trainers.checkpoint import find_latest
@@ -37,14 +38,14 @@ class RunConfig:
 
     lab_dir: str | None = None
     """A built lab directory to use; none: build one into RUN/lab (configured by `lab`)."""
-    comparisons: int = 3000
+    comparisons: int = ranged(3000, ">= 0")
     """Prompts whose SFT samples the lab's labelers compare (InstructGPT's comparison data, written to
     RUN/compare); the reward model trains on the lab's pairs plus these. 0: the lab's pairs only."""
-    comparison_samples: int = 4
+    comparison_samples: int = ranged(4, ">= 2")
     """Samples per comparison prompt; the first two that differ in gold reward form the pair."""
     lab: list[str] = dataclasses.field(default_factory=list)
     """`key=value` overrides of the lab's config (tether.lab.LabConfig) when building it."""
-    seed: int = 0
+    seed: int = ranged(0, SEED)
     """Seeds the lab build, every stage and the evaluation samples."""
     sft: list[str] = dataclasses.field(default_factory=list)
     """`key=value` overrides of the SFT stage (SFTConfig, defaults in tether/configs/sft.yaml)."""
@@ -115,13 +116,12 @@ def _lab(cfg: RunConfig, run_dir: Path, progress: bool):
     return build_lab(lab_dir, apply_overrides(LabConfig(), cfg.lab), seed=cfg.seed, progress=progress).paths
 
 
-def _stage(name: str, cls: type, train_fn, overrides: list[str], run_dir: Path) -> dict:
-    """Run one stage into RUN/name unless it already finished; resume it if it started."""
+def _stage(name: str, train_fn, cfg, run_dir: Path) -> dict:
+    """Run one stage (config `cfg`) into RUN/name unless it already finished; resume it if it started."""
     out = run_dir / name
     if (out / "summary.json").is_file():
         print(f"tether run: {name} already done, skipping", flush=True)
         return _read(out / "summary.json")
-    cfg = load_config(cls, default_config(name), overrides)
     resume = find_latest(out / "checkpoints") is not None
     if out.is_dir() and not resume:  # it stopped before its first checkpoint: start the stage afresh
         shutil.rmtree(out)
@@ -185,8 +185,16 @@ class Shared:
     stage_seconds: dict[str, float]
 
 
+def stages_of(cfg: RunConfig) -> tuple[str, ...]:
+    """The training stages a run of `cfg` goes through, in order (DPO needs no reward model)."""
+    return ("sft", "dpo") if cfg.algo == "dpo" else ("sft", "rm", cfg.algo)
+
+
 def check_overrides(cfg: RunConfig) -> None:
-    """A typo in a late stage's override fails now, not after the early stages ran."""
+    """Every stage's config, built as its stage will build it (packaged defaults, the run's settings, the
+    user's overrides), is checked now: a bad value in a late stage fails before the first stage runs, not
+    after. Overrides of a stage or lab that this run does not use are refused, not dropped."""
+    validate(cfg)  # a RunConfig built in Python; load_config checked one read from the command line
     if cfg.algo not in ALGOS:
         raise TetherError(f"algo: unknown {cfg.algo!r}; choose one of {', '.join(ALGOS)}")
     if cfg.feedback not in FEEDBACK:
@@ -195,24 +203,64 @@ def check_overrides(cfg: RunConfig) -> None:
         from tether.cai import load_constitution
 
         load_constitution(cfg.constitution)
-    classes = _stage_classes()
+    used = stages_of(cfg)
     for name in STAGES:
-        for item in getattr(cfg, name):
-            parse_override(classes[name][0], item)
-    if cfg.feedback == "ai" and cfg.algo == "dpo":  # AI labels are soft: the DPO settings must take them
-        from tether.trainers.dpo import check_config
+        items = getattr(cfg, name)
+        if items and name not in used:
+            raise TetherError(f"{name}.* overrides ({' '.join(items)}) would not apply: with algo={cfg.algo} "
+                              f"the run trains {', '.join(used)}")
+    if cfg.lab:
+        if cfg.lab_dir:
+            raise TetherError(f"lab.* overrides ({' '.join(cfg.lab)}) would not apply: the lab {cfg.lab_dir} "
+                              "is built already")
+        from tether.lab import LabConfig, apply_overrides
 
-        soft = [*cfg.dpo, "data.use_soft_labels=true"]
-        check_config(load_config(classes["dpo"][0], default_config("dpo"), soft))
+        try:
+            apply_overrides(LabConfig(), cfg.lab)
+        except TetherError as e:
+            raise TetherError(f"lab: {e}") from None
+    for name in used:
+        cls = _stage_classes()[name][0]
+        placeholders = [f"{key}=<{key}, set by tether run>" for key in _required_keys(cls)]
+        stage_cfg = stage_config(cfg, name, placeholders, progress=True)
+        if hasattr(stage_cfg, "rollout"):  # an RL stage: can its sampler run on this machine?
+            from tether.rollout_vllm import check_engine
+
+            try:
+                check_engine(stage_cfg.rollout.engine)
+            except TetherError as e:
+                raise TetherError(f"{name}: {e}") from None
+
+
+def _required_keys(cls: type, prefix: str = "") -> list[str]:
+    """Dotted keys of the fields of `cls` without a default: the paths `tether run` gives each stage."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            hint = typing.get_type_hints(cls)[f.name]
+            nested = dataclasses.is_dataclass(hint)
+            keys += _required_keys(hint, f"{prefix}{f.name}.") if nested else [prefix + f.name]
+    return keys
+
+
+def stage_config(cfg: RunConfig, name: str, settings: list[str], progress: bool, extra: list | None = None):
+    """Stage `name`'s config: its packaged defaults, then `settings` (paths of the earlier stages' outputs),
+    AI feedback's soft labels (rm, dpo), the run's seed, the user's overrides of the stage, then `extra`."""
+    soft = ["data.use_soft_labels=true"] if cfg.feedback == "ai" and name in ("rm", "dpo") else []
+    common = [f"seed={cfg.seed}", *([] if progress else ["train.progress=false"])]
+    overrides = [*settings, *soft, *common, *getattr(cfg, name), *(extra or [])]
+    try:
+        return load_config(_stage_classes()[name][0], default_config(name), overrides)
+    except TetherError as e:
+        raise TetherError(f"{name}: {e}") from None
 
 
 def run_stage(
     cfg: RunConfig, name: str, settings: list[str], run_dir: Path, progress: bool, extra: list | None = None
 ) -> dict:
-    """Stage `name` into RUN/name: its settings, the run's seed, the user's overrides of it, then `extra`."""
-    common = [f"seed={cfg.seed}", *([] if progress else ["train.progress=false"])]
-    overrides = [*settings, *common, *getattr(cfg, name), *(extra or [])]
-    return _stage(name, *_stage_classes()[name], overrides, run_dir)
+    """Stage `name` into RUN/name, configured by `stage_config`."""
+    stage_cfg = stage_config(cfg, name, settings, progress, extra)
+    return _stage(name, _stage_classes()[name][1], stage_cfg, run_dir)
 
 
 def shared_stages(cfg: RunConfig, run_dir: Path, progress: bool, reward_model: bool) -> Shared:
@@ -229,17 +277,16 @@ def shared_stages(cfg: RunConfig, run_dir: Path, progress: bool, reward_model: b
     sft_model = run_dir / "sft" / "model"
     pairs = lab.data("prefs", "train")
     seconds = {"sft": sft["wall_seconds"]}
-    soft = []
     if cfg.feedback == "ai":
         seconds["cai"] = _ai_feedback(cfg, lab, sft_model, run_dir / "cai")["wall_seconds"]
-        pairs, soft = run_dir / "cai" / "prefs.train.jsonl", ["data.use_soft_labels=true"]
+        pairs = run_dir / "cai" / "prefs.train.jsonl"
     elif cfg.comparisons > 0:
         seconds["compare"] = _compare(cfg, lab, sft_model, run_dir / "compare")["wall_seconds"]
         pairs = run_dir / "compare" / "prefs.train.jsonl"
     rm_dir = None
     if reward_model:
         pair_data = [f"data.train={pairs}", f"data.test={lab.data('prefs', 'test')}"]
-        rm = run_stage(cfg, "rm", [f"model={sft_model}", *pair_data, *soft], run_dir, progress)
+        rm = run_stage(cfg, "rm", [f"model={sft_model}", *pair_data], run_dir, progress)
         seconds["rm"] = rm["wall_seconds"]
         rm_dir = run_dir / "rm" / "model"
     return Shared(lab, sft_model, Path(pairs), rm_dir, seconds)
@@ -254,7 +301,6 @@ def policy_stage(
     if cfg.algo == "dpo":
         data = [f"data.train={shared.pairs}", f"data.test={lab.data('prefs', 'test')}"]
         settings = [f"policy={shared.sft_model}", *data]
-        settings += ["data.use_soft_labels=true"] if cfg.feedback == "ai" else []
     else:
         data = [f"data.train={lab.data('prompts', 'train')}", f"data.test={lab.data('prompts', 'test')}"]
         settings = [f"policy={shared.sft_model}", f"reward.source={shared.rm_dir}", *data]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from tether.config import load_yaml
 from tether.errors import TetherError
 from tether.lab.labelers import Labeler, LabelerMix, check_biases
 from tether.lab.pairs import PAIR_KINDS
@@ -154,7 +155,7 @@ class LabConfig:
     def from_yaml(cls, path: str | Path) -> LabConfig:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())  # refuses a key written twice
         except OSError as e:
             raise TetherError(f"{path}: cannot read config ({e.strerror})") from None
         except yaml.YAMLError as e:
@@ -258,7 +259,7 @@ def apply_overrides(config: LabConfig, overrides: list[str]) -> LabConfig:
         if not sep or not key:
             raise TetherError(f"override {item!r}: expected key=value")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError:
             raise TetherError(f"override {item!r}: value is not valid YAML") from None
         target = data

@@ -33,7 +33,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object, set_seed
 
 from tether import lora
-from tether.config import DPOConfig, DPODataConfig, RMDataConfig
+from tether.config import DPOConfig, DPODataConfig, RMDataConfig, validate
 from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
 from tether.files import write_json
@@ -72,17 +72,9 @@ def load_dpo_pairs(path, tokenizer, d: DPODataConfig) -> list[DPOPair]:
 
 
 def check_config(cfg: DPOConfig) -> None:
-    """What dpo_loss would refuse, as a TetherError naming the config keys."""
-    if not cfg.beta > 0:
-        raise TetherError(f"beta must be > 0, got {cfg.beta}")
-    if not 0 <= cfg.label_smoothing < 0.5:
-        raise TetherError(f"label_smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
-    if cfg.label_smoothing and cfg.loss_type not in ("sigmoid", "robust"):
-        raise TetherError(f"loss_type {cfg.loss_type} does not take label_smoothing")
-    if cfg.data.use_soft_labels and cfg.loss_type != "sigmoid":
-        raise TetherError(f"data.use_soft_labels needs loss_type sigmoid, not {cfg.loss_type}")
-    if cfg.data.use_soft_labels and cfg.label_smoothing:
-        raise TetherError("give either data.use_soft_labels or label_smoothing, not both")
+    """What dpo_loss would refuse (β, label smoothing, soft labels: DPOConfig's rules), as a TetherError
+    naming the config keys; a config from load_config has passed it already."""
+    validate(cfg)
 
 
 # ------------------------------------------------------------------------------------------------ log-probs

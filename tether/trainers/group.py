@@ -19,7 +19,6 @@ import time
 
 import torch
 
-from tether.errors import TetherError
 from tether.instruments.evaluate import decode_responses
 from tether.rewards import WeightedReward, load_weighted_reward
 from tether.trainers.distributed import gathered_rows
@@ -36,22 +35,6 @@ from tether.trainers.rl import RLTrainer, iteration_seed
 def reward_terms(cfg) -> list[tuple[str, float]]:
     """(spec, weight) of each reward source of a GroupRewardConfig."""
     return [(cfg.source, cfg.weight), *((t.source, t.weight) for t in cfg.extra)]
-
-
-def check_group_config(cfg, group_size: int, epochs: int) -> None:
-    t, r = cfg.train, cfg.rollout
-    if group_size < 2:
-        raise TetherError(f"the group size must be at least 2 (a baseline needs others), got {group_size}")
-    n = r.batch_size * group_size
-    if n % t.batch_size or t.batch_size % t.micro_batch_size:
-        raise TetherError(
-            f"rollout.batch_size × group size = {n} responses must be a multiple of train.batch_size="
-            f"{t.batch_size}, itself a multiple of train.micro_batch_size={t.micro_batch_size}"
-        )
-    if cfg.iterations < 1 or epochs < 1 or r.max_new_tokens < 1:
-        raise TetherError("iterations, epochs and rollout.max_new_tokens must be at least 1")
-    if not any(w for _, w in reward_terms(cfg.reward)):
-        raise TetherError("every reward weight is 0: nothing to optimise")
 
 
 class GroupTrainer(RLTrainer):

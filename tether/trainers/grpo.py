@@ -25,19 +25,13 @@ from pathlib import Path
 import torch
 
 from tether.config import GRPOConfig
-from tether.errors import TetherError
 from tether.losses import grpo_advantages
-from tether.trainers.group import GroupTrainer, check_group_config
+from tether.trainers.group import GroupTrainer
 from tether.trainers.group_step import GroupLoss
 
 
 class GRPOTrainer(GroupTrainer):
     stage = "grpo"
-
-    def check_config(self, cfg: GRPOConfig) -> None:
-        check_group_config(cfg, cfg.grpo.group_size, cfg.grpo.epochs)
-        if cfg.grpo.beta < 0:
-            raise TetherError(f"grpo.beta must be >= 0, got {cfg.grpo.beta}")
 
     def needs_reference(self) -> bool:
         return self.cfg.grpo.beta > 0

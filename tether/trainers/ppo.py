@@ -42,14 +42,7 @@ from tether.trainers.rl import cut_at_stop as cut_at_stop  # re-exported: where 
 
 
 def check_config(cfg: PPOConfig) -> None:
-    t, r = cfg.train, cfg.rollout
-    if r.batch_size % t.batch_size or t.batch_size % t.micro_batch_size:
-        raise TetherError(
-            f"rollout.batch_size={r.batch_size} must be a multiple of train.batch_size="
-            f"{t.batch_size}, itself a multiple of train.micro_batch_size={t.micro_batch_size}"
-        )
-    if cfg.iterations < 1 or cfg.ppo.epochs < 1 or r.max_new_tokens < 1:
-        raise TetherError("iterations, ppo.epochs and rollout.max_new_tokens must be at least 1")
+    """What the config's own rules (tether.config.validate) cannot know: the critic needs a reward model."""
     if critic_kind(cfg) == "rm" and not is_reward_model_dir(cfg.reward.source):
         raise TetherError(
             f"critic=rm needs reward.source to be a reward model directory, got "

@@ -38,7 +38,7 @@ import torch
 from accelerate.utils import DistributedType, set_seed
 
 from tether import lora
-from tether.config import dump_config
+from tether.config import dump_config, validate
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
 from tether.errors import TetherError
 from tether.files import write_json
@@ -114,10 +114,9 @@ class RLTrainer:
 
     def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False):
         self.start = time.perf_counter()
+        validate(cfg)  # each value and the rules between them, as load_config checks them
         self.check_config(cfg)
         check_engine(cfg.rollout.engine)
-        if cfg.rollout.engine == "vllm" and lora.enabled(cfg.lora):  # its weight copy takes plain names only
-            raise TetherError("rollout.engine=vllm does not take LoRA adapters yet: use lora.r=0 or hf")
         self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         prepare_run_dir(self.run_dir, resume, cfg.train.device)
@@ -152,7 +151,7 @@ class RLTrainer:
     # ----------------------------------------------------------------------------------- hooks
 
     def check_config(self, cfg) -> None:
-        """TetherError for settings that cannot run."""
+        """TetherError for settings that cannot run, beyond what `tether.config.validate` checks."""
 
     def needs_reference(self) -> bool:
         return True

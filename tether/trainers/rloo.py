@@ -25,20 +25,14 @@ from pathlib import Path
 import torch
 
 from tether.config import RLOOConfig
-from tether.errors import TetherError
 from tether.losses import rloo_advantages
-from tether.trainers.group import GroupTrainer, check_group_config
+from tether.trainers.group import GroupTrainer
 from tether.trainers.group_step import GroupLoss
 from tether.trainers.rl import kl_controller
 
 
 class RLOOTrainer(GroupTrainer):
     stage = "rloo"
-
-    def check_config(self, cfg: RLOOConfig) -> None:
-        check_group_config(cfg, cfg.rloo.k, cfg.rloo.epochs)
-        if cfg.kl.beta < 0:
-            raise TetherError(f"kl.beta must be >= 0, got {cfg.kl.beta}")
 
     def needs_reference(self) -> bool:
         return self.cfg.kl.beta > 0 or self.cfg.kl.adaptive
