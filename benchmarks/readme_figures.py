@@ -479,27 +479,13 @@ class Figures:
         """`tether run`'s stage 3 and evaluation on the default run's shared stages, into run_dir: the
         summary run_pipeline writes (stage_seconds of stage 3 and evaluation only)."""
         from tether.config import dump_config
-        from tether.pipeline import evaluate_stage, policy_stage, write_outputs
+        from tether.sweep import run_stage3
 
         if (run_dir / "summary.json").is_file():
             return json.loads((run_dir / "summary.json").read_text())
         shared = self.shared(reward_model=cfg.algo != "dpo")
-        start = time.perf_counter()
         dump_config(cfg, run_dir)
-        final = policy_stage(cfg, shared, run_dir, progress=False)
-        evaluation = evaluate_stage(run_dir, cfg, shared, final["beta"])
-        summary = {
-            "algo": cfg.algo,
-            "feedback": cfg.feedback,
-            "instruments": {**final.get("instruments", {}), **evaluation["instruments"]},
-            "rewards": evaluation["rewards"],
-            "beta": final["beta"],
-            "wall_seconds": time.perf_counter() - start,
-            "stage_seconds": {cfg.algo: final["wall_seconds"], "eval": evaluation["wall_seconds"]},
-            "lab": str(shared.lab.root),
-        }
-        write_outputs(run_dir, summary, cfg.algo)
-        return summary
+        return run_stage3(cfg, shared, run_dir, progress=False)
 
     # -- the parts: each returns (block text, stamp)
     def part_default(self) -> tuple[str, dict]:

@@ -106,11 +106,19 @@ def _one_beta(cfg: RunConfig, shared: Shared, out: Path, beta: float, progress: 
         print(f"tether sweep: beta {beta:g} already done, skipping", flush=True)
         return json.loads((run_dir / "summary.json").read_text())
     print(f"tether sweep: {cfg.algo} at beta {beta:g}", flush=True)
+    return run_stage3(cfg, shared, run_dir, progress, [f"{BETA_KEYS[cfg.algo]}={beta!r}"])
+
+
+def run_stage3(cfg: RunConfig, shared: Shared, run_dir: Path, progress: bool, overrides=()) -> dict:
+    """`tether run`'s stage 3 (cfg.algo, with `overrides` after the stage's own) and its evaluation against
+    SFT on stages already trained (`shared`), into run_dir; writes and returns the run's summary, whose
+    stage_seconds hold stage 3 and the evaluation only."""
     start = time.perf_counter()
-    final = policy_stage(cfg, shared, run_dir, progress, [f"{BETA_KEYS[cfg.algo]}={beta!r}"])
+    final = policy_stage(cfg, shared, run_dir, progress, list(overrides))
     evaluation = evaluate_stage(run_dir, cfg, shared, final["beta"])
     summary = {
         "algo": cfg.algo,
+        "feedback": cfg.feedback,
         "instruments": {**final.get("instruments", {}), **evaluation["instruments"]},
         "rewards": evaluation["rewards"],
         "beta": final["beta"],
