@@ -394,14 +394,17 @@ def replace_blocks(text: str, blocks: dict[str, str], path: str = "README.md") -
 
 
 def run_config(overrides: list[str]):
-    """A RunConfig from `tether run` style overrides (`seed=1`, `ppo.kl.beta=5`, `lab.sft_train=100`)."""
+    """A RunConfig from `tether run` style overrides (`seed=1`, `ppo.kl.beta=5`, `lab.sft_train=100`); the
+    overrides of stages this run does not train (--smoke's for the other algorithms) are left out, since
+    `tether run` refuses them."""
     from tether.config import load_config
-    from tether.pipeline import RunConfig, split_overrides
+    from tether.pipeline import RunConfig, split_overrides, stages_of
 
     plain, staged = split_overrides(overrides)
     cfg = load_config(RunConfig, None, plain)
     for stage, items in staged.items():
-        getattr(cfg, stage).extend(items)
+        if stage in stages_of(cfg) or stage not in ("rm", "ppo", "grpo", "rloo", "dpo"):
+            getattr(cfg, stage).extend(items)
     return cfg
 
 
