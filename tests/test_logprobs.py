@@ -101,7 +101,9 @@ def test_response_logits_equal_the_full_pass_sliced(model, wrap):
         full = model(input_ids=r.input_ids, attention_mask=attn, position_ids=position_ids(attn)).logits
         got = response_logits(NoKeep(model) if wrap else model, r)
     assert got.shape == (3, 5, full.shape[-1])
-    assert torch.allclose(got, full[:, 4:-1], atol=1e-6)  # P − 1 = 4 predicts the first response token
+    m = response_mask.bool()  # the response tokens; the padded slots of a response are 0
+    assert torch.allclose(got[m], full[:, 4:-1][m], atol=1e-6)  # P − 1 = 4 predicts the first response token
+    assert not m.all() and (got[~m] == 0).all()
 
 
 def test_sft_loss_equals_the_mean_completion_token_nll(model, batch):

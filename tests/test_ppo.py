@@ -149,7 +149,7 @@ def test_token_kl_adds_the_exact_kl_to_the_loss_on_the_advantages_scale(setup):
                                 trainer.cfg.ppo)
     exact = token_kl(policy_logits(trainer.policy, part.rollout), policy_logits(trainer.ref, part.rollout),
                      part.mask)
-    expected = exp.kl_loss_coef * masked_mean(exact, part.mask)
+    expected = exp.kl_loss_coef * masked_mean(exact.detach(), part.mask)
     gap = float((with_kl - without).detach())
     assert float(expected) > 0 and gap == pytest.approx(float(expected), rel=1e-4)
     with pytest.raises(ValueError, match="reference"):

@@ -33,11 +33,12 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
-from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, pad_id, position_ids
+from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, pad_id
 from tether.errors import TetherError
 from tether.model_files import DTYPES as _DTYPES
 from tether.model_files import load_tokenizer, weights_dir
 from tether.models import quiet_transformers
+from tether.packing import run_packed
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +115,24 @@ def score_head(model) -> torch.nn.Linear:
 def token_scores(model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """The head applied at every position: (B, T) ids and mask → (B, T) float32 scores.
 
-    Position t's score depends on tokens ≤ t only (causal trunk); scores at padding positions are junk.
+    Position t's score depends on tokens ≤ t only (causal trunk); scores at padding positions are junk (0
+    when the batch runs packed, tether.packing).
     """
     from tether.lora import unwrap
 
     wrapper = getattr(model, "module", None)  # the model inside a DDP (or other single-module) wrapper
     inner = unwrap(wrapper if wrapper is not None else model)  # a LoRA model's adapted one
-    positions = position_ids(attention_mask)
-    if wrapper is None:
-        trunk = inner.base_model  # e.g. LlamaModel: the body without any head
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
-        hidden = hidden.last_hidden_state  # (B, T, H)
-    else:  # only the wrapper's own forward lets DDP synchronise the gradients: run the whole model through it
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                    output_hidden_states=True)
-        hidden = out.hidden_states[-1]  # (B, T, H), the trunk's last (normalised) hidden state
-    return score_head(inner)(hidden).squeeze(-1).float()  # (B, T)
+
+    def forward(ids, mask, positions, keep):
+        if wrapper is None:
+            trunk = inner.base_model  # e.g. LlamaModel: the body without any head
+            hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        else:  # only the wrapper's own forward lets DDP synchronise the gradients: the whole model through it
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True)
+            hidden = out.hidden_states[-1]  # (b, t, H), the trunk's last (normalised) hidden state
+        return score_head(inner)(hidden).squeeze(-1).float()  # (b, t)
+
+    return run_packed(model, input_ids, attention_mask, forward)  # (B, T)
 
 
 def last_positions(attention_mask: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from tether.data import position_ids
 from tether.losses import token_logprobs
+from tether.packing import run_packed
 
 
 @dataclass
@@ -170,13 +171,14 @@ def logits_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sele
     position (for SmolLM2-135M a fifth of the forward FLOPs) whose (B, T, V) output dominates the memory of
     a step, runs on the selected positions only: transformers' `logits_to_keep` with a boolean mask. A model
     whose forward lacks it computes every position's logits, then the selected ones are taken."""
-    select = select.bool()
-    keep = {"logits_to_keep": select} if _keeps_logits(model) else {}
-    pos = position_ids(attention_mask)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, **keep).logits
-    if logits.dim() == 2 and logits.shape[0] == int(select.sum()):
-        return logits
-    return logits[select]
+    def forward(ids, mask, positions, keep):
+        kept = {"logits_to_keep": keep} if _keeps_logits(model) else {}
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kept).logits
+        if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
+            return logits
+        return logits[keep]
+
+    return run_packed(model, input_ids, attention_mask, forward, select.bool())
 
 
 def completion_positions(loss_mask: torch.Tensor) -> tuple[Tensor, Tensor]:
@@ -204,14 +206,16 @@ def completion_logprobs(model, batch: dict[str, torch.Tensor], temperature: floa
 
 
 def response_logits(model, rollout: Rollout) -> torch.Tensor:
-    """Logits that predict each response token, (B, R, V), from one forward pass over prompt + response;
-    the LM head runs on the last R + 1 positions only (`logits_to_keep`) where the model supports it."""
-    attn = rollout.attention_mask  # (B, P + R)
-    R = rollout.response_ids.shape[1]
-    keep = {"logits_to_keep": R + 1} if _keeps_logits(model) else {}
-    logits = model(input_ids=rollout.input_ids, attention_mask=attn, position_ids=position_ids(attn),
-                   **keep).logits
-    return logits[:, -(R + 1) : -1]  # logits[:, P - 1 + t] predicts response token t
+    """Logits that predict each response token, (B, R, V), 0 where the response mask is 0, from one forward
+    pass over prompt + response (packed, `logits_at`: the LM head only where it predicts a response token)."""
+    mask = rollout.response_mask.bool()  # (B, R)
+    P = rollout.prompt_ids.shape[1]
+    select = torch.zeros_like(rollout.attention_mask, dtype=torch.bool)  # (B, P + R)
+    select[:, P - 1 : -1] = mask  # position P − 1 + t predicts response token t
+    logits = logits_at(model, rollout.input_ids, rollout.attention_mask, select)  # (N, V)
+    out = logits.new_zeros(*mask.shape, logits.shape[-1])  # (B, R, V)
+    out[mask] = logits
+    return out
 
 
 def score_responses(model, rollout: Rollout, temperature: float | None = None) -> torch.Tensor:
