@@ -174,6 +174,13 @@ class EpochLoopConfig(LoopConfig):
     """Passes over the training data (fractions allowed); ignored when max_steps is set."""
     max_steps: int | None = ranged(None, ">= 1")
     """Optimizer steps to run; overrides epochs when set."""
+    group_by_length: bool = False
+    """Sort each step's examples by length before cutting them into micro-batches, so that rows of like length
+    share a forward pass (less padding); the step's gradient is the same sum over the same examples."""
+    micro_batch_tokens: int | None = ranged(None, ">= 1")
+    """Cut each step's examples (sorted by length) into micro-batches of at most this many tokens, rows ×
+    the longest row (a longer example runs alone), instead of micro_batch_size examples: memory bounded by
+    tokens, not by the longest row; none: micro_batch_size examples per forward pass."""
 
 
 @dataclasses.dataclass

@@ -231,6 +231,11 @@ class PairTokens:
     rejected_ids: list[int]
 
 
+def pair_shape(pair: PairTokens) -> tuple[int, int]:
+    """(rows, tokens per row) of a pair in `collate_pairs`: two rows as long as prompt + its longer side."""
+    return 2, len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+
+
 @dataclass
 class PromptTokens:
     prompt_ids: list[int]

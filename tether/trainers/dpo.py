@@ -34,7 +34,7 @@ from accelerate.utils import gather_object, set_seed
 
 from tether import lora
 from tether.config import DPOConfig, DPODataConfig, RMDataConfig, validate
-from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id
+from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id, pair_shape
 from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.kl import kl_from_base
@@ -184,6 +184,9 @@ class DPOTask:
 
     def count(self, items: Sequence[DPOPair]) -> int:
         return len(items)
+
+    def shape(self, item: DPOPair) -> tuple[int, int]:
+        return pair_shape(item.tokens)
 
     def policy_logprobs(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) log-probs, (B,) each, from one forward pass over all 2B rows."""

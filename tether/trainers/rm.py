@@ -32,6 +32,7 @@ from tether.data import (
     collate_pairs,
     load_preferences,
     pad_id,
+    pair_shape,
     read_jsonl,
     tokenize_preferences,
 )
@@ -143,6 +144,9 @@ class RMTask:
 
     def count(self, items: Sequence[RMPair]) -> int:
         return len(items)
+
+    def shape(self, item: RMPair) -> tuple[int, int]:
+        return pair_shape(item.tokens)
 
     def scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) rewards, (B,) each, from one forward pass over all 2B rows."""

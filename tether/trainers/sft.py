@@ -45,6 +45,9 @@ class SFTTask:
     def count(self, items: Sequence[SFTTokens]) -> int:
         return sum(len(x.completion_ids) for x in items)
 
+    def shape(self, item: SFTTokens) -> tuple[int, int]:
+        return 1, len(item.prompt_ids) + len(item.completion_ids)
+
     def loss(self, model, batch, num_units):
         ids, attn = batch["input_ids"], batch["attention_mask"]  # (B, T)
         # logits[:, t] predicts ids[:, t + 1]; loss_mask[:, t + 1] is 1 when that is a completion token.

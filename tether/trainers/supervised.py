@@ -11,6 +11,13 @@ every step sees the same number of items). The position is a function of the ste
 in every checkpoint, so a resumed run sees exactly the batches an uninterrupted run would.
 Multi-process: each process takes its contiguous slice of the step's batch; the loss is divided by the
 count of the whole (global) batch, so the weights do not depend on how the batch is split.
+
+Micro-batches: by default a process's share is cut into runs of micro_batch_size items in data order. With
+train.group_by_length the share is sorted by length first (rows of like length share a forward pass, so
+less padding), and with train.micro_batch_tokens the sorted share is cut wherever the next item would take
+a micro-batch past that many tokens (rows × its longest row, padding counted), so memory is bounded by
+tokens rather than by the longest row. Either way the step's gradient is the same sum over the same items,
+divided by the same count (to float rounding); only the grouping into forward passes changes.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from tether.trainers.base import Loop, TrainingInterrupted, save_final
 
 class SupervisedTask(Protocol):
     unit: str  # what `count` counts, e.g. "tokens" or "pairs" (the name of the metric)
+
+    def shape(self, item: Any) -> tuple[int, int]:
+        """(rows, tokens per row) the item takes in a collated batch (a pair: 2 rows of its longer side)."""
 
     def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         """A micro-batch of tensors on the CPU."""
@@ -70,6 +80,29 @@ def micro_batches_per_step(cfg, world: int) -> int:
     return per_process // cfg.micro_batch_size
 
 
+def micro_batches(items: Sequence[Any], shape, size: int, tokens: int | None, by_length: bool) -> list[list]:
+    """`items` (one process's share of a step) cut into micro-batches: runs of `size` in order; with
+    by_length (or a token budget) sorted by decreasing length first (ties in order); with `tokens`, each
+    micro-batch as long as rows × its longest row stays ≤ tokens (an item over the budget alone)."""
+    if not by_length and tokens is None:
+        return [list(items[i : i + size]) for i in range(0, len(items), size)]
+    rows = [shape(x) for x in items]
+    order = sorted(range(len(items)), key=lambda i: (-rows[i][1], i))
+    if tokens is None:
+        return [[items[i] for i in order[j : j + size]] for j in range(0, len(order), size)]
+    out: list[list] = []
+    n_rows = longest = 0
+    for i in order:
+        r, length = rows[i]
+        if out and (n_rows + r) * max(longest, length) <= tokens:
+            out[-1].append(items[i])
+            n_rows, longest = n_rows + r, max(longest, length)
+        else:
+            out.append([items[i]])
+            n_rows, longest = r, length
+    return out
+
+
 def batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> list[int]:
     """Indices of the items of (0-based) step `step`: epoch = step // steps per epoch, seeded permutation."""
     per_epoch = steps_per_epoch(n_items, batch_size)
@@ -94,7 +127,7 @@ def fit(
     metrics ({} without eval items). resume: True for the run's latest checkpoint, or a checkpoint path.
     Raises TrainingInterrupted after SIGTERM (a checkpoint is written first)."""
     cfg, n = loop.cfg, len(train_items)
-    n_micro = micro_batches_per_step(cfg, loop.world)
+    micro_batches_per_step(cfg, loop.world)  # the batch must split evenly over the processes
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     if resume:
         extra = loop.resume(None if resume is True else resume)
@@ -118,10 +151,11 @@ def fit(
             share = len(step_items) // loop.world
             mine = step_items[loop.rank * share : (loop.rank + 1) * share]
             loss_sum, sums, my_units = 0.0, {}, max(1, task.count(mine))
-            for j in range(n_micro):
-                micro = mine[j * cfg.micro_batch_size : (j + 1) * cfg.micro_batch_size]
+            micros = micro_batches(mine, task.shape, cfg.micro_batch_size, cfg.micro_batch_tokens,
+                                   cfg.group_by_length)
+            for j, micro in enumerate(micros):
                 batch = to_device(task.collate(micro), loop.accelerator.device)
-                with loop.accumulate(sync=j == n_micro - 1):
+                with loop.accumulate(sync=j == len(micros) - 1):
                     loss, metrics = task.loss(loop.model, batch, num_units)
                     loop.backward(loss)
                 loss_sum += float(loss.detach())
