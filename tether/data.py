@@ -123,7 +123,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not isinstance(obj, dict):
             raise DataError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
         if _SURROGATE_ESCAPE.search(text):  # only an escape can make one: UTF-8 bytes never decode to it
-            field = _surrogate_field(obj, "")
+            field = lone_surrogate_field(obj)
             if field is not None:
                 raise DataError(path, line_no, f"lone surrogate in {field}: an escape \\ud800-\\udfff "
                                 "without its other half is no character, and no tokenizer can encode it")
@@ -141,7 +141,7 @@ def _is_surrogate_text(text: str) -> bool:
     return False
 
 
-def _surrogate_field(value, where: str) -> str | None:
+def lone_surrogate_field(value, where: str = "") -> str | None:
     """Where in a JSON value a string holds a lone surrogate ('messages[0].content', "a key '\\ud800'"), or
     None."""
     if isinstance(value, str):
@@ -151,7 +151,7 @@ def _surrogate_field(value, where: str) -> str | None:
         if isinstance(k, str) and _is_surrogate_text(k):
             return f"a key {k!r}"
         inner = f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else k
-        found = _surrogate_field(v, inner)
+        found = lone_surrogate_field(v, inner)
         if found is not None:
             return found
     return None
