@@ -64,10 +64,9 @@ def gold(prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
 
     out = []
     for p, r in zip(prompts, responses, strict=True):
-        try:
-            out.append(gold_reward(p, r))
-        except (ValueError, AttributeError):  # not lab text (AttributeError: a messages list)
-            raise TetherError(f"the gold reward needs the lab's prompts; got {p!r}") from None
+        if not is_lab_prompt(p):  # a messages list, or text that is not the lab's
+            raise TetherError(f"the gold reward needs the lab's prompts; got {p!r}")
+        out.append(gold_reward(p, r))
     return torch.tensor(out, dtype=torch.float32)
 
 
