@@ -1,4 +1,4 @@
-"""The fault-injection suite, data files (issue 21, item 7): each bad file given to
+"""The fault-injection suite, data files (issue 21, item 7) and reward code (item 9): each bad file given to
 `tether sft|rm|dpo|ppo|grpo|rloo` ends with exit code 2, one line naming FILE:LINE and the problem, and
 every file that was there before untouched (tests/fault_helpers.py). The RL commands read and check their
 whole prompt files before any model loads: `load_policy` is made to fail the test if it is reached."""
@@ -6,12 +6,14 @@ whole prompt files before any model loads: `load_policy` is made to fail the tes
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import random
 from pathlib import Path
 
 import pytest
+import yaml
 from fault_helpers import refused, run_tether
 from plumbing_helpers import write_jsonl, write_model_dir
 from ppo_helpers import TOY_REWARD
@@ -177,6 +179,36 @@ def test_a_file_of_lab_and_other_prompts_trains_without_the_gold_reward(capsys, 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["rewards"]["policy"]["gold"] is None
     assert summary["instruments"]["win_rate_vs_base"]["judge"] == "proxy"
+
+
+def test_config_records_the_reward_code_it_imported(capsys, mixed_run):
+    """reward.source=ppo_helpers:count_a imports tests/ppo_helpers.py: its path and sha256 are recorded."""
+    argv, run = mixed_run
+    if not (run / "config.yaml").exists():
+        assert run_tether(argv, capsys)[0] == 0
+    helpers = Path(__file__).with_name("ppo_helpers.py").resolve()
+    code = yaml.safe_load((run / "config.yaml").read_text())["provenance"]["code"]
+    sha256 = hashlib.sha256(helpers.read_bytes()).hexdigest()
+    assert code == {TOY_REWARD: {"path": str(helpers), "sha256": sha256}}
+
+
+def test_imported_code_names_each_function_source_of_a_weighted_reward():
+    """GRPO/RLOO's sum of sources: the function term is recorded, 'gold' (tether's own code) is not."""
+    from tether.rewards import WeightedReward, gold, imported_code
+
+    helpers = Path(__file__).with_name("ppo_helpers.py").resolve()
+    sha256 = hashlib.sha256(helpers.read_bytes()).hexdigest()
+    both = WeightedReward([("gold", 1.0), (TOY_REWARD, 0.5)])
+    assert imported_code(both) == {TOY_REWARD: {"path": str(helpers), "sha256": sha256}}
+    assert imported_code(gold) == {}
+
+
+@pytest.mark.parametrize("command", ["ppo", "grpo", "rloo"])
+def test_help_says_that_a_reward_function_is_code_that_runs(capsys, command):
+    code, out, _ = run_tether([command, "--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
+    assert "imports that module and runs it" in text and "provenance" in text
 
 
 def test_a_partial_tie_is_reported_and_left_out(capsys, caplog, tmp_path, model):

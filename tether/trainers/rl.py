@@ -8,9 +8,10 @@
 `RLTrainer.__init__` first reads and checks the whole prompt files (`read_prompts`), so that bad data stops
 the run before any model loads; then it loads the policy (`cfg.policy`), a frozen copy of it as the
 reference when `needs_reference()` says so, tokenises the prompts, makes the Loop (one AdamW over the policy
-and `extra_models()`) and the reward (`load_reward_fn()`), then resumes and writes RUN/config.yaml. The
-gold reward's rule: when it is a reward source ('gold' in `reward_specs()`), every train and test prompt
-must be a lab prompt; otherwise it is logged (and judges the evaluation) only when every prompt is one.
+and `extra_models()`) and the reward (`load_reward_fn()`), then resumes and writes RUN/config.yaml (with
+the file of any reward code imported). The gold reward's rule: when it is a reward source ('gold' in
+`reward_specs()`), every train and test prompt must be a lab prompt; otherwise it is logged (and judges the
+evaluation) only when every prompt is one.
 `run()` iterates to `cfg.iterations`, logging, evaluating and checkpointing on schedule (train.log_every,
 eval_every, save_every count iterations), then writes RUN/model and summary.json. `update()` is the shared
 optimisation of one iteration's experience: `epochs()` passes over shuffled minibatches of train.batch_size
@@ -48,7 +49,7 @@ from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
 from tether.kl_control import AdaptiveKLController, FixedKLController
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
-from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
+from tether.rewards import RunningMoments, gold, imported_code, is_lab_prompt, penalize_unended
 from tether.rollout import Rollout, sample
 from tether.rollout_vllm import check_engine
 from tether.trainers.base import (
@@ -167,7 +168,7 @@ class RLTrainer:
         if resume:
             self.load_extra(self.loop.resume(None if resume is True else resume))
         if self.loop.is_main:
-            dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test])
+            dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test], code=imported_code(self.reward))
 
     # ----------------------------------------------------------------------------------- hooks
 
