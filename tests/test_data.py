@@ -187,3 +187,126 @@ def test_an_empty_prompt_is_replaced_by_bos(tmp_path):
     f = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "", "completion": "a"}])
     (item,), _ = tokenize_sft(load_sft(f), tok, max_length=8)
     assert item.prompt_ids == [2] and item.completion_ids == [A, EOS]
+
+
+# ------------------------------------------------------------------------------------------------ bad bytes
+
+
+def test_a_byte_that_is_not_utf8_names_its_line_and_byte(tmp_path):
+    """Line 2 is `{"prompt": "a\\xff", ...}`: the bad byte 0xff is the 14th byte of its line."""
+    f = tmp_path / "s.jsonl"
+    f.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "a\xff", "completion": "b"}\n')
+    with _raises_at(f, 2, "byte 0xff at byte 14 is not UTF-8"):
+        load_sft(f)
+
+
+def test_a_utf8_byte_order_mark_on_the_first_line_is_read_as_none(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_bytes(b'\xef\xbb\xbf{"prompt": "a", "completion": "b"}\n')
+    assert [(e.prompt, e.completion) for e in load_sft(f)] == [("a", "b")]
+
+
+@pytest.mark.parametrize("name", ["p.jsonl", "p.jsonl.gz"])
+def test_gzip_is_read_by_its_magic_bytes_whatever_the_name(tmp_path, name):
+    """Both names hold gzip bytes (1f 8b); line numbers count the decompressed lines (blank line 2)."""
+    import gzip
+
+    f = tmp_path / name
+    f.write_bytes(gzip.compress(b'{"prompt": "a b", "answer": "7"}\n\n{"prompt": "c"}\n'))
+    got = [(e.prompt, e.meta, e.line) for e in load_prompts(f)]
+    assert got == [("a b", {"answer": "7"}, 1), ("c", {}, 3)]
+
+
+def test_a_truncated_gzip_file_names_the_line_it_breaks_in(tmp_path):
+    """200 lines of 32 random hex digits compress to about 4 kB; the first 40 bytes (a 10-byte header, then
+    30 bytes of the first deflate block's Huffman tables) decode no text at all: line 1 is where it breaks."""
+    import gzip
+    import random
+
+    rng = random.Random(0)
+    text = "".join(f'{{"prompt": "{rng.getrandbits(128):032x}"}}\n' for _ in range(200))
+    f = tmp_path / "p.jsonl"
+    f.write_bytes(gzip.compress(text.encode())[:40])
+    with _raises_at(f, 1, "corrupt or truncated gzip data"):
+        load_prompts(f)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (r'{"prompt": "a", "completion": "b\ud800"}', "'completion'"),
+        (r'{"messages": [{"role": "user", "content": "\udc00 a"}, {"role": "assistant", "content": "b"}]}',
+         "'messages[0].content'"),
+        (r'{"prompt": "a", "completion": "b", "\ud83d": 1}', "a key"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_with_its_field(tmp_path, text, field):
+    """A lone surrogate is no character: a tokenizer cannot encode it. A pair (\\ud83d\\ude00: 😀) is one."""
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(r'{"prompt": "a \ud83d\ude00", "completion": "b \\ud800"}' + "\n")  # a pair; an escaped \
+    assert [(e.prompt, e.completion) for e in load_sft(ok)] == [("a 😀", "b \\ud800")]
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"prompt": "a", "completion": "b"}\n' + text + "\n")
+    with _raises_at(f, 2, f"lone surrogate in {field}"):
+        load_sft(f)
+
+
+# ------------------------------------------------------------------------------------------------ ties
+
+
+def test_pairs_with_chosen_equal_to_rejected_are_counted_and_left_out(tmp_path, caplog):
+    f = write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "a", "chosen": "b", "rejected": "c"},
+        {"prompt": "a", "chosen": "b", "rejected": "b"},  # a tie: line 2
+        {"prompt": "b", "chosen": "c", "rejected": "d"},
+        {"prompt": "c", "chosen": "d e", "rejected": "d e"},  # a tie: line 4
+    ])
+    with caplog.at_level(logging.WARNING, logger="tether.data"):
+        pairs = load_preferences(f)
+    assert [p.line for p in pairs] == [1, 3]
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert f"2 of 4 pairs have chosen == rejected (first at {f}:2)" in msg and "left out" in msg
+
+
+def test_a_file_of_ties_only_is_refused(tmp_path):
+    f = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "b"}] * 2)
+    with pytest.raises(DataError, match=re.escape(f"{f}: every pair (2) has chosen == rejected")):
+        load_preferences(f)
+
+
+# ------------------------------------------------------------------------------------------------ roles
+
+
+USER, ASSISTANT = {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}
+
+
+@pytest.mark.parametrize(
+    ("load", "record", "fragment"),
+    [
+        (load_sft, {"messages": [{"role": "human", "content": "a"}, ASSISTANT]},
+         "messages[0] has role 'human'"),
+        (load_sft, {"messages": [USER, {"role": "tool", "content": "a"}, USER, ASSISTANT]},
+         "messages[1] has role 'tool'"),
+        (load_preferences, {"prompt": [{"role": "User", "content": "a"}], "chosen": "b", "rejected": "c"},
+         "prompt[0] has role 'User'"),
+        (load_prompts, {"prompt": [USER, {"role": "bot", "content": "b"}]}, "prompt[1] has role 'bot'"),
+        (load_prompts, {"prompt": [USER, ASSISTANT]}, "the prompt ends on an assistant turn"),
+        (load_preferences, {"prompt": [USER, ASSISTANT], "chosen": "b", "rejected": "c"},
+         "the prompt ends on an assistant turn"),
+        (load_sft, {"messages": [USER, ASSISTANT, ASSISTANT]}, "the prompt ends on an assistant turn"),
+    ],
+)
+def test_unknown_roles_and_prompts_ending_on_the_assistant_are_refused(tmp_path, load, record, fragment):
+    good = {load_sft: {"prompt": "a", "completion": "b"}, load_prompts: {"prompt": "a"},
+            load_preferences: {"prompt": [{"role": "system", "content": "a"}, USER, ASSISTANT, USER],
+                               "chosen": "b", "rejected": "c"}}[load]
+    f = write_jsonl(tmp_path / "d.jsonl", [good, record])
+    with _raises_at(f, 2, fragment):
+        load(f)
+
+
+@pytest.mark.parametrize("prompt", ["", " \n "])
+def test_an_empty_prompt_to_sample_from_is_refused(tmp_path, prompt):
+    f = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a"}, {"prompt": prompt}])
+    with _raises_at(f, 2, "empty prompt"):
+        load_prompts(f)

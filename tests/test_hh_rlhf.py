@@ -85,6 +85,24 @@ def test_gzip_input_gives_the_same_pairs(tmp_path):
     assert strip(read_pairs(packed)[0]) == strip(read_pairs(plain)[0])
 
 
+def test_gzip_named_jsonl_is_read_by_its_magic_bytes(tmp_path):
+    plain = write_lines(tmp_path / "hh.jsonl", [json.dumps(r) for r in (BREAD, JOKE)])
+    packed = tmp_path / "packed.jsonl"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    strip = lambda pairs: [{k: v for k, v in p.items() if k != "source"} for p in pairs]  # noqa: E731
+    assert strip(read_pairs(packed)[0]) == strip(read_pairs(plain)[0]) == EXPECTED[:2]
+
+
+def test_a_byte_that_is_not_utf8_names_its_line(tmp_path):
+    """Line 2 is `{"chosen": "\xe9...`: the bad byte 0xe9 (Latin-1 é) is the 13th byte of its line."""
+    f = tmp_path / "hh.jsonl"
+    f.write_bytes(json.dumps(BREAD).encode() + b'\n{"chosen": "\xe9", "rejected": "x"}\n')
+    with pytest.raises(DataError, match="byte 0xe9 at byte 13 is not UTF-8") as e:
+        read_pairs(f)
+    assert str(e.value).startswith(f"{f}:2: ")
+    assert read_pairs(f, skip_bad=True)[1] == {"not UTF-8 text": 1}
+
+
 BAD = [
     ("{not json", "malformed JSON"),
     (json.dumps({"chosen": BREAD["chosen"]}), "missing or non-string 'rejected'"),
@@ -96,6 +114,7 @@ BAD = [
     (json.dumps({"chosen": f"{A}x", "rejected": f"{A}y"}), "no Human turn"),
     (json.dumps({"chosen": f"{H}q{A}a{A}x", "rejected": f"{H}q{A}a{A}y"}), "two Human or two Assistant"),
     (json.dumps({"chosen": f"{H}q{H}r{A}x", "rejected": f"{H}q{H}r{A}y"}), "two Human or two Assistant"),
+    (json.dumps({"chosen": f"{H}q{A}x\ud800", "rejected": f"{H}q{A}y"}), "lone surrogate in 'chosen'"),
 ]
 
 

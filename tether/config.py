@@ -525,16 +525,22 @@ def _check(key: str, value: Any, hint) -> Any:
 # ------------------------------------------------------------------------------------------------ dumping
 
 
-def dump_config(cfg, run_dir: str | Path, data_files: list[str | None] | None = None) -> Path:
+def dump_config(
+    cfg, run_dir: str | Path, data_files: list[str | None] | None = None, code: dict | None = None
+) -> Path:
     """Write the resolved `cfg` and its provenance to RUN/config.yaml; returns the path.
 
     Provenance: versions of tether, torch and transformers, the git commit of the tether source when it is
-    a git checkout, and the sha256 of each data file (so a run can be matched to the data it saw).
+    a git checkout, and the sha256 of each data file (so a run can be matched to the data it saw); `code`,
+    when given, as provenance.code: the user code the run imported ({spec: {"path", "sha256"}}, e.g.
+    tether.rewards.imported_code of a `module:function` reward).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = to_dict(cfg)
     doc[PROVENANCE_KEY] = provenance(data_files or [])
+    if code:
+        doc[PROVENANCE_KEY]["code"] = code
     path = run_dir / "config.yaml"
     return write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
 
@@ -629,7 +635,9 @@ class PPORewardConfig:
 
     source: str = ranged("gold", "non-empty")
     """A reward model directory, 'gold' (the lab's gold reward) or 'module:function' taking (prompts,
-    responses) lists of strings and returning one float per response. Each gets the prompt record as the data
+    responses) lists of strings and returning one float per response: tether imports that module and runs
+    it, with your rights (any module on sys.path; RUN/config.yaml's provenance.code records the file's path
+    and sha256), so name only code you trust. Each gets the prompt record as the data
     gives it (text or messages; whole, even when data.too_long=truncate cut the policy's copy) and the
     response as text: its tokens up to EOS (or through a stop string) decoded without special tokens, stripped
     of surrounding whitespace. A reward model re-tokenises that text as its own training rows were built

@@ -1,11 +1,16 @@
 """JSONL datasets, tokenisation and collators: the one data path of lab and real data.
 
-Formats (one JSON object per line; blank lines are ignored):
+Formats (one JSON object per line of UTF-8 text, gzip-compressed or not; blank lines are ignored):
 - SFT: {"prompt": str, "completion": str} or {"messages": [{"role", "content"}, ...]} whose last message is
   the assistant's (the completion; the messages before it are the prompt, so only the last turn is trained).
 - preferences: {"prompt", "chosen", "rejected"}; prompt is a string or a messages list, chosen/rejected
-  strings.
-- prompts: {"prompt"} (string or messages) plus any metadata (kept in `PromptExample.meta`).
+  strings. A pair whose chosen and rejected are the same text states no preference (its loss is log 2
+  whatever the model): such ties are counted, reported once and left out; a file of ties only is an error.
+- prompts: {"prompt"} (string or messages, not empty) plus any metadata (kept in `PromptExample.meta`).
+A message's role is "system", "user" or "assistant", and a prompt never ends on an assistant turn (the
+response to be trained or sampled follows it). A gzip file is recognised by its first two bytes (1f 8b),
+whatever its name. Strings must be text a tokenizer can encode: a lone surrogate escape ("\\ud800" without
+its low half) is refused.
 
 Every problem raises `DataError(path, line, problem)`, so the message starts with `path:line:`.
 
@@ -18,8 +23,11 @@ asked (`"always"`); without a template, messages are rendered as "Role: content"
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +41,7 @@ from tether.errors import DataError, TetherError
 log = logging.getLogger(__name__)
 
 Prompt = str | list[dict[str, str]]  # text, or chat messages [{"role", "content"}, ...]
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -63,27 +72,89 @@ class PromptExample:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; DataError on unreadable files and bad JSON."""
+def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of each line of a file, decompressed when it starts with gzip's magic bytes
+    (1f 8b) whatever its name; DataError when it cannot be read or its gzip data breaks off."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except OSError as e:
         raise DataError(path, None, f"cannot read: {e.strerror}") from None
     with f:
-        n = 0
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(path, line_no, f"malformed JSON: {e.msg} at column {e.colno}") from None
-            if not isinstance(obj, dict):
-                raise DataError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
-            n += 1
-            yield line_no, obj
+        compressed = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        lines = gzip.GzipFile(fileobj=f) if compressed else f
+        line_no = 0
+        try:
+            for line_no, raw in enumerate(lines, start=1):
+                yield line_no, raw
+        except (OSError, EOFError, zlib.error) as e:
+            problem = f"corrupt or truncated gzip data ({e})" if compressed else f"cannot read: {e}"
+            raise DataError(path, line_no + 1, problem) from None
+
+
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # \ud800..\udfff written as JSON escapes
+
+
+def decode_line(path, line_no: int, raw: bytes) -> str:
+    """A line's bytes as text: UTF-8, a byte-order mark at the start of the file skipped; DataError naming
+    the first byte that is not UTF-8."""
+    skipped = len(_BOM) if line_no == 1 and raw.startswith(_BOM) else 0
+    try:
+        return raw[skipped:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = skipped + e.start
+        raise DataError(path, line_no, f"byte 0x{raw[at]:02x} at byte {at + 1} is not UTF-8 (tether reads "
+                        "UTF-8 text: re-encode the file, e.g. with iconv)") from None
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; DataError on unreadable files, bytes that are not
+    UTF-8, bad JSON and lone surrogates."""
+    n = 0
+    for line_no, raw in read_lines(path):
+        text = decode_line(path, line_no, raw)
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line_no, f"malformed JSON: {e.msg} at column {e.colno}") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
+        if _SURROGATE_ESCAPE.search(text):  # only an escape can make one: UTF-8 bytes never decode to it
+            field = lone_surrogate_field(obj)
+            if field is not None:
+                raise DataError(path, line_no, f"lone surrogate in {field}: an escape \\ud800-\\udfff "
+                                "without its other half is no character, and no tokenizer can encode it")
+        n += 1
+        yield line_no, obj
     if n == 0:
         raise DataError(path, None, "no records")
+
+
+def _is_surrogate_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def lone_surrogate_field(value, where: str = "") -> str | None:
+    """Where in a JSON value a string holds a lone surrogate ('messages[0].content', "a key '\\ud800'"), or
+    None."""
+    if isinstance(value, str):
+        return repr(where) if _is_surrogate_text(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        if isinstance(k, str) and _is_surrogate_text(k):
+            return f"a key {k!r}"
+        inner = f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else k
+        found = lone_surrogate_field(v, inner)
+        if found is not None:
+            return found
+    return None
 
 
 def _text(path, line, obj, key) -> str:
@@ -108,14 +179,25 @@ def _messages(path, line, value, key) -> list[dict[str, str]]:
     for i, m in enumerate(value):
         if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
             raise DataError(path, line, f"{key}[{i}] must be an object with string 'role' and 'content'")
+        if m["role"] not in ROLES:
+            problem = f"{key}[{i}] has role {m['role']!r}; tether takes 'system', 'user' and 'assistant'"
+            raise DataError(path, line, problem)
     return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _check_prompt_end(path, line, prompt: Prompt) -> None:
+    if isinstance(prompt, list) and prompt and prompt[-1]["role"] == "assistant":
+        raise DataError(path, line, "the prompt ends on an assistant turn; the response follows a user or "
+                        "system turn")
 
 
 def _prompt(path, line, obj) -> Prompt:
     if "prompt" not in obj:
         raise DataError(path, line, f"missing column 'prompt' (columns: {', '.join(sorted(obj))})")
     if isinstance(obj["prompt"], list):
-        return _messages(path, line, obj["prompt"], "prompt")
+        prompt = _messages(path, line, obj["prompt"], "prompt")
+        _check_prompt_end(path, line, prompt)
+        return prompt
     return _text(path, line, obj, "prompt")
 
 
@@ -130,6 +212,7 @@ def load_sft(path: str | Path) -> list[SFTExample]:
                 raise DataError(path, line, f"the last message must be the assistant's, got {last['role']!r}")
             if not last["content"].strip():
                 raise DataError(path, line, "empty completion (last assistant message)")
+            _check_prompt_end(path, line, msgs[:-1])
             out.append(SFTExample(msgs[:-1], last["content"], str(path), line))
         elif "prompt" in obj or "completion" in obj:
             prompt = _prompt(path, line, obj)
@@ -145,21 +228,31 @@ def load_sft(path: str | Path) -> list[SFTExample]:
 
 
 def load_preferences(path: str | Path) -> list[PreferenceExample]:
-    """Preference pairs: prompt (text or messages), chosen, rejected."""
+    """Preference pairs: prompt (text or messages), chosen, rejected. Ties (chosen == rejected) are left out
+    with one warning that counts them; DataError when every pair is one."""
     out = []
     for line, obj in read_jsonl(path):
         prompt = _prompt(path, line, obj)
         chosen = _nonempty(path, line, obj, "chosen")
         rejected = _nonempty(path, line, obj, "rejected")
         out.append(PreferenceExample(prompt, chosen, rejected, str(path), line))
-    return out
+    ties = [ex.line for ex in out if ex.chosen == ex.rejected]
+    if len(ties) == len(out):
+        raise DataError(path, None, f"every pair ({len(out)}) has chosen == rejected: no preference to learn")
+    if ties:
+        log.warning("%s: %d of %d pairs have chosen == rejected (first at %s:%d); left out: a tie states no "
+                    "preference (its loss is log 2 whatever the model)", path, len(ties), len(out), path,
+                    ties[0])
+    return [ex for ex in out if ex.chosen != ex.rejected]
 
 
 def load_prompts(path: str | Path) -> list[PromptExample]:
-    """Prompts for sampling; every other column is kept as metadata (e.g. for a gold reward)."""
+    """Prompts for sampling (not empty); every other column is kept as metadata (e.g. for a gold reward)."""
     out = []
     for line, obj in read_jsonl(path):
         prompt = _prompt(path, line, obj)
+        if isinstance(prompt, str) and not prompt.strip():
+            raise DataError(path, line, "empty prompt: nothing to sample a response to")
         meta = {k: v for k, v in obj.items() if k != "prompt"}
         out.append(PromptExample(prompt, meta, str(path), line))
     return out

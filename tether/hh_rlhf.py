@@ -26,7 +26,6 @@ refusal instrument, which counts only prompts with a harmful label).
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import json
 import random
@@ -34,6 +33,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from tether.data import decode_line, lone_surrogate_field, read_lines
 from tether.errors import DataError, TetherError
 from tether.files import write_json, write_text_atomic
 
@@ -42,7 +42,12 @@ _ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 class BadRecord(Exception):
-    """A record that cannot become a pair; the message is the reason (the summary's key when skipped)."""
+    """A record that cannot become a pair; the message is the reason (the summary's key when skipped), and
+    `detail` what the error adds when the record is not skipped."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.detail = detail
 
 
 def parse_turns(transcript: str) -> list[dict[str, str]]:
@@ -83,27 +88,30 @@ def to_pair(record) -> dict:
 def read_pairs(path: str | Path, skip_bad: bool = False) -> tuple[list[dict], Counter, list[str]]:
     """(pairs with their "source", skipped count per reason, the first few skipped as "FILE:LINE: reason")."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     pairs, skipped, examples = [], Counter(), []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    try:
-                        record = json.loads(text)
-                    except json.JSONDecodeError as e:
-                        raise BadRecord(f"malformed JSON ({e.msg})") from None
-                    pairs.append({**to_pair(record), "source": f"{path.name}:{line_no}"})
-                except BadRecord as e:
-                    if not skip_bad:
-                        raise DataError(path, line_no, f"{e} (--skip-bad leaves such records out)") from None
-                    skipped[str(e)] += 1
-                    if len(examples) < 10:
-                        examples.append(f"{path}:{line_no}: {e}")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(path, None, f"cannot read: {e}") from None
+    for line_no, raw in read_lines(path):  # gzip or not, by the file's first bytes
+        try:
+            try:
+                text = decode_line(path, line_no, raw)
+            except DataError as e:
+                raise BadRecord("not UTF-8 text", f": {e.problem.partition(' (')[0]}") from None
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise BadRecord(f"malformed JSON ({e.msg})") from None
+            field = lone_surrogate_field(record) if isinstance(record, dict) else None
+            if field is not None:
+                raise BadRecord(f"lone surrogate in {field}")
+            pairs.append({**to_pair(record), "source": f"{path.name}:{line_no}"})
+        except BadRecord as e:
+            if not skip_bad:
+                problem = f"{e}{e.detail} (--skip-bad leaves such records out)"
+                raise DataError(path, line_no, problem) from None
+            skipped[str(e)] += 1
+            if len(examples) < 10:
+                examples.append(f"{path}:{line_no}: {e}")
     if not pairs:
         raise DataError(path, None, "no usable records")
     return pairs, skipped, examples

@@ -10,8 +10,11 @@ tokens and strip surrounding whitespace). `load_reward(spec)` builds one from a 
                             were: prompt with the RM run's data.chat_template, response + EOS cut to its
                             data.max_length (RUN/config.yaml; "auto" and no cut without one)
     "gold"                  the lab's gold reward (tether.lab.gold_reward); lab prompts only
-    "my_pkg.rewards:score"  a Python function, imported: score(prompts: list, responses: list[str]) returning
-                            one float per response (a list, tuple, NumPy array or tensor of length B)
+    "my_pkg.rewards:score"  a Python function: score(prompts: list, responses: list[str]) returning one float
+                            per response (a list, tuple, NumPy array or tensor of length B). This imports
+                            my_pkg.rewards with Python's import system (sys.path, which under `python -m`
+                            starts with the working directory), so its code runs with the user's rights:
+                            that is the feature; `imported_code` names the file for RUN/config.yaml.
 
     reward = load_reward("gold")
     reward(["what is 3 plus 4 ? answer:"], ["7"])      # tensor([1.])
@@ -64,10 +67,9 @@ def gold(prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
 
     out = []
     for p, r in zip(prompts, responses, strict=True):
-        try:
-            out.append(gold_reward(p, r))
-        except (ValueError, AttributeError):  # not lab text (AttributeError: a messages list)
-            raise TetherError(f"the gold reward needs the lab's prompts; got {p!r}") from None
+        if not is_lab_prompt(p):  # a messages list, or text that is not the lab's
+            raise TetherError(f"the gold reward needs the lab's prompts; got {p!r}")
+        out.append(gold_reward(p, r))
     return torch.tensor(out, dtype=torch.float32)
 
 
@@ -97,6 +99,7 @@ class FunctionReward:
         if not callable(fn):
             raise TetherError(f"reward {spec!r}: module {module_name!r} has no function {attr!r}")
         self.spec, self.fn = spec, fn
+        self.file = getattr(module, "__file__", None)  # the file imported (None for a built-in module)
 
     def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
         scores = torch.as_tensor(self.fn(list(prompts), list(responses)), dtype=torch.float32).flatten()
@@ -105,6 +108,20 @@ class FunctionReward:
                 f"reward {self.spec!r} returned {scores.shape[0]} scores for {len(responses)} responses"
             )
         return scores
+
+
+def imported_code(reward) -> dict[str, dict]:
+    """{spec: {"path", "sha256"}} of the file each 'module:function' source of `reward` (one source or a
+    WeightedReward) was imported from, for the run's provenance; {} when it imported none."""
+    from tether.config import sha256_file
+
+    fns = reward.fns if isinstance(reward, WeightedReward) else [reward]
+    return {
+        fn.spec: {"path": str(Path(fn.file).resolve()) if fn.file else None,
+                  "sha256": sha256_file(fn.file) if fn.file else None}
+        for fn in fns
+        if isinstance(fn, FunctionReward)
+    }
 
 
 def is_reward_model_dir(spec: str) -> bool:

@@ -128,13 +128,14 @@ def evaluate_judged(
     max_new_tokens: int,
     seed: int,
 ) -> dict:
-    """`evaluate_against_base` as every trainer and `tether run` call it: the lab's gold reward judges lab
-    prompts (and is reported as `gold`), the proxy reward judges any other prompts; samples are seeded with
-    seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the samples."""
+    """`evaluate_against_base` as every trainer and `tether run` call it: the lab's gold reward judges when
+    every prompt is a lab prompt (and is reported as `gold`), else the proxy reward judges; samples are
+    seeded with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the
+    samples."""
     from tether.instruments.judges import GoldJudge, ScoreJudge
     from tether.rewards import gold, is_lab_prompt
 
-    lab = is_lab_prompt(items[0].example.prompt)
+    lab = all(is_lab_prompt(x.example.prompt) for x in items)
     if not lab and proxy is None:
         raise ValueError("prompts outside the lab need a proxy reward to judge the win-rate")
     result = evaluate_against_base(

@@ -74,6 +74,9 @@ class GroupTrainer(RLTrainer):
     def load_reward_fn(self):
         return load_weighted_reward(reward_terms(self.cfg.reward), device=self.device)
 
+    def reward_specs(self, cfg) -> list[str]:
+        return [spec for spec, weight in reward_terms(cfg.reward) if weight != 0]
+
     def data_signature(self) -> dict:
         return {**super().data_signature(), "group_size": self.group_size()}
 

@@ -5,14 +5,18 @@
         def step(self) -> dict: ...            # one rollout-and-update iteration; returns its metrics
         def minibatch_loss(self, part, num_tokens, num_sequences): ...   # (loss, metrics) of a micro-batch
 
-`RLTrainer.__init__` loads the policy (`cfg.policy`), a frozen copy of it as the reference when
-`needs_reference()` says so, the prompts, the Loop (one AdamW over the policy and `extra_models()`), the
-reward (`load_reward_fn()`), then resumes and writes RUN/config.yaml. `run()` iterates to `cfg.iterations`,
-logging, evaluating and checkpointing on schedule (train.log_every, eval_every, save_every count iterations),
-then writes RUN/model and summary.json. `update()` is the shared optimisation of one iteration's
-experience: `epochs()` passes over shuffled minibatches of train.batch_size responses, one optimizer step
-each, the loss of each micro-batch from the subclass. Sampling and minibatch order are seeded by
-(seed, iteration), so `--resume` continues exactly.
+`RLTrainer.__init__` first reads and checks the whole prompt files (`read_prompts`), so that bad data stops
+the run before any model loads; then it loads the policy (`cfg.policy`), a frozen copy of it as the
+reference when `needs_reference()` says so, tokenises the prompts, makes the Loop (one AdamW over the policy
+and `extra_models()`) and the reward (`load_reward_fn()`), then resumes and writes RUN/config.yaml (with
+the file of any reward code imported). The gold reward's rule: when it is a reward source ('gold' in
+`reward_specs()`), every train and test prompt must be a lab prompt; otherwise it is logged (and judges the
+evaluation) only when every prompt is one.
+`run()` iterates to `cfg.iterations`, logging, evaluating and checkpointing on schedule (train.log_every,
+eval_every, save_every count iterations), then writes RUN/model and summary.json. `update()` is the shared
+optimisation of one iteration's experience: `epochs()` passes over shuffled minibatches of train.batch_size
+responses, one optimizer step each, the loss of each micro-batch from the subclass. Sampling and minibatch
+order are seeded by (seed, iteration), so `--resume` continues exactly.
 
 Several processes (`accelerate launch` / `torchrun`): each iteration's rollout.batch_size prompts are split
 into contiguous shares, one per process, which samples (with its own seed stream), scores with its own
@@ -40,12 +44,12 @@ from accelerate.utils import DistributedType, set_seed
 from tether import lora
 from tether.config import dump_config, validate
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
-from tether.errors import TetherError
+from tether.errors import DataError, TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
 from tether.kl_control import AdaptiveKLController, FixedKLController
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
-from tether.rewards import RunningMoments, gold, is_lab_prompt, penalize_unended
+from tether.rewards import RunningMoments, gold, imported_code, is_lab_prompt, penalize_unended
 from tether.rollout import Rollout, sample
 from tether.rollout_vllm import check_engine
 from tether.trainers.base import (
@@ -70,11 +74,23 @@ def load_policy(cfg):
     return load_causal_lm(cfg.policy, cfg.dtype, cfg.trust_remote_code).eval(), tokenizer
 
 
-def load_prompt_items(path: str, tokenizer, cfg):
+def read_prompts(path: str, gold_scored: bool) -> list:
+    """Every prompt of a file, checked (tether.data.load_prompts); when the gold reward scores them, each
+    one must be a lab prompt (DataError at the first that is not), since the gold reward scores those only."""
+    examples = load_prompts(path)
+    if gold_scored:
+        for ex in examples:
+            if not is_lab_prompt(ex.prompt):
+                what = " (a messages list)" if isinstance(ex.prompt, list) else ""
+                problem = f"not a lab prompt{what}: the gold reward scores lab prompts only"
+                raise DataError(ex.path, ex.line, problem + " (reward.source or a reward term is 'gold')")
+    return examples
+
+
+def load_prompt_items(path: str, examples: list, tokenizer, cfg):
+    """The tokenised prompts `examples` of the file `path` (`read_prompts`)."""
     d = cfg.data
-    items, _ = tokenize_prompts(
-        load_prompts(path), tokenizer, d.max_prompt_length, d.too_long, d.chat_template
-    )
+    items, _ = tokenize_prompts(examples, tokenizer, d.max_prompt_length, d.too_long, d.chat_template)
     if not items:
         raise TetherError(f"{path}: no prompts left after skipping")
     return items
@@ -117,6 +133,9 @@ class RLTrainer:
         validate(cfg)  # each value and the rules between them, as load_config checks them
         self.check_config(cfg)
         check_engine(cfg.rollout.engine)
+        gold_scored = "gold" in self.reward_specs(cfg)  # the whole prompt files, before any model loads:
+        train_prompts = read_prompts(cfg.data.train, gold_scored)
+        test_prompts = read_prompts(cfg.data.test, gold_scored) if cfg.data.test else []
         self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         prepare_run_dir(self.run_dir, resume, cfg.train.device)
@@ -128,8 +147,10 @@ class RLTrainer:
         # the frozen reference, when the objective needs it during training
         self.ref = self.load_reference(policy) if self.needs_reference() else None
         extra_models = self.extra_models()
-        self.train_items = load_prompt_items(cfg.data.train, self.tokenizer, cfg)
-        self.test_items = load_prompt_items(cfg.data.test, self.tokenizer, cfg) if cfg.data.test else []
+        self.train_items = load_prompt_items(cfg.data.train, train_prompts, self.tokenizer, cfg)
+        self.test_items = []
+        if test_prompts:
+            self.test_items = load_prompt_items(cfg.data.test, test_prompts, self.tokenizer, cfg)
         self.loop = Loop(
             cfg.train, self.run_dir, policy, self.tokenizer, total_steps=self.total_steps(),
             extra_models=extra_models,
@@ -139,14 +160,14 @@ class RLTrainer:
         if self.ref is not None:
             self.ref.to(self.device)
         self.reward = self.load_reward_fn()
-        self.lab = is_lab_prompt(self.train_items[0].example.prompt)  # gold reward known: log it
+        self.lab = all(is_lab_prompt(x.prompt) for x in train_prompts)  # gold reward known for all: log it
         self.moments = RunningMoments()
         self.iteration, self.last_eval = 0, {}
         self.setup()
         if resume:
             self.load_extra(self.loop.resume(None if resume is True else resume))
         if self.loop.is_main:
-            dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test])
+            dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test], code=imported_code(self.reward))
 
     # ----------------------------------------------------------------------------------- hooks
 
@@ -180,6 +201,11 @@ class RLTrainer:
 
     def load_reward_fn(self):
         raise NotImplementedError
+
+    def reward_specs(self, cfg) -> list[str]:
+        """The reward sources `load_reward_fn` will load (a reward model directory, 'gold' or
+        'module:function' each)."""
+        return [cfg.reward.source]
 
     def setup(self) -> None:
         """Trainer state that checkpoints carry (e.g. a β controller), made before a resume restores it."""
