@@ -198,7 +198,10 @@ def check_overrides(cfg: RunConfig) -> None:
     classes = _stage_classes()
     for name in STAGES:
         for item in getattr(cfg, name):
-            parse_override(classes[name][0], item)
+            try:
+                parse_override(classes[name][0], item)
+            except TetherError as err:  # say which stage the key was meant for
+                raise TetherError(f"{name}: {err}") from None
     if cfg.feedback == "ai" and cfg.algo == "dpo":  # AI labels are soft: the DPO settings must take them
         from tether.trainers.dpo import check_config
 
