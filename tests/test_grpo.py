@@ -41,7 +41,8 @@ def test_equal_rewards_give_zero_advantage_and_zero_surrogate_gradient(setup, tm
     loss.backward()
     assert float(loss.detach()) == 0.0
     grads = [p.grad for p in trainer.policy.parameters()]
-    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+    assert all(g is not None for g in grads)  # the loss reaches every parameter (through ρ) ...
+    assert all(torch.count_nonzero(g) == 0 for g in grads)  # ... with a gradient of exactly 0
 
 
 def test_advantages_inside_a_trainer_step_by_hand(setup, tmp_path):
@@ -112,7 +113,7 @@ def test_the_loss_falls_on_a_fixed_batch(setup, tmp_path):
         loss1, _ = group_minibatch_loss(trainer.policy, exp, trainer.loss_args())
     assert float(loss1) < float(loss0) - 1e-3
     assert any(not torch.equal(v, before[k]) for k, v in trainer.policy.state_dict().items())
-    assert metrics["clipfrac"] == 0.0 or metrics["clipfrac"] < 0.5
+    assert 0.0 <= metrics["clipfrac"] < 0.5
 
 
 @pytest.fixture(scope="module")
