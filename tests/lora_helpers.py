@@ -57,11 +57,13 @@ def adapter_deltas(adapter_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def merged_is_base_plus_adapter(base_dir: Path, run_dir: Path, atol: float = 1e-6) -> None:
-    """RUN/model = base + (alpha/r)·B·A in the adapted layers (float32 rounding: atol 1e-6), the base
-    bit for bit elsewhere, and the adapters moved (some B·A is not 0)."""
+def merged_is_base_plus_adapter(
+    base_dir: Path, run_dir: Path, atol: float = 1e-6, merged_dir: Path | None = None
+) -> None:
+    """RUN/model (or `merged_dir`) = base + (alpha/r)·B·A of RUN/adapter in the adapted layers (float32
+    rounding: atol 1e-6), the base bit for bit elsewhere, and the adapters moved (some B·A is not 0)."""
     base = load_file(Path(base_dir) / "model.safetensors")
-    merged = load_file(Path(run_dir) / "model" / "model.safetensors")
+    merged = load_file(Path(merged_dir or Path(run_dir) / "model") / "model.safetensors")
     deltas = adapter_deltas(Path(run_dir) / "adapter")
     assert deltas and any(d.abs().max() > 1e-4 for d in deltas.values())
     for name, w in base.items():

@@ -126,4 +126,9 @@ def test_kl_from_base_zero_for_same_model_and_positive_otherwise():
     same = kl_from_base(policy, policy, [r])
     assert same["value"] == pytest.approx(0.0, abs=1e-6) and same["k1"] == pytest.approx(0.0, abs=1e-6)
     diff = kl_from_base(policy, base, [r])
-    assert diff["value"] > 0 and diff["n"] == 4 and diff["unit"] == "nats" and diff["stderr"] >= 0
+    assert diff["value"] > 0 and diff["n"] == 4 and diff["unit"] == "nats"
+    # the mean of the four sequence KLs and its standard error s/√4 (s with n − 1, torch's default)
+    closed, k1 = sequence_kl(policy, base, r)
+    assert diff["value"] == pytest.approx(float(closed.mean()), rel=1e-6)
+    assert diff["stderr"] == pytest.approx(float(closed.std()) / 2, rel=1e-5) and diff["stderr"] > 0
+    assert diff["k1"] == pytest.approx(float(k1.mean()), rel=1e-6, abs=1e-7)

@@ -10,7 +10,7 @@ import pytest
 
 import tether
 from tether.cli import main
-from tether.lab import LabConfig, build_lab
+from tether.lab import LabConfig, build_lab, gold_reward
 from tether.reward_model import create_reward_model
 
 SCHEMA = json.loads((Path(tether.__file__).parent / "summary.schema.json").read_text())
@@ -95,12 +95,17 @@ def test_eval_on_the_lab(built, capsys):
         assert ins[name]["value"] is not None or name == "rm_length_correlation", name
     assert ins["rm_reward_scale"]["beta"] == 0.1 and ins["rm_test_accuracy"]["n"] == 20
     assert ins["heldout_perplexity"]["value"] == pytest.approx(ins["heldout_perplexity"]["base"])
-    assert summary["rewards"]["policy"]["gold"] is not None and summary["beta"] == 0.1
+    assert summary["beta"] == 0.1
     assert "reward_hacking" in printed and "PASS" in printed
     parser = _Parser()
     parser.feed((out / "report.html").read_text())
     assert parser.tables >= 3  # instruments, rewards, sample generations
-    assert len((out / "samples.jsonl").read_text().splitlines()) == 24
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 24
+    for side in ("policy", "base"):  # mean gold rewards: the lab's gold reward of the samples written out
+        want = sum(gold_reward(r["prompt"], r[side]) for r in rows) / len(rows)
+        assert summary["rewards"][side]["gold"] == pytest.approx(want, abs=1e-6), side
+    assert [r["policy"] for r in rows] != [r["base"] for r in rows]  # two sets of samples (other seeds)
 
 
 def test_eval_on_real_prompts_reports_what_it_cannot_measure(built, capsys):

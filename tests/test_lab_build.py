@@ -7,9 +7,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tether import cli
+from tether.errors import TetherError
 from tether.lab import FAMILIES, LabConfig, build_lab, gold_reward, open_lab, score_file, vocabulary
 from tether.lab.base_model import sample
 from tether.lab.build import DATA_FILES
+from tether.lab.jsonl import write_jsonl
 
 SMALL = dict(
     sft_train=60,
@@ -187,3 +189,48 @@ def test_default_lab(tmp_path):
     gold = card["gold_means"]
     assert gold["pretrained_samples"]["all"] < gold["demonstrations"]["all"] - 0.5
     assert 0.4e6 < card["model"]["parameters"] < 5e6
+
+
+def test_a_data_file_whose_writing_fails_midway_keeps_its_old_content(tmp_path):
+    """write_jsonl of records that fail on the third: the file still holds the two old records (not the
+    first two new ones, a truncated file that would read as a whole data set), and no temporary file
+    stays."""
+    path = tmp_path / "prompts.train.jsonl"
+    old = [{"prompt": "old a"}, {"prompt": "old b"}]
+    assert write_jsonl(path, old) == 2
+
+    def failing():
+        yield {"prompt": "new a"}
+        yield {"prompt": "new b"}
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_jsonl(path, failing())
+    assert read(path) == old
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_rebuild_that_fails_midway_is_not_a_built_lab(lab, tmp_path, monkeypatch):
+    """A lab rebuilt over an old one (other seed) that fails after its first data file: the directory now
+    mixes new and old files, so it must not open as a built lab (the old card.json would vouch for it)."""
+    import shutil
+
+    import tether.lab.build as build
+
+    out = tmp_path / "lab"
+    shutil.copytree(lab.paths.root, out)
+    open_lab(out)  # the copy is a built lab
+    real, calls = build.write_jsonl, []
+
+    def fail_on_second(path, records):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(path, records)
+
+    monkeypatch.setattr(build, "write_jsonl", fail_on_second)
+    with pytest.raises(OSError, match="disk full"):
+        build_lab(out, LabConfig(**SMALL), seed=4, progress=False)
+    assert read(out / "data" / "sft.train.jsonl") != read(lab.paths.data("sft", "train"))  # new
+    with pytest.raises(TetherError, match="not a built lab"):
+        open_lab(out)

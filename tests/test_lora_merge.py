@@ -57,6 +57,8 @@ def test_merge_command_writes_a_model_with_the_adapted_logits(adapted, tmp_path)
 
 
 def test_merge_with_a_moved_base_needs_base(adapted, tmp_path, capsys):
+    """The adapter names a base directory that has moved: the merge is refused with a hint, nothing is
+    written; with --base at the new place the merged weights are that base + (alpha/r)·B·A."""
     base_dir, run, _ = adapted
     moved = tmp_path / "moved-base"
     base_dir.rename(moved)
@@ -64,7 +66,7 @@ def test_merge_with_a_moved_base_needs_base(adapted, tmp_path, capsys):
     assert cli.main(["merge", str(run / "adapter"), "--out", str(out)]) == 2
     assert "give --base" in capsys.readouterr().err and not out.exists()
     assert cli.main(["merge", str(run / "adapter"), "--out", str(out), "--base", str(moved)]) == 0
-    assert AutoModelForCausalLM.from_pretrained(out) is not None
+    merged_is_base_plus_adapter(moved, run, merged_dir=out)
 
 
 def test_not_an_adapter_directory_is_refused(tmp_path):

@@ -154,9 +154,10 @@ def test_sigterm_saves_a_checkpoint_then_resume_is_identical(reference, setup, t
 
     monkeypatch.setattr(Loop, "optimizer_step", step_then_term)
     argv = ["--out", out, *sft_overrides(setup, eval_every=4)]
+    before = signal.getsignal(signal.SIGTERM)
     assert _run(*argv) == 143
     assert ckpt.find_latest(out / "checkpoints") == out / "checkpoints" / "step-3"
-    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
     monkeypatch.undo()
     assert _run(*argv, "--resume") == 0
     ref, got = _final_weights(reference), _final_weights(out)

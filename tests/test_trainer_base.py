@@ -7,6 +7,7 @@ schedule values are worked out by hand in each test.
 
 import copy
 import math
+import os
 import random
 
 import numpy as np
@@ -226,3 +227,36 @@ def test_extra_models_are_optimised_saved_and_restored(tmp_path):
     other = Loop(cfg, tmp_path, tiny_model(), tiny_tokenizer(), total_steps=5, extra_models=extra)
     other.resume()
     assert torch.equal(other_head.weight, saved)
+
+
+def test_every_file_of_a_checkpoint_is_synced_before_its_marker(tmp_path, monkeypatch):
+    """A crash right after the save may leave only what was fsynced: the marker is only worth something if
+    every file of step-N (weights, tokenizer, optimizer state, RNG, the value head in its own directory) and
+    every directory entry was fsynced before COMPLETE existed; the rename is made durable by syncing
+    RUN/checkpoints after it. os.fsync is wrapped to record, for each synced file or directory (by inode),
+    whether the marker existed at that moment."""
+    cfg = LoopConfig(lr=1e-2, progress=False)
+    extra = {"value": torch.nn.Linear(4, 1)}
+    loop = Loop(cfg, tmp_path, tiny_model(), tiny_tokenizer(), total_steps=5, extra_models=extra)
+    _train_step(loop, ITEMS)
+    tmp, final = ckpt.tmp_dir(loop.checkpoints, 1), ckpt.step_dir(loop.checkpoints, 1)
+    synced = []  # (inode, marker existed, step-1 existed)
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        marker = (tmp / ckpt.MARKER).exists() or (final / ckpt.MARKER).exists()
+        synced.append((os.fstat(fd).st_ino, marker, final.exists()))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    assert loop.save() == final
+    monkeypatch.undo()
+    before_marker = {ino for ino, marker, _ in synced if not marker}
+    files = [p for p in final.rglob("*") if p.is_file() and p.name != ckpt.MARKER]
+    dirs = [final, *(p for p in final.rglob("*") if p.is_dir())]
+    assert {"model.safetensors", ckpt.STATE_FILE, "rng-0.pt", "tokenizer.json"} <= {p.name for p in files}
+    assert (final / "value").is_dir()
+    unsynced = [str(p.relative_to(final)) for p in files + dirs if p.stat().st_ino not in before_marker]
+    assert unsynced == []
+    assert (final / ckpt.MARKER).stat().st_ino in {ino for ino, _, _ in synced}
+    assert loop.checkpoints.stat().st_ino in {ino for ino, _, renamed in synced if renamed}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import TetherError
+from tether.files import fsync_dir, write_text_atomic
 from tether.lab.base_model import draw_prompts, pretrain, sample, save_model
 from tether.lab.behaviours import habit, respond
 from tether.lab.config import LabConfig
@@ -106,11 +107,15 @@ def _mean_by_family(pairs: list[tuple[str, float]]) -> dict[str, float | None]:
 def build_lab(
     out_dir: str | Path, config: LabConfig | None = None, seed: int = 0, progress: bool = True
 ) -> LabBuild:
-    """Build the lab into `out_dir` (created; existing lab files are overwritten)."""
+    """Build the lab into `out_dir` (created; existing lab files are overwritten). Every file is written
+    atomically and card.json last: a build that stops midway leaves no card, so `open_lab` refuses the
+    directory rather than mix an old lab's files with new ones."""
     config = config or LabConfig()
     config.validate()
     paths = LabPaths(Path(out_dir))
     (paths.root / "data").mkdir(parents=True, exist_ok=True)
+    paths.card.unlink(missing_ok=True)
+    fsync_dir(paths.root)
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -166,7 +171,7 @@ def build_lab(
     for kind, splits in sets.items():
         for split, records in splits.items():
             write_jsonl(paths.data(kind, split), records)
-    paths.config.write_text(config.to_yaml())
+    write_text_atomic(paths.config, config.to_yaml())
 
     card = {
         "world": WORLD_VERSION,
@@ -208,8 +213,8 @@ def build_lab(
             "pretrain_loss_last": round(sum(losses[-10:]) / len(losses[-10:]), 4),
         },
     }
-    paths.card.write_text(json.dumps(card, sort_keys=True, indent=2) + "\n")
     timings["total"] = time.perf_counter() - start
     timings = {k: round(v, 2) for k, v in timings.items()}
-    (paths.root / "timings.json").write_text(dumps(timings) + "\n")
+    write_text_atomic(paths.root / "timings.json", dumps(timings) + "\n")
+    write_text_atomic(paths.card, json.dumps(card, sort_keys=True, indent=2) + "\n")  # last: the lab is built
     return LabBuild(paths, card, timings)

@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from tether.files import write_text_atomic
+
 
 def dumps(record) -> str:
     """One JSON value with sorted keys and fixed separators, so the same data gives the same bytes."""
@@ -13,10 +15,8 @@ def dumps(record) -> str:
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
-    """Write one record per line (UTF-8, "\\n" line ends); returns the number written."""
-    n = 0
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for record in records:
-            f.write(dumps(record) + "\n")
-            n += 1
-    return n
+    """Write one record per line (UTF-8, "\\n" line ends) atomically (tether.files: a failure leaves the
+    old file or none); returns the number written."""
+    lines = [dumps(record) + "\n" for record in records]
+    write_text_atomic(path, "".join(lines))
+    return len(lines)

@@ -49,6 +49,7 @@ from tether import lora
 from tether.activations import enable_gradient_checkpointing
 from tether.config import LoopConfig
 from tether.errors import TetherError
+from tether.files import write_text_atomic
 from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
 from tether.precision import autocast as precision_block
 from tether.precision import autocast_precision
@@ -130,9 +131,7 @@ class MetricsLog:
         if not (self.enabled and self.path.is_file()):
             return
         lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(ln + "\n" for ln in lines[:n_records]))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(ln + "\n" for ln in lines[:n_records]))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

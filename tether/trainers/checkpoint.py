@@ -10,8 +10,9 @@ Layout of RUN/checkpoints/step-N/:
     rng-<rank>.pt                                     python, numpy and torch RNG states of each process
     COMPLETE                                          written last: without it, not a checkpoint
 
-A checkpoint is written into `.tmp-step-N/`, the marker goes in last, and the directory is renamed to
-`step-N/` (rename is atomic on one filesystem). A crash at any moment therefore leaves either no `step-N/`
+A checkpoint is written into `.tmp-step-N/`; every file and directory in it is fsynced, then the marker
+goes in (fsynced too), and the directory is renamed to `step-N/` (rename is atomic on one filesystem) and
+RUN/checkpoints fsynced. A crash at any moment, power cuts included, therefore leaves either no `step-N/`
 or a complete one; `find_latest` and `check_complete` ignore anything else.
 """
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from tether.errors import TetherError
+from tether.files import fsync_dir, sync_tree
 
 MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.pt"
@@ -84,9 +86,12 @@ def begin(checkpoints: Path, step: int) -> Path:
 
 
 def commit(checkpoints: Path, step: int) -> Path:
-    """Mark the temporary directory complete and rename it to step-N (replacing an older step-N)."""
+    """Sync the temporary directory's files, mark it complete and rename it to step-N (replacing an older
+    step-N)."""
     tmp, final = tmp_dir(checkpoints, step), step_dir(checkpoints, step)
+    sync_tree(tmp)  # the marker must never reach the disk before the files it vouches for
     _write_synced(tmp / MARKER, b"ok\n")
+    fsync_dir(tmp)
     if final.exists():  # e.g. the same step saved again after a resume: move the old one out of the way first
         old = checkpoints / f".old-step-{step}"
         if old.exists():
@@ -96,7 +101,7 @@ def commit(checkpoints: Path, step: int) -> Path:
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    _fsync_dir(checkpoints)
+    fsync_dir(checkpoints)
     return final
 
 
@@ -121,19 +126,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------ RNG
