@@ -86,6 +86,15 @@ def test_pick_pairs_takes_the_first_two_samples_that_differ_in_gold():
     assert pairs == [(add, "7", "8", "policy")] and dropped == 1
 
 
+def test_pick_pairs_never_takes_an_empty_sample():
+    """An empty sample (the policy ended at once) differs in gold from "7" but is no response to prefer:
+    samples ("", "7", "8") pair as ("7", "8"); a prompt left with one non-empty sample is dropped."""
+    add = parse_prompt("what is 3 plus 4 ? answer:")
+    assert gold_reward(add, "") != gold_reward(add, "7")  # without the rule, ("", "7") would be the pair
+    pairs, dropped = pick_pairs([add, add], [["", ""], ["7", "7"], ["8", " "]])
+    assert pairs == [(add, "7", "8", "policy")] and dropped == 1
+
+
 def test_compare_samples_writes_labelled_policy_pairs(lab, tmp_path):
     """Every pair differs in gold, carries the labels' fields and source "policy"; prefs.train.jsonl is the
     lab's pairs followed by these; the counts add up; the same seed gives the same bytes."""

@@ -20,6 +20,19 @@ def pairs():
     return make_pairs(rng, draw_prompts(rng, LabConfig(), 1000), LabConfig().pair_mix)
 
 
+def test_model_pairs_never_have_an_empty_side():
+    """A model that ends at once (every other sample empty) still gives pairs of two non-empty responses
+    that differ in gold: the empty side is redrawn, and the pair's source says it is no longer two model
+    samples."""
+    rng = random.Random(0)
+    calls = iter(range(10**6))
+    sampler = lambda prompts: ["" if next(calls) % 2 == 0 else "7" for _ in prompts]  # noqa: E731
+    pairs = make_pairs(rng, draw_prompts(rng, LabConfig(), 200), {"model": 1.0}, sampler=sampler)
+    assert len(pairs) > 150
+    assert all(a.strip() and b.strip() for _, a, b, _ in pairs)
+    assert all(kind == "mixed" for *_, kind in pairs)
+
+
 def _label(pairs, labeler):
     return label_pairs(random.Random(1), pairs, LabelerMix([labeler], [1.0]))
 

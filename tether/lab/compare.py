@@ -39,11 +39,12 @@ from tether.lab.world import FAMILIES, PromptInfo
 def pick_pairs(
     infos: list[PromptInfo], samples: list[list[str]]
 ) -> tuple[list[tuple[PromptInfo, str, str, str]], int]:
-    """For each prompt i, the first two of samples[0][i], samples[1][i], ... whose gold rewards differ, as
-    (prompt, a, b, "policy"); returns (pairs, number of prompts dropped because all their samples tie)."""
+    """For each prompt i, the first two non-empty ones of samples[0][i], samples[1][i], ... whose gold rewards
+    differ, as (prompt, a, b, "policy"); returns (pairs, number of prompts dropped because all their
+    non-empty samples tie)."""
     pairs, dropped = [], 0
     for i, info in enumerate(infos):
-        responses = [s[i] for s in samples]
+        responses = [s[i] for s in samples if s[i].strip()]  # an empty sample is no response to prefer
         golds = [gold_reward(info, r) for r in responses]
         pair = next(
             (

@@ -7,9 +7,9 @@ Each pair is one of four kinds (its `source`), drawn with the shares of `mix`:
 - "contrast":  a response (good half of the time) and the same response with one more flaw — minimal pairs
                that show one distinction at a time, and where a bias can flip the label;
 - "synthetic": two independent synthetic responses, each good with probability `good_share`.
-A side that ties the other on gold reward is redrawn synthetically (the source becomes "mixed" when that
-replaces a model sample): a tie says nothing about the gold reward, and agreement with gold is undefined
-on it.
+A side that ties the other on gold reward, or that is empty (a model sample that ended at once), is
+redrawn synthetically (the source becomes "mixed" when that replaces a model sample): a tie says nothing
+about the gold reward, agreement with gold is undefined on it, and a preference file has no empty response.
 """
 
 from __future__ import annotations
@@ -60,9 +60,12 @@ def make_pairs(
         else:
             a, b = (sample_response(rng, info, good_share, max_words) for _ in "ab")
         for _ in range(MAX_REDRAWS):
-            if gold_reward(info, a) != gold_reward(info, b):
+            if not a.strip():
+                a = sample_response(rng, info, good_share, max_words)
+            elif b.strip() and gold_reward(info, a) != gold_reward(info, b):
                 break
-            b = sample_response(rng, info, good_share, max_words)
+            else:
+                b = sample_response(rng, info, good_share, max_words)
             kind = "mixed" if kind == "model" else kind
         else:
             continue
