@@ -433,6 +433,8 @@ def load_module(module: torch.nn.Module, directory: Path) -> None:
     if lora.is_peft(module):
         lora.load_adapter_weights(module, directory)
     elif hasattr(module, "save_pretrained") and hasattr(type(module), "from_pretrained"):
+        if not (directory / "config.json").is_file():  # from_pretrained would build a default-sized model
+            raise TetherError(f"{directory} has no config.json: not a model directory")
         with quiet_transformers():
             loaded = type(module).from_pretrained(
                 directory, dtype=next(module.parameters()).dtype, use_safetensors=True
