@@ -61,7 +61,8 @@ class LoopConfig:
     save_every: int = 0
     """Write a checkpoint every this many steps (0: only at the end and on SIGTERM)."""
     keep_last: int = 2
-    """Checkpoints to keep; older ones are deleted once a newer one is complete."""
+    """Checkpoints to keep (0: all); the oldest beyond it are deleted before a save, so the save needs room
+    for no more than this many, but the newest good one goes only once the new one is complete."""
     log_every: int = 1
     """Write training metrics every this many steps."""
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
