@@ -190,7 +190,7 @@ def test_a_crash_during_save_leaves_no_valid_looking_checkpoint(tmp_path, monkey
     real_save = torch.save
 
     def crash_on_state(obj, f, *a, **kw):  # the optimizer state: written after the weights and RNG
-        if str(f).endswith(ckpt.STATE_FILE):
+        if str(getattr(f, "name", f)).endswith(ckpt.STATE_FILE):  # a path, or the file tether opened
             raise OSError("disk full")
         return real_save(obj, f, *a, **kw)
 

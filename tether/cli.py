@@ -1,12 +1,14 @@
 """`tether <command>`: a thin layer over the Python API.
 
 Each command lives in its own module with `add_arguments(parser)` and `run(args) -> int`; this file only
-collects them. A `TetherError` becomes one line on stderr and exit code 2.
+collects them. A `TetherError`, or a write the disk refuses (full, read-only, no permission), becomes one
+line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -32,6 +34,9 @@ COMMANDS = [
     ("models", "tether.commands.models", "fetch a known real model (SmolLM2) as a Hugging Face directory"),
     ("data", "tether.commands.data", "import real preference data (HH-RLHF) into tether's formats"),
 ]
+
+
+DISK_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except TetherError as e:
         print(f"tether {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the disk refused a write (full, read-only, no permission): not a bug, one line
+        if e.errno not in DISK_REFUSALS:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"tether {args.command}: error: {e.strerror}{where}", file=sys.stderr)
         return 2
 
 

@@ -132,7 +132,8 @@ class LoopConfig:
     save_every: int = ranged(0, ">= 0")
     """Write a checkpoint every this many steps (0: only at the end and on SIGTERM)."""
     keep_last: int = ranged(2, ">= 0")
-    """Checkpoints to keep; older ones are deleted once a newer one is complete (0: keep them all)."""
+    """Checkpoints to keep (0: all); the oldest beyond it are deleted before a save, so the save needs room
+    for no more than this many, but the newest good one goes only once the new one is complete."""
     log_every: int = ranged(1, ">= 1")
     """Write training metrics every this many steps."""
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"

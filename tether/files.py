@@ -7,8 +7,10 @@ POSIX), and the directory is fsynced so that the rename itself survives a power 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 
@@ -66,3 +68,30 @@ def sync_tree(root: str | Path) -> None:
         for name in files:
             fsync_file(Path(directory) / name)
         fsync_dir(directory)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB blocks (no caching: a checkpoint is verified as it is now)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+_OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")  # how Rust libraries (safetensors, tokenizers) name it
+
+
+def storage_error(e: BaseException) -> str | None:
+    """What the disk said, when `e` (or an exception it came from) is a failed read or write: the OS's words
+    for an OSError anywhere in its chain (torch wraps them in a RuntimeError), or for the errno that a Rust
+    library (safetensors) quotes in its message. None for anything else, which is a bug to see in full."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None:
+            return e.strerror or os.strerror(e.errno)
+        if m := _OS_ERROR_CODE.search(str(e)):
+            return os.strerror(int(m.group(1)))
+        e = e.__cause__ or e.__context__
+    return None

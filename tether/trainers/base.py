@@ -49,7 +49,7 @@ from tether import lora
 from tether.activations import enable_gradient_checkpointing
 from tether.config import LoopConfig
 from tether.errors import TetherError
-from tether.files import write_text_atomic
+from tether.files import storage_error, write_text_atomic
 from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
 from tether.precision import autocast as precision_block
 from tether.precision import autocast_precision
@@ -68,6 +68,11 @@ class TrainingInterrupted(Exception):
 
 class TrainingDiverged(TetherError):
     """Too many consecutive non-finite steps; no checkpoint is written, the last good one stays."""
+
+
+class SaveFailed(TetherError):
+    """The disk refused a checkpoint or the final model (full, read-only, no permission); what was saved
+    before is intact."""
 
 
 SMALL_MODEL = 20_000_000  # parameters: below this, one CPU thread is faster (see LoopConfig.threads)
@@ -202,6 +207,7 @@ class Loop:
         )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         self.state = LoopState()
+        self.good_checkpoint: Path | None = None  # the newest checkpoint known to be whole: saved or resumed
         self.stop_requested = False
         self.bar = None
         self._bad_loss = False
@@ -360,21 +366,26 @@ class Loop:
         """Write RUN/checkpoints/step-N atomically (see tether.trainers.checkpoint); keeps the last k.
 
         `extra`: the trainer's own state (data position, PPO iteration, KL controller...), plain values or
-        tensors, returned by `resume`.
+        tensors, returned by `resume`. The oldest checkpoints that `keep_last` lets go are deleted before the
+        new one is written, so the save needs room for no more than `keep_last` of them. A write the disk
+        refuses raises SaveFailed (one line) with the temporary directory removed and the checkpoints before
+        it intact.
         """
         acc, step = self.accelerator, self.state.step
         tmp = ckpt.tmp_dir(self.checkpoints, step)
+        failed = None
         if self.is_main:
-            ckpt.begin(self.checkpoints, step)
-        acc.wait_for_everyone()
-        ckpt.save_rng(tmp, self.rank)
+            failed = _disk_refusal(self._begin_save, step)
+        self._stop_if_refused(failed, f"checkpoint step-{step}", tmp)
+        failed = _disk_refusal(ckpt.save_rng, tmp, self.rank)
         for name, module in self.models.items():
             state_dict = acc.get_state_dict(module)  # gathers shards under FSDP/DeepSpeed: all processes
-            if self.is_main:
-                save_module(acc.unwrap_model(module), tmp if name == "model" else tmp / name, state_dict)
-        if self.is_main:
+            if self.is_main and failed is None:
+                target = tmp if name == "model" else tmp / name
+                failed = _disk_refusal(save_module, acc.unwrap_model(module), target, state_dict)
+        if self.is_main and failed is None:
             if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
+                failed = _disk_refusal(self.tokenizer.save_pretrained, tmp)
             state = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -383,37 +394,164 @@ class Loop:
                 "world": self.world,
                 "metrics_records": self.metrics.count(),
             }
-            torch.save(state, tmp / ckpt.STATE_FILE)
-        acc.wait_for_everyone()
-        final = ckpt.step_dir(self.checkpoints, step)
+            failed = failed or _disk_refusal(ckpt.save_file, state, tmp / ckpt.STATE_FILE)
+        self._stop_if_refused(failed, f"checkpoint step-{step}", tmp)
         if self.is_main:
-            ckpt.commit(self.checkpoints, step)
+            failed = _disk_refusal(ckpt.commit, self.checkpoints, step)
+        self._stop_if_refused(failed, f"checkpoint step-{step}", tmp)
+        final = ckpt.step_dir(self.checkpoints, step)
+        self.good_checkpoint = final
+        if self.is_main:
             ckpt.prune(self.checkpoints, self.cfg.keep_last)
             log.info("checkpoint %s", final)
         acc.wait_for_everyone()
         return final
 
+    def _begin_save(self, step: int) -> None:
+        for path in ckpt.make_room(self.checkpoints, step, self.cfg.keep_last, self.good_checkpoint):
+            log.info("deleted %s before saving step %d (keep_last=%d)", path, step, self.cfg.keep_last)
+        ckpt.begin(self.checkpoints, step)
+
+    def _stop_if_refused(self, failed: str | None, what: str, *tmps: Path) -> None:
+        """Raise SaveFailed on every process when the disk refused any process's part of `what` (the main
+        process removes the temporary directories `tmps` first); a no-op otherwise. Every process must call
+        it: it is a barrier."""
+        if not self._any_process(failed is not None):  # with several processes a collective: a barrier
+            self.accelerator.wait_for_everyone()
+            return
+        if self.is_main:
+            for tmp in tmps:
+                shutil.rmtree(tmp, ignore_errors=True)
+        latest = ckpt.find_latest(self.checkpoints)
+        kept = f"{latest.name} and older checkpoints are intact" if latest else "no checkpoint was saved yet"
+        raise SaveFailed(f"could not write {what} in {self.run_dir}: {failed or 'another process failed'}; "
+                         f"{kept}; make room (or make it writable), then continue with --resume")
+
     def latest_checkpoint(self) -> Path | None:
         return ckpt.find_latest(self.checkpoints)
 
-    def resume(self, path: str | Path | None = None) -> dict[str, Any]:
-        """Restore weights, optimizer, scheduler, RNG and counters from `path` (default: the latest complete
-        checkpoint of this run); returns the trainer's `extra`. Metrics written after it are dropped."""
-        path = ckpt.check_complete(path) if path is not None else self.latest_checkpoint()
-        if path is None:
-            raise TetherError(f"nothing to resume: {self.checkpoints} holds no complete checkpoint")
+    def resume(self, path: str | Path | None = None) -> dict[str, Any] | None:
+        """Restore weights, optimizer, scheduler, RNG and counters from a checkpoint; returns the trainer's
+        `extra`. Metrics written after it are dropped.
+
+        path: that checkpoint, which must verify (TetherError otherwise). None: the newest complete
+        checkpoint of this run that verifies against its manifest (tether.trainers.checkpoint.verify) and
+        loads; newer ones that do not are named in one warning and moved aside to damaged-step-N. A
+        checkpoint without a manifest (an older tether's) loads unverified, with a warning. None is returned
+        when the run has no complete checkpoint at all (a start killed before its first save): the run starts
+        from step 0, its metrics emptied. TetherError when checkpoints exist and none verifies.
+        """
+        if path is not None:
+            path = ckpt.check_complete(path)
+            problem = self._main_says(lambda: ckpt.verify(path))
+            if problem is not None:
+                raise TetherError(f"cannot resume from {path}: {problem}")
+            problem, extra = self._try_load(path)
+            if problem is not None:
+                raise TetherError(f"cannot resume from {path}: {problem}")
+            return extra
+        found = [p for _, p in reversed(ckpt.list_checkpoints(self.checkpoints))]
+        if not found:
+            log.warning("no complete checkpoint in %s yet: starting from step 0", self.checkpoints)
+            self.metrics.truncate(0)
+            return None
+        rejected = []
+        for candidate in found:
+            problem = self._main_says(lambda c=candidate: ckpt.verify(c))
+            if problem is None:
+                problem, extra = self._try_load(candidate)
+            if problem is None:
+                break
+            rejected.append((candidate, problem))
+        else:
+            said = "; ".join(f"{p.name}: {why}" for p, why in rejected)
+            raise TetherError(f"no checkpoint in {self.checkpoints} verifies ({said}); start a new run")
+        if rejected:
+            if len(rejected) == 1:
+                (p, why), = rejected
+                said = f"checkpoint {p.name} is damaged ({why}) and was moved to {ckpt.damaged_dir(p).name}"
+            else:
+                names = ", ".join(p.name for p, _ in rejected)
+                said = "; ".join(f"{p.name}: {why}" for p, why in rejected)
+                said = f"checkpoints {names} are damaged ({said}) and were moved to damaged-step-N"
+            log.warning("%s; resuming from %s", said, candidate.name)
+            if self.is_main:  # kept for inspection, out of the way of discovery and pruning
+                for p, _ in rejected:
+                    os.replace(p, ckpt.damaged_dir(p))
+            self.accelerator.wait_for_everyone()
+        return extra
+
+    def _try_load(self, path: Path) -> tuple[str | None, dict[str, Any] | None]:
+        """(None, extra) when `path` loaded on every process; (what went wrong, None) when it did not load
+        on some process and has no manifest (an older tether's checkpoint: damage is found only by loading
+        it). A checkpoint that verified but does not load is not damaged: TetherError (another model?)."""
+        unverified = not ckpt.has_manifest(path)
+        problem, state = None, None
+        try:
+            state = self._load(path)
+        except _WrongWorld:
+            raise
+        except Exception as e:
+            if not unverified:
+                raise TetherError(f"cannot load {path} into this run: {_one_line(e)}") from None
+            problem = f"does not load: {_one_line(e)}"
+        if self._any_process(problem is not None):
+            return problem or "does not load on another process", None
+        if unverified:
+            log.warning("resuming from %s unverified: it has no manifest (an older tether wrote it)",
+                        path.name)
+        self.metrics.truncate(state["metrics_records"])  # a write: a refusal here is not damage
+        self.good_checkpoint = path
+        log.info("resumed from %s (step %d)", path, self.state.step)
+        return None, state["extra"]
+
+    def _load(self, path: Path) -> dict[str, Any]:
+        """Load everything `path` holds into this run (reads only); returns its trainer_state."""
         state = torch.load(path / ckpt.STATE_FILE, weights_only=True, map_location="cpu")
         if state.get("world", 1) != self.world:
-            raise TetherError(f"{path} was saved by {state['world']} processes; resume with the same number")
+            raise _WrongWorld(f"{path} was saved by {state['world']} processes; resume with the same number")
         for name, module in self.models.items():
             load_module(self.accelerator.unwrap_model(module), path if name == "model" else path / name)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = LoopState(**state["loop"])
         ckpt.load_rng(path, self.rank)
-        self.metrics.truncate(state["metrics_records"])
-        log.info("resumed from %s (step %d)", path, self.state.step)
-        return state["extra"]
+        return state
+
+    def _main_says(self, fn):
+        """fn() computed on the main process, the same value on every process (e.g. one verification of a
+        checkpoint instead of one per process)."""
+        if self.world == 1:
+            return fn()
+        from accelerate.utils import broadcast_object_list
+
+        box = [fn() if self.is_main else None]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+
+class _WrongWorld(TetherError):
+    """A checkpoint saved by another number of processes: not damage, so no fallback."""
+
+
+def _disk_refusal(fn, *args) -> str | None:
+    """Run fn(*args); None when it succeeded, the OS's words when the disk refused a write (full, read-only,
+    no permission: tether.files.storage_error). Any other exception is raised as it is."""
+    try:
+        fn(*args)
+    except Exception as e:
+        said = storage_error(e)
+        if said is None:
+            raise
+        return said
+    return None
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    """The first sentence of an exception's message on one line, at most `limit` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = text.split(". ")[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ------------------------------------------------------------------------------------------------ modules
@@ -439,6 +577,8 @@ def load_module(module: torch.nn.Module, directory: Path) -> None:
     if lora.is_peft(module):
         lora.load_adapter_weights(module, directory)
     elif hasattr(module, "save_pretrained") and hasattr(type(module), "from_pretrained"):
+        if not (directory / "config.json").is_file():  # from_pretrained would build a default-sized model
+            raise TetherError(f"{directory} has no config.json: not a model directory")
         with quiet_transformers():
             loaded = type(module).from_pretrained(
                 directory, dtype=next(module.parameters()).dtype, use_safetensors=True
@@ -480,21 +620,28 @@ def prepare_run_dir(run_dir: Path, resume, device: str = "auto") -> None:
 
 def save_final(loop: Loop, run_dir: Path) -> Path:
     """The trained model and tokenizer in RUN/model/, written to a temporary directory and renamed. With LoRA
-    RUN/model holds the merged weights and RUN/adapter the adapter (tether.lora.save_lora_final)."""
+    RUN/model holds the merged weights and RUN/adapter the adapter (tether.lora.save_lora_final). A write the
+    disk refuses raises SaveFailed (one line), the temporary directory removed and the checkpoints intact."""
     final, tmp = run_dir / "model", run_dir / ".tmp-model"
+    failed = None
     if lora.is_peft(loop.accelerator.unwrap_model(loop.model)):
         if loop.is_main:
-            lora.save_lora_final(loop.accelerator.unwrap_model(loop.model), loop.tokenizer, run_dir)
-        loop.accelerator.wait_for_everyone()
+            unwrapped = loop.accelerator.unwrap_model(loop.model)
+            failed = _disk_refusal(lora.save_lora_final, unwrapped, loop.tokenizer, run_dir)
+        loop._stop_if_refused(failed, "the final model", run_dir / ".tmp-adapter", tmp)
         return final
     state_dict = loop.accelerator.get_state_dict(loop.model)
     if loop.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_module(loop.accelerator.unwrap_model(loop.model), tmp, state_dict)
-        loop.tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.replace(final)
-    loop.accelerator.wait_for_everyone()
+        failed = _disk_refusal(_write_final, loop, state_dict, tmp, final)
+    loop._stop_if_refused(failed, "the final model", tmp)
     return final
+
+
+def _write_final(loop: Loop, state_dict, tmp: Path, final: Path) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_module(loop.accelerator.unwrap_model(loop.model), tmp, state_dict)
+    loop.tokenizer.save_pretrained(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.replace(final)

@@ -22,6 +22,7 @@ RUN/model/ and summary.json.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from tether import lora
 from tether.config import DPOConfig, DPODataConfig, RMDataConfig, validate
 from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id, pair_shape
 from tether.errors import TetherError
-from tether.files import write_json
+from tether.files import storage_error, write_json
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
@@ -45,6 +46,8 @@ from tether.rollout import completion_logprobs, sample
 from tether.trainers.base import Loop, prepare_run_dir
 from tether.trainers.rm import load_pairs
 from tether.trainers.supervised import to_device, train_supervised
+
+log = logging.getLogger(__name__)
 
 REF_CACHE = "ref_logprobs.pt"
 KL_SEED_OFFSET = 7919  # the KL samples' generator: seed + this, the same prompts and draws at every eval
@@ -123,32 +126,69 @@ def fingerprint(cfg: DPOConfig, splits: dict[str, Sequence[DPOPair]]) -> str:
 
 
 def save_atomic(obj, path: Path) -> None:
+    """torch.save `obj` to a temporary file beside `path`, fsync it and rename it over `path`; a write the
+    disk refuses is one TetherError line, the temporary file removed."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        said = storage_error(e)
+        if said is None:
+            raise
+        raise TetherError(f"could not write {path}: {said}") from None
+
+
+def cache_checksum(cache: dict) -> str:
+    """SHA-256 of a reference cache's fingerprint and log-probs (split names sorted); the cache stores it."""
+    h = hashlib.sha256(cache["fingerprint"].encode())
+    for name in sorted(k for k in cache if k not in ("fingerprint", "sha256")):
+        h.update(name.encode())
+        h.update(cache[name].to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_cache(path: Path) -> tuple[dict | None, str | None]:
+    """(cache, None) when RUN/ref_logprobs.pt loads and, when it records one (tether writes it), matches its
+    SHA-256; else (None, what is wrong)."""
+    try:
+        cache = torch.load(path, weights_only=True)
+        if "sha256" in cache and cache["sha256"] != cache_checksum(cache):
+            return None, "its contents differ from their SHA-256"
+    except Exception as e:  # a truncated or foreign file fails anywhere in torch's reader
+        return None, f"it does not load: {' '.join(str(e).split()).split('. ')[0][:160]}"
+    return cache, None
 
 
 def attach_reference(cfg: DPOConfig, run_dir: Path, reference, splits: dict[str, Sequence[DPOPair]],
                      pad_value: int, device) -> None:
     """Set each pair's `ref` from RUN/ref_logprobs.pt, computing and writing the file (atomically, main
-    process only) when it is not there yet. A cache for other pairs or another reference is an error. The
+    process only) when it is not there yet. A cache for other pairs or another reference is an error; a
+    damaged one (truncated, or its SHA-256 no longer matches) is computed again, with a warning. The
     reference runs in the training's autocast precision (train.mixed_precision), as the policy will."""
     path, key = run_dir / REF_CACHE, fingerprint(cfg, splits)
+    cache = None
     if path.is_file():
-        cache = torch.load(path, weights_only=True)
-        if cache.get("fingerprint") != key:
+        cache, damage = read_cache(path)
+        if cache is not None and cache.get("fingerprint") != key:
             raise TetherError(f"{path} was computed for other pairs, reference, loss_type or "
                               "train.mixed_precision; start a new run")
-    else:
+        if cache is not None and any(tuple(cache[n].shape) != (len(x), 2) for n, x in splits.items()):
+            cache, damage = None, "its log-probs do not have one row per pair"
+        if cache is None:
+            log.warning("%s is damaged (%s): computing the reference log-probs again", path, damage)
+    if cache is None:
         reduction = DPO_LOGPROB_REDUCTION[cfg.loss_type]
         size = cfg.train.micro_batch_size
         with autocast(precision_of(cfg), device):
             cache = {name: reference_logprobs(reference, items, pad_value, reduction, device, size)
                      for name, items in splits.items()}
         cache["fingerprint"] = key
+        cache["sha256"] = cache_checksum(cache)
         if PartialState().is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_atomic(cache, path)

@@ -164,8 +164,10 @@ class RLTrainer:
         self.moments = RunningMoments()
         self.iteration, self.last_eval = 0, {}
         self.setup()
-        if resume:
-            self.load_extra(self.loop.resume(None if resume is True else resume))
+        extra = self.loop.resume(None if resume is True else resume) if resume else None
+        if extra is not None:
+            self.load_extra(extra)
+        self.resumed = extra is not None  # None: no checkpoint yet, the run starts from iteration 0
         if self.loop.is_main:
             dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test], code=imported_code(self.reward))
 

@@ -129,13 +129,13 @@ def fit(
     cfg, n = loop.cfg, len(train_items)
     micro_batches_per_step(cfg, loop.world)  # the batch must split evenly over the processes
     per_epoch = steps_per_epoch(n, cfg.batch_size)
-    if resume:
-        extra = loop.resume(None if resume is True else resume)
+    extra = loop.resume(None if resume is True else resume) if resume else None  # None: from step 0
+    if extra is not None:
         if (extra.get("n_items"), extra.get("batch_size"), extra.get("seed")) != (n, cfg.batch_size, seed):
             raise TetherError("the training data, batch size or seed differ from those of the checkpoint")
-    last_eval: dict[str, float] = dict(extra.get("last_eval", {})) if resume else {}
-    evaluated_at = extra.get("evaluated_at", -1) if resume else -1
-    saved_at = loop.state.step if resume else -1
+    last_eval: dict[str, float] = dict(extra.get("last_eval", {})) if extra is not None else {}
+    evaluated_at = extra.get("evaluated_at", -1) if extra is not None else -1
+    saved_at = loop.state.step if extra is not None else -1
 
     def position() -> dict[str, int]:
         return {"epoch": loop.state.step // per_epoch, "batch_in_epoch": loop.state.step % per_epoch,
