@@ -16,7 +16,7 @@ from tether.rewards import WeightedReward, gold, load_weighted_reward
 from tether.trainers.base import read_metrics
 from tether.trainers.group_step import equal_reward_share, group_minibatch_loss
 from tether.trainers.grpo import GRPOTrainer, train_grpo
-from tether.trainers.rl import load_policy, load_prompt_items
+from tether.trainers.rl import load_policy, load_prompt_items, read_prompts
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,8 @@ def test_beta_zero_evaluates_against_a_freshly_loaded_base(setup, tmp_path):
     got = json.loads((out / "summary.json").read_text())["instruments"]["kl_from_base"]
     assert [r["kl"] for r in read_metrics(out) if r["kind"] == "train"] == [None]
     _, tokenizer = load_policy(cfg)
-    items = load_prompt_items(cfg.data.test, tokenizer, cfg)[: cfg.eval.max_prompts]
+    prompts = read_prompts(cfg.data.test, gold_scored=False)
+    items = load_prompt_items(cfg.data.test, prompts, tokenizer, cfg)[: cfg.eval.max_prompts]
     final = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     start = AutoModelForCausalLM.from_pretrained(setup["policy"]).eval()
     evaluation = evaluate_judged(final, start, tokenizer, items, proxy=lambda p, r: [0.0] * len(r),
