@@ -118,9 +118,10 @@ class RLTrainer:
         check_engine(cfg.rollout.engine)
         if cfg.rollout.engine == "vllm" and lora.enabled(cfg.lora):  # its weight copy takes plain names only
             raise TetherError("rollout.engine=vllm does not take LoRA adapters yet: use lora.r=0 or hf")
-        self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
-        prepare_run_dir(self.run_dir, resume, cfg.train.device)
+        resume = prepare_run_dir(self.run_dir, resume, cfg, self.stage)
+        self.resumed = bool(resume)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
         if lora.enabled(cfg.lora):

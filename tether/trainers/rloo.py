@@ -27,6 +27,7 @@ import torch
 from tether.config import RLOOConfig
 from tether.errors import TetherError
 from tether.losses import rloo_advantages
+from tether.trainers.base import claim_run
 from tether.trainers.group import GroupTrainer, check_group_config
 from tether.trainers.group_step import GroupLoss
 from tether.trainers.rl import kl_controller
@@ -88,4 +89,5 @@ def train_rloo(cfg: RLOOConfig, out: str | Path, resume: bool | str | Path = Fal
     run directory. resume: True continues from the run's latest checkpoint, a path from that checkpoint.
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
-    return RLOOTrainer(cfg, out, resume).run()
+    with claim_run(out, "rloo", cfg, resume):  # the run directory's lock while it runs
+        return RLOOTrainer(cfg, out, resume).run()
