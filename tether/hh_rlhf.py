@@ -34,6 +34,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from tether import rundir
 from tether.errors import DataError, TetherError
 from tether.files import write_json, write_text_atomic
 
@@ -138,6 +139,8 @@ def distinct_prompts(pairs: list[dict], harmful: bool | None = None) -> list[dic
     return out
 
 
+@rundir.claiming("data import", "out", rundir.holds_only(
+    ("train.jsonl", "test.jsonl", "prompts.jsonl", "summary.json"), lambda s: "distinct_prompts" in s))
 def import_hh_rlhf(
     path: str | Path,
     out: str | Path,
