@@ -379,12 +379,18 @@ def test_resume_of_a_finished_run_without_checkpoints_is_refused(sft_paths, tmp_
 
 def test_a_run_made_before_markers_still_resumes(sft_paths, tmp_path, capsys):
     """A run directory from before run markers (config.yaml with tether's provenance and the stage's keys,
-    metrics, checkpoints) resumes; its files are not rewritten beyond what a resume writes."""
+    metrics, checkpoints) resumes, also one whose config.yaml lacks a key added since (here `lora`); no marker
+    is added to it."""
+    import shutil
+
+    import yaml
+
     out = tmp_path / "old"
     assert run_tether(sft(out, sft_paths, max_steps=4, save_every=2), capsys)[0] == 0
     (out / MARKER).unlink()
-    import shutil
-
+    doc = yaml.safe_load((out / "config.yaml").read_text())
+    del doc["lora"]
+    (out / "config.yaml").write_text(yaml.safe_dump(doc))
     shutil.rmtree(out / "checkpoints" / "step-4")
     shutil.rmtree(out / "model")
     (out / "summary.json").unlink()
@@ -393,9 +399,13 @@ def test_a_run_made_before_markers_still_resumes(sft_paths, tmp_path, capsys):
 
 
 def test_a_run_made_before_markers_is_not_taken_for_another_stage(sft_paths, dpo_paths, tmp_path, capsys):
+    """An SFT config's keys are all reward-model keys too (RM = SFT + center_coef): the stage whose config
+    fits most closely owns the directory, so `tether rm --resume` refuses an old SFT run (and DPO too)."""
     out = tmp_path / "old"
     assert run_tether(sft(out, sft_paths, max_steps=2, save_every=2), capsys)[0] == 0
     (out / MARKER).unlink()
+    rm = ["rm", "--out", out, "--resume", f"model={sft_paths['model']}", f"data.train={dpo_paths['train']}"]
+    refused_untouched(capsys, rm, FOREIGN + " rm", out)
     refused_untouched(capsys, dpo(out, dpo_paths, "--resume"), FOREIGN + " dpo", out)
 
 

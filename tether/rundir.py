@@ -11,8 +11,8 @@ The rules:
   never writes into, or deletes from, a directory it did not make. Files a user adds inside a tether directory
   are left alone: commands delete only files they wrote themselves, by name.
 - Directories made before markers existed are recognised by their layout (`legacy`): a training stage or
-  `tether run` by its config.yaml, which must carry the provenance block `dump_config` writes and exactly
-  the stage's config keys (see `made_by_config`); an output directory (eval, lab build, data import, ...) by
+  `tether run` by its config.yaml, which must carry the provenance block `dump_config` writes and only keys
+  of the stage's config (see `made_by_config`); an output directory (eval, lab build, data import, ...) by
   holding only the files that command writes, its summary.json of the command's shape. No marker is added.
 - Lock. While a command works, OUT/.tether-lock holds its pid, host, kind and start time, and the process
   holds an exclusive `flock` on it. A second command on the same directory is refused, naming the first. A
@@ -273,17 +273,28 @@ class _Lock:
 # -------------------------------------------------------------------------------------------- legacy layouts
 
 
-def made_by_config(cls: type, provenance_key: str = "provenance") -> Callable[[Path], bool]:
+def made_by_config(cls: type, among: Iterable[type] = (), provenance_key: str = "provenance"
+                   ) -> Callable[[Path], bool]:
     """A pre-marker directory of a training stage (or `tether run`): OUT/config.yaml is a mapping with the
-    provenance block `dump_config` writes and exactly the top-level keys of the config dataclass `cls`."""
-    fields = {f.name for f in dataclasses.fields(cls)}
+    provenance block `dump_config` writes, and its other top-level keys are fields of the config dataclass
+    `cls` (a key added since may be missing) and of no class in `among` with fewer fields (SFT's keys are all
+    RM keys too: the closest fit owns the directory)."""
+
+    def names(c: type) -> set[str]:
+        return {f.name for f in dataclasses.fields(c)}
+
+    fields, others = names(cls), [names(c) for c in among if c is not cls]
 
     def recognise(path: Path) -> bool:
         try:
             doc = yaml.safe_load((path / "config.yaml").read_text())
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             return False
-        return isinstance(doc, dict) and provenance_key in doc and set(doc) - {provenance_key} == fields
+        if not (isinstance(doc, dict) and isinstance(doc.get(provenance_key), dict)):
+            return False
+        keys = set(doc) - {provenance_key}
+        closer = any(keys <= other and len(other) < len(fields) for other in others)
+        return bool(keys) and keys <= fields and not closer
 
     return recognise
 

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from tether import lora, rundir
 from tether.activations import enable_gradient_checkpointing
-from tether.config import LoopConfig
+from tether.config import DPOConfig, GRPOConfig, LoopConfig, PPOConfig, RLOOConfig, RMConfig, SFTConfig
 from tether.errors import TetherError
 from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
 from tether.precision import autocast as precision_block
@@ -69,6 +69,7 @@ class TrainingDiverged(TetherError):
     """Too many consecutive non-finite steps; no checkpoint is written, the last good one stays."""
 
 
+STAGE_CONFIGS = (SFTConfig, RMConfig, DPOConfig, PPOConfig, GRPOConfig, RLOOConfig)  # the training stages
 SMALL_MODEL = 20_000_000  # parameters: below this, one CPU thread is faster (see LoopConfig.threads)
 
 
@@ -471,7 +472,13 @@ def claim_run(out: str | Path, stage: str, cfg, resume):
     """The lock and ownership check of a training run directory for its whole run (tether.rundir): `out` must
     be new, or `stage`'s (its marker, or a config.yaml of `cfg`'s type from before markers); resuming needs it
     to exist. Use as `with claim_run(...):` around the run."""
-    return rundir.claim(out, stage, must_exist=bool(resume), legacy=rundir.made_by_config(type(cfg)))
+    return rundir.claim(out, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
+
+
+def made_by(cls: type):
+    """Recognises a run directory of the stage configured by `cls` from before tether.rundir's markers (by
+    its config.yaml)."""
+    return rundir.made_by_config(cls, among=STAGE_CONFIGS)
 
 
 def prepare_run_dir(run_dir: Path, resume, cfg, stage: str, startup: tuple[str, ...] = ("metrics.jsonl",)):
@@ -484,7 +491,7 @@ def prepare_run_dir(run_dir: Path, resume, cfg, stage: str, startup: tuple[str, 
     refused where there is a checkpoint, RUN/model or RUN/summary.json; `--resume` where the run finished
     without checkpoints (nothing to continue). With several processes all of them check before any goes on
     (the main one soon writes there)."""
-    rundir.check(run_dir, stage, must_exist=bool(resume), legacy=rundir.made_by_config(type(cfg)))
+    rundir.check(run_dir, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
     checkpoints = run_dir / "checkpoints"
     latest = ckpt.find_latest(checkpoints)
     started = latest is not None or (run_dir / "model").exists() or (run_dir / "summary.json").exists()
