@@ -477,3 +477,18 @@ def test_claim_releases_its_lock_and_leaves_nothing_when_the_work_fails_at_once(
         (out / "config.yaml").write_text("x: 1\n")
         raise TetherError("boom")
     assert sorted(os.listdir(out)) == [MARKER, "config.yaml"]
+
+
+def test_a_claim_being_made_is_not_a_foreign_directory(tmp_path):
+    """With several processes the others check the directory while the main one marks it: its lock file and
+    the marker's temporary file (written, then renamed) are the claim's own, not a user's files."""
+    from tether import rundir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("")
+    (out / f".{MARKER}.tmp").write_text("{")
+    assert rundir.check(out, "dpo") is True
+    (out / "notes.md").write_text("mine\n")
+    with pytest.raises(TetherError, match=FOREIGN):
+        rundir.check(out, "dpo")

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MARKER = ".tether-run.json"
 LOCK = ".tether-lock"
+CLAIM_FILES = (LOCK, f".{MARKER}.tmp")  # what a claim has in the directory before its marker is in place
 
 
 def _shown(out: Path, path: Path) -> str:
@@ -99,7 +100,7 @@ def _check(path: Path, shown: str, kind: str, must_exist: bool, legacy) -> bool:
         return True
     if not path.is_dir():
         raise TetherError(f"{shown} is a file, not a directory")
-    if not [p for p in path.iterdir() if p.name != LOCK]:
+    if not [p for p in path.iterdir() if p.name not in CLAIM_FILES]:  # nothing, or a claim being made
         return True
     marker = read_marker(path)
     if marker is not None:
@@ -307,7 +308,7 @@ def holds_only(names: Iterable[str], summary: Callable[[dict], bool] | None = No
     def recognise(path: Path) -> bool:
         for p in path.iterdir():
             tmp = p.name.startswith(".") and p.name.endswith(".tmp") and p.name[1:-4] in names
-            if p.name not in names and p.name != LOCK and not tmp:
+            if p.name not in names and p.name not in CLAIM_FILES and not tmp:
                 return False
         if summary is None:
             return True

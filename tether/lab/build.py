@@ -112,7 +112,7 @@ def built_lab_layout(path: Path) -> bool:
     """A lab directory from before tether.rundir's markers (or its build interrupted): only the lab's entries,
     card.json (if there) a lab's card, data/ holding only the lab's files, and card.json, lab.yaml or data/
     among them (pretrained/ alone may be a user's model)."""
-    names = {p.name for p in path.iterdir()} - {rundir.LOCK}
+    names = {p.name for p in path.iterdir()} - set(rundir.CLAIM_FILES)
     if not (names <= set(LAB_ENTRIES) and names & {"card.json", "lab.yaml", "data"}):
         return False
     if "card.json" in names:

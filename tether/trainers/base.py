@@ -491,7 +491,8 @@ def prepare_run_dir(run_dir: Path, resume, cfg, stage: str, startup: tuple[str, 
     refused where there is a checkpoint, RUN/model or RUN/summary.json; `--resume` where the run finished
     without checkpoints (nothing to continue). With several processes all of them check before any goes on
     (the main one soon writes there)."""
-    rundir.check(run_dir, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
+    if rundir.is_main_process():  # the others checked in `claim_run`, before the main one began writing
+        rundir.check(run_dir, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
     checkpoints = run_dir / "checkpoints"
     latest = ckpt.find_latest(checkpoints)
     started = latest is not None or (run_dir / "model").exists() or (run_dir / "summary.json").exists()
