@@ -33,6 +33,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from tether import rundir
 from tether.data import decode_line, lone_surrogate_field, read_lines
 from tether.errors import DataError, TetherError
 from tether.files import write_json, write_text_atomic
@@ -146,6 +147,8 @@ def distinct_prompts(pairs: list[dict], harmful: bool | None = None) -> list[dic
     return out
 
 
+@rundir.claiming("data import", "out", rundir.holds_only(
+    ("train.jsonl", "test.jsonl", "prompts.jsonl", "summary.json"), lambda s: "distinct_prompts" in s))
 def import_hh_rlhf(
     path: str | Path,
     out: str | Path,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from tether import rundir
 from tether.config import validate
 from tether.errors import TetherError
 
@@ -270,6 +271,12 @@ def load_adapter_dir(path: str | Path, base: str | Path | None = None, dtype=tor
 
 def merge_adapter(adapter_dir: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
     """Write the merged model of an adapter directory (RUN/adapter) to `out`: safetensors weights and the
-    tokenizer, loadable by `from_pretrained` (a reward model by AutoModelForSequenceClassification)."""
-    model, tokenizer = load_adapter_dir(adapter_dir, base)
-    return write_merged(model, tokenizer, Path(out))
+    tokenizer, loadable by `from_pretrained` (a reward model by AutoModelForSequenceClassification).
+
+    `out` must be new or an earlier merge's output (tether.rundir), and is locked while this runs. The model
+    is written completely into OUT/.tmp-merged first; then the files the earlier merge wrote are replaced by
+    these, and other files in OUT (a user's notes) stay. Returns `out`."""
+    with rundir.claim(out, "merge") as path:
+        model, tokenizer = load_adapter_dir(adapter_dir, base)
+        rundir.install(path, write_merged(model, tokenizer, path / ".tmp-merged"))
+    return Path(out)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 import typing
 from pathlib import Path
 
+from tether import rundir
 from tether.config import SEED, SFTConfig, dump_config, load_config, ranged, to_dict, validate
 from tether.errors import TetherError
 from tether.files import write_json
@@ -93,10 +93,20 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+RUN_PARTS = ("lab", "compare", "cai", "eval", "summary.json", *STAGES)  # what a started run has written
+
+
+def claim_run_dir(out: str | Path, kind: str = "run"):
+    """`tether run`'s (or `tether sweep`'s) lock and ownership check of its directory (tether.rundir); a
+    directory from before markers is recognised by its config.yaml (a RunConfig with provenance)."""
+    return rundir.claim(out, kind, legacy=rundir.made_by_config(RunConfig))
+
+
 def _prepare(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
-    """A new run needs an empty directory; a resumed one the same RunConfig it started with (a finished
-    stage is not run again, so changed settings would silently apply to the later stages only)."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    """A new run needs a directory where no stage has started (config.yaml alone is a start that failed
+    before its first stage: it is started again); a resumed one the same RunConfig it started with (a
+    finished stage is not run again, so changed settings would silently apply to the later stages only)."""
+    if not resume and any((run_dir / name).exists() for name in RUN_PARTS):
         raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     stored = run_dir / "config.yaml"
     if resume and stored.is_file() and to_dict(load_config(RunConfig, stored)) != to_dict(cfg):
@@ -122,11 +132,11 @@ def _stage(name: str, train_fn, cfg, run_dir: Path) -> dict:
     if (out / "summary.json").is_file():
         print(f"tether run: {name} already done, skipping", flush=True)
         return _read(out / "summary.json")
-    resume = find_latest(out / "checkpoints") is not None
-    if out.is_dir() and not resume:  # it stopped before its first checkpoint: start the stage afresh
-        shutil.rmtree(out)
-    print(f"tether run: {name}" + (" (resuming)" if resume else ""), flush=True)
-    train_fn(cfg, out, resume=resume)
+    resuming = find_latest(out / "checkpoints") is not None
+    print(f"tether run: {name}" + (" (resuming)" if resuming else ""), flush=True)
+    # a stage that started continues: from its last checkpoint, or (the trainer decides) again from step 0
+    # in place when it stopped before its first one; the trainer refuses a folder that is not its own
+    train_fn(cfg, out, resume=out.is_dir())
     return _read(out / "summary.json")
 
 
@@ -310,9 +320,13 @@ def policy_stage(
 def run_pipeline(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Lab → SFT → comparisons → RM → PPO/GRPO/RLOO (or DPO without the RM) → summary; returns the summary
     (also in RUN/summary.json and RUN/report.html)."""
-    start = time.perf_counter()
     check_overrides(cfg)
-    run_dir = Path(out)
+    with claim_run_dir(out):
+        return _run_pipeline(cfg, Path(out), resume, progress)
+
+
+def _run_pipeline(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> dict:
+    start = time.perf_counter()
     _prepare(cfg, run_dir, resume)
     dump_config(cfg, run_dir)
     shared = shared_stages(cfg, run_dir, progress, reward_model=cfg.algo != "dpo")

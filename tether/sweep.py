@@ -26,6 +26,7 @@ from tether.pipeline import (
     Shared,
     _prepare,
     check_overrides,
+    claim_run_dir,
     evaluate_stage,
     policy_stage,
     shared_stages,
@@ -143,15 +144,19 @@ def run_sweep(
     """The sweep (also OUT/sweep.json, OUT/report.html, OUT/summary.md): {"runs": [...], "best_of_n": [...],
     "recommended_beta", ...}. `cfg` configures the shared stages and stage 3 (cfg.algo: ppo, grpo, rloo,
     dpo); `reuse`: a finished `tether run` directory whose lab, SFT model and reward model to use."""
-    from tether.instruments.sweep_report import write_sweep_report
-
     if cfg.algo not in BETA_KEYS:
         raise TetherError(f"algo: unknown {cfg.algo!r}; choose one of {', '.join(BETA_KEYS)}")
     if not betas or any(b <= 0 for b in betas):
         raise TetherError(f"--betas must be positive numbers, got {betas}")
     check_overrides(cfg)
+    with claim_run_dir(out, "sweep"):
+        return _run_sweep(cfg, betas, Path(out), reuse, best_of_n, best_of_n_prompts, progress)
+
+
+def _run_sweep(cfg, betas, out: Path, reuse, best_of_n, best_of_n_prompts, progress) -> dict:
+    from tether.instruments.sweep_report import write_sweep_report
+
     start = time.perf_counter()
-    out = Path(out)
     _prepare(cfg, out, resume=True)  # the same settings as when the sweep started
     dump_config(cfg, out)
     if reuse:

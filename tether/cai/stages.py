@@ -13,6 +13,7 @@ import random
 import time
 from pathlib import Path
 
+from tether import rundir
 from tether.cai.constitution import load_constitution
 from tether.cai.judges import LabRater, load_judge
 from tether.cai.label import Pair, label_pairs, pairs_from_file, sample_pairs, write_labels
@@ -33,6 +34,12 @@ def _lab_labelers(lab_dir):
     return LabConfig.from_yaml(open_lab(lab_dir).config).labeler_mix()
 
 
+def _made_by(stage: str, *names: str):
+    """A directory from before tether.rundir's markers: only these files, its summary's "stage" `stage`."""
+    return rundir.holds_only({*names, "summary.json"}, lambda s: s.get("stage") == stage)
+
+
+@rundir.claiming("cai label", "out", _made_by("cai-label", "prefs.jsonl", "card.json", "card.txt"))
 def run_labelling(constitution: str | Path | None, judge: str, out: str | Path, *, prompts=None, policy=None,
                   pairs=None, lab=None, samples: int = 2, seed: int = 0, max_new_tokens: int = 64,
                   temperature: float = 1.0, limit: int | None = None) -> dict:
@@ -66,6 +73,7 @@ def run_labelling(constitution: str | Path | None, judge: str, out: str | Path, 
     return summary
 
 
+@rundir.claiming("cai revise", "out", _made_by("cai-revise", "sft.jsonl"))
 def run_revision(constitution: str | Path | None, critic: str, out: str | Path, *, prompts, policy,
                  seed: int = 0, max_new_tokens: int = 64, temperature: float = 1.0, limit: int | None = None,
                  critic_tokens: int = 128) -> dict:
@@ -116,6 +124,7 @@ def _gold_before_after(records: list[dict]) -> dict:
     return {"gold_initial": round(before, 4), "gold_revised": round(after, 4)}
 
 
+@rundir.claiming("cai feedback", "out", _made_by("cai", "prefs.train.jsonl", "card.json", "card.txt"))
 def ai_feedback_stage(lab_dir, policy_dir, out, constitution: str | Path | None = None, prompts: int = 3000,
                       samples: int = 4, seed: int = 0) -> dict:
     """The lab pipeline's comparison stage with AI labels: the lab's training pairs (re-labelled) plus

@@ -5,7 +5,8 @@ Example: tether eval --policy runs/demo/ppo/model --base runs/demo/sft/model --r
              --lab runs/demo/lab --out runs/demo/eval
          tether eval --policy my/policy --base my/sft --rm my/rm --prompts held_out.jsonl --out eval \\
              hacking.length_ratio_max=2.0
-Writes OUT/summary.json, OUT/samples.jsonl and OUT/report.html and prints the table with verdicts.
+Writes OUT/summary.json, OUT/samples.jsonl and OUT/report.html and prints the table with verdicts. OUT must be
+new, empty or an earlier `tether eval` output: any other directory is refused, not overwritten.
 Instruments without their inputs are reported as not measured. Exit code 0 whatever the verdict.
 """
 

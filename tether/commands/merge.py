@@ -3,8 +3,10 @@
 
 Example: tether merge runs/dpo/adapter --out merged/dpo
          tether merge runs/dpo/adapter --out merged/dpo --base models/sft    # the base moved
-The base is the model named in the adapter's adapter_config.json unless --base is given. OUT is written to a
-temporary directory and renamed, so an existing OUT is replaced only once the new one is complete.
+The base is the model named in the adapter's adapter_config.json unless --base is given. OUT must be new,
+empty or an earlier `tether merge` output (any other directory is refused, never deleted); the model is
+written completely to OUT/.tmp-merged first, then replaces the earlier merge's files (a file you added to
+OUT stays).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from tether import rundir
 from tether.config import load_config, to_dict
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,11 @@ def run_stage(args, stage: str, cls: type, train_fn, what: str) -> int:
     Returns 143 (128 + SIGTERM, as a shell reports it) when SIGTERM stopped the run after a checkpoint."""
     import sys
 
-    from tether.trainers.base import TrainingInterrupted
+    from tether.trainers.base import TrainingInterrupted, made_by
 
     run_dir = run_dir_of(args, stage)
+    # before its config.yaml is read: a directory that is not this stage's is refused, not parsed
+    rundir.check(run_dir, stage, must_exist=bool(resume_of(args)), legacy=made_by(cls))
     cfg = stage_config(cls, args, run_dir)
     try:
         train_fn(cfg, run_dir, resume=resume_of(args))

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether import rundir
 from tether.errors import TetherError
 from tether.instruments.hacking import HackingConfig
 
@@ -68,9 +69,22 @@ def _load(policy_dir: str, base_dir: str, device: str):
     return policy.requires_grad_(False), base.requires_grad_(False), tokenizer
 
 
+OUTPUT = ("summary.json", "samples.jsonl", "report.html", "summary.md")  # what `write_eval` writes
+
+
 def evaluate_policy_dirs(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None = None) -> dict:
     """The summary (schema: tether/summary.schema.json) of `evaluate_policy` on model directories; with
-    `out`, also OUT/summary.json, OUT/report.html and OUT/samples.jsonl."""
+    `out`, also OUT/summary.json, OUT/report.html and OUT/samples.jsonl. OUT must be new or an earlier
+    evaluation's (tether.rundir), and is locked while this one runs."""
+    if out is None:
+        return _evaluate(policy_dir, base_dir, cfg, None)
+    # before tether.rundir's markers: a directory holding only these files, its summary an evaluation's
+    legacy = rundir.holds_only(OUTPUT, summary=lambda s: {"policy", "base", "instruments"} <= set(s))
+    with rundir.claim(out, "eval", legacy=legacy):
+        return _evaluate(policy_dir, base_dir, cfg, out)
+
+
+def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) -> dict:
     from tether.data import load_preferences, load_prompts, load_sft, tokenize_prompts, tokenize_sft
     from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET
     from tether.instruments.judges import GoldJudge, ScoreJudge

@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether import rundir
 from tether.errors import TetherError
 from tether.files import fsync_dir, write_text_atomic
 from tether.lab.base_model import draw_prompts, pretrain, sample, save_model
@@ -104,12 +105,35 @@ def _mean_by_family(pairs: list[tuple[str, float]]) -> dict[str, float | None]:
     }
 
 
+LAB_ENTRIES = ("pretrained", "data", "lab.yaml", "card.json", "timings.json")
+LAB_DATA = {f"{kind}.{split}.jsonl" for kind in ("sft", "prefs", "prompts") for split in ("train", "test")}
+
+
+def built_lab_layout(path: Path) -> bool:
+    """A lab directory from before tether.rundir's markers (or its build interrupted): only the lab's entries,
+    card.json (if there) a lab's card, data/ holding only the lab's files, and card.json, lab.yaml or data/
+    among them (pretrained/ alone may be a user's model)."""
+    names = {p.name for p in path.iterdir()} - set(rundir.CLAIM_FILES)
+    if not (names <= set(LAB_ENTRIES) and names & {"card.json", "lab.yaml", "data"}):
+        return False
+    if "card.json" in names:
+        try:
+            card = json.loads((path / "card.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if not (isinstance(card, dict) and "world" in card):
+            return False
+    data = path / "data"
+    return not data.is_dir() or {p.name for p in data.iterdir()} <= LAB_DATA
+
+
+@rundir.claiming("lab build", "out_dir", built_lab_layout)
 def build_lab(
     out_dir: str | Path, config: LabConfig | None = None, seed: int = 0, progress: bool = True
 ) -> LabBuild:
-    """Build the lab into `out_dir` (created; existing lab files are overwritten). Every file is written
-    atomically and card.json last: a build that stops midway leaves no card, so `open_lab` refuses the
-    directory rather than mix an old lab's files with new ones."""
+    """Build the lab into `out_dir`: new, or an earlier lab build's (tether.rundir), whose files are
+    overwritten. Every file is written atomically and card.json last: a build that stops midway leaves no
+    card, so `open_lab` refuses the directory rather than mix an old lab's files with new ones."""
     config = config or LabConfig()
     config.validate()
     paths = LabPaths(Path(out_dir))

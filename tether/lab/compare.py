@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from tether import rundir
 from tether.errors import TetherError
 from tether.files import write_json, write_text_atomic
 from tether.lab.base_model import draw_prompts, sample
@@ -62,6 +63,10 @@ def pick_pairs(
     return pairs, dropped
 
 
+OUTPUT = ("prefs.policy.jsonl", "prefs.train.jsonl", "summary.json")
+
+
+@rundir.claiming("lab compare", "out_dir", rundir.holds_only(OUTPUT, lambda s: s.get("stage") == "compare"))
 def compare_samples(
     lab_dir: str | Path,
     policy_dir: str | Path,
@@ -72,7 +77,7 @@ def compare_samples(
     temperature: float = 1.0,
 ) -> dict:
     """Sample, pair and label (see the module docstring); returns the summary also written to
-    OUT/summary.json."""
+    OUT/summary.json. OUT must be new or an earlier comparison's (tether.rundir)."""
     if prompts < 1 or samples < 2:
         raise TetherError(f"compare needs prompts >= 1 and samples >= 2, got {prompts} and {samples}")
     if temperature <= 0:

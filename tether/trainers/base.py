@@ -45,9 +45,9 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
-from tether import lora
+from tether import lora, rundir
 from tether.activations import enable_gradient_checkpointing
-from tether.config import LoopConfig
+from tether.config import DPOConfig, GRPOConfig, LoopConfig, PPOConfig, RLOOConfig, RMConfig, SFTConfig
 from tether.errors import TetherError
 from tether.files import storage_error, write_text_atomic
 from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
@@ -73,6 +73,9 @@ class TrainingDiverged(TetherError):
 class SaveFailed(TetherError):
     """The disk refused a checkpoint or the final model (full, read-only, no permission); what was saved
     before is intact."""
+
+
+STAGE_CONFIGS = (SFTConfig, RMConfig, DPOConfig, PPOConfig, GRPOConfig, RLOOConfig)  # the training stages
 
 
 SMALL_MODEL = 20_000_000  # parameters: below this, one CPU thread is faster (see LoopConfig.threads)
@@ -606,16 +609,50 @@ def process_state(device: str = "auto") -> PartialState:
     return PartialState(cpu=use_cpu(device))
 
 
-def prepare_run_dir(run_dir: Path, resume, device: str = "auto") -> None:
-    """A new run needs an empty or missing directory; resuming needs the old one. With several processes all
-    of them check before any goes on (the main one soon writes there); `device` is train.device."""
-    if resume:
-        if not run_dir.is_dir():
-            raise TetherError(f"cannot resume: {run_dir} does not exist")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+def claim_run(out: str | Path, stage: str, cfg, resume):
+    """The lock and ownership check of a training run directory for its whole run (tether.rundir): `out` must
+    be new, or `stage`'s (its marker, or a config.yaml of `cfg`'s type from before markers); resuming needs it
+    to exist. Use as `with claim_run(...):` around the run."""
+    return rundir.claim(out, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
+
+
+def made_by(cls: type):
+    """Recognises a run directory of the stage configured by `cls` from before tether.rundir's markers (by
+    its config.yaml)."""
+    return rundir.made_by_config(cls, among=STAGE_CONFIGS)
+
+
+def prepare_run_dir(run_dir: Path, resume, cfg, stage: str, startup: tuple[str, ...] = ("metrics.jsonl",)):
+    """Check that `run_dir` is `stage`'s (tether.rundir.check) and settle how the run starts; returns the
+    `resume` to use. `cfg` is the stage's config (its type recognises runs from before markers).
+
+    A run that holds no complete checkpoint yet (a start that failed, or was killed, before its first save)
+    is started again from step 0 in place, by `--resume` as by a fresh run: its start-up files (`startup`,
+    RUN/config.yaml is rewritten) and partial checkpoints are removed, any other file stays. A fresh run is
+    refused where there is a checkpoint, RUN/model or RUN/summary.json; `--resume` where the run finished
+    without checkpoints (nothing to continue). With several processes all of them check before any goes on
+    (the main one soon writes there)."""
+    if rundir.is_main_process():  # the others checked in `claim_run`, before the main one began writing
+        rundir.check(run_dir, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
+    checkpoints = run_dir / "checkpoints"
+    latest = ckpt.find_latest(checkpoints)
+    started = latest is not None or (run_dir / "model").exists() or (run_dir / "summary.json").exists()
+    if resume is True and latest is None:
+        if (run_dir / "summary.json").is_file():
+            raise TetherError(f"nothing to resume: {run_dir} holds a finished run without checkpoints "
+                              "(train.save_every=0); choose another --out for a new one")
+        if any((run_dir / name).exists() for name in (*startup, "config.yaml", "checkpoints")):
+            log.warning("%s has no checkpoint yet: starting the run again from step 0", run_dir)
+        resume = False
+    elif not resume and started:
         raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    if not resume and rundir.is_main_process() and run_dir.is_dir():
+        for name in startup:
+            (run_dir / name).unlink(missing_ok=True)
+        ckpt.clean_partial(checkpoints)
     if launched_processes() > 1:
-        process_state(device).wait_for_everyone()
+        process_state(cfg.train.device).wait_for_everyone()
+    return resume
 
 
 def save_final(loop: Loop, run_dir: Path) -> Path:

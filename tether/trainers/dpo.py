@@ -43,7 +43,7 @@ from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.precision import autocast, autocast_precision
 from tether.rollout import completion_logprobs, sample
-from tether.trainers.base import Loop, prepare_run_dir
+from tether.trainers.base import Loop, claim_run, prepare_run_dir
 from tether.trainers.rm import load_pairs
 from tether.trainers.supervised import to_device, train_supervised
 
@@ -330,12 +330,17 @@ def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False
 
     resume: True continues from the run's latest checkpoint, a path from that checkpoint (the cached
     reference log-probs are reused). Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is
-    saved) and `TetherError` on bad input.
+    saved) and `TetherError` on bad input. Holds the run directory's lock while it runs (tether.rundir).
     """
-    start = time.perf_counter()
     check_config(cfg)
-    run_dir = Path(out)
-    prepare_run_dir(run_dir, resume, cfg.train.device)  # with several processes: forms their group
+    with claim_run(out, "dpo", cfg, resume):
+        return _train_dpo(cfg, Path(out), resume)
+
+
+def _train_dpo(cfg: DPOConfig, run_dir: Path, resume) -> Path:
+    start = time.perf_counter()
+    # a run restarted before its first checkpoint computes the reference log-probs again
+    resume = prepare_run_dir(run_dir, resume, cfg, "dpo", startup=("metrics.jsonl", REF_CACHE))
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
     d = cfg.data

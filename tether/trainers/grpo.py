@@ -26,6 +26,7 @@ import torch
 
 from tether.config import GRPOConfig
 from tether.losses import grpo_advantages
+from tether.trainers.base import claim_run
 from tether.trainers.group import GroupTrainer
 from tether.trainers.group_step import GroupLoss
 
@@ -78,4 +79,5 @@ def train_grpo(cfg: GRPOConfig, out: str | Path, resume: bool | str | Path = Fal
     run directory. resume: True continues from the run's latest checkpoint, a path from that checkpoint.
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
-    return GRPOTrainer(cfg, out, resume).run()
+    with claim_run(out, "grpo", cfg, resume):  # the run directory's lock while it runs
+        return GRPOTrainer(cfg, out, resume).run()

@@ -34,6 +34,7 @@ from tether.config import PPOConfig
 from tether.errors import TetherError
 from tether.instruments.evaluate import decode_responses
 from tether.rewards import is_reward_model_dir, load_reward
+from tether.trainers.base import claim_run
 from tether.trainers.ppo_step import Experience, explained_variance, make_experience, minibatch_loss
 from tether.trainers.rl import RLTrainer, iteration_seed, kl_controller
 from tether.trainers.rl import cut_at_stop as cut_at_stop  # re-exported: where PPO's users found it
@@ -167,4 +168,5 @@ def train_ppo(cfg: PPOConfig, out: str | Path, resume: bool | str | Path = False
     resume: True continues from the run's latest checkpoint, a path from that checkpoint. Raises
     `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
-    return PPOTrainer(cfg, out, resume).run()
+    with claim_run(out, "ppo", cfg, resume):  # the run directory's lock while it runs
+        return PPOTrainer(cfg, out, resume).run()

@@ -136,9 +136,10 @@ class RLTrainer:
         gold_scored = "gold" in self.reward_specs(cfg)  # the whole prompt files, before any model loads:
         train_prompts = read_prompts(cfg.data.train, gold_scored)
         test_prompts = read_prompts(cfg.data.test, gold_scored) if cfg.data.test else []
-        self.cfg, self.run_dir, self.resumed = cfg, Path(run_dir), bool(resume)
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
-        prepare_run_dir(self.run_dir, resume, cfg.train.device)
+        resume = prepare_run_dir(self.run_dir, resume, cfg, self.stage)
+        self.resumed = bool(resume)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
         if lora.enabled(cfg.lora):

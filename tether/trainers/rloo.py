@@ -26,6 +26,7 @@ import torch
 
 from tether.config import RLOOConfig
 from tether.losses import rloo_advantages
+from tether.trainers.base import claim_run
 from tether.trainers.group import GroupTrainer
 from tether.trainers.group_step import GroupLoss
 from tether.trainers.rl import kl_controller
@@ -82,4 +83,5 @@ def train_rloo(cfg: RLOOConfig, out: str | Path, resume: bool | str | Path = Fal
     run directory. resume: True continues from the run's latest checkpoint, a path from that checkpoint.
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
-    return RLOOTrainer(cfg, out, resume).run()
+    with claim_run(out, "rloo", cfg, resume):  # the run directory's lock while it runs
+        return RLOOTrainer(cfg, out, resume).run()

@@ -42,7 +42,7 @@ from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
 from tether.reward_model import create_reward_model, sequence_scores
-from tether.trainers.base import Loop, prepare_run_dir
+from tether.trainers.base import Loop, claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
@@ -202,11 +202,16 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
     """Train a reward model from `cfg.model` (an SFT directory) on `cfg.data`; returns the run directory.
 
     resume: True continues from the run's latest checkpoint, a path from that checkpoint. Raises
-    `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
+    `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input. Holds
+    the run directory's lock while it runs (tether.rundir).
     """
+    with claim_run(out, "rm", cfg, resume):
+        return _train_rm(cfg, Path(out), resume)
+
+
+def _train_rm(cfg: RMConfig, run_dir: Path, resume) -> Path:
     start = time.perf_counter()
-    run_dir = Path(out)
-    prepare_run_dir(run_dir, resume, cfg.train.device)
+    resume = prepare_run_dir(run_dir, resume, cfg, "rm")
     set_seed(cfg.seed)  # before the head is drawn
     model, tokenizer = create_reward_model(cfg.model, cfg.tokenizer, cfg.dtype, cfg.trust_remote_code)
     if lora.enabled(cfg.lora):  # adapters on the trunk, the new score head trained in full

@@ -25,7 +25,7 @@ from tether.files import write_json
 from tether.losses import sft_loss
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.rollout import completion_positions, logits_at
-from tether.trainers.base import Loop, prepare_run_dir
+from tether.trainers.base import Loop, claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,16 @@ def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False
     """Fine-tune `cfg.model` on `cfg.data`; returns the run directory.
 
     resume: True continues from the run's latest checkpoint, a path from that checkpoint. Raises
-    `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
+    `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input. Holds
+    the run directory's lock while it runs (tether.rundir).
     """
+    with claim_run(out, "sft", cfg, resume):
+        return _train_sft(cfg, Path(out), resume)
+
+
+def _train_sft(cfg: SFTConfig, run_dir: Path, resume) -> Path:
     start = time.perf_counter()
-    run_dir = Path(out)
-    prepare_run_dir(run_dir, resume, cfg.train.device)
+    resume = prepare_run_dir(run_dir, resume, cfg, "sft")
     set_seed(cfg.seed)
     model, tokenizer = load_model(cfg)
     if lora.enabled(cfg.lora):
