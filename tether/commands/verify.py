@@ -7,7 +7,7 @@ Targets: KL(π‖π*) ≤ 0.005 nats for ppo and rloo with each kl.estimator (k1
 grpo_kl_in_reward; the paper's grpo within 0.05 nats of its own predicted fixed point (its gap to π*
 reported); IPO reported without a target; limits from a perturbed start: β = 0.01 puts ≥ 0.95 on the
 best response, β = 100 ends within 0.02 nats of π*.
---quick runs a shorter rloo only (20-30 s on 2 cores). Progress lines go to stderr.
+--quick runs a shorter rloo only (20-30 s on 2 cores; target 0.02 nats). Progress lines go to stderr.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class Files:
     hard_pairs: Path  # every pair, the better response chosen
 
 
-PROMPT_COPIES = 256  # ≥ every rollout.batch_size (the trainers refuse fewer prompts than a batch)
+PROMPT_COPIES = 512  # ≥ every rollout.batch_size (the trainers refuse fewer prompts than a batch)
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:
