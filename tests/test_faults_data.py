@@ -226,3 +226,15 @@ def test_a_partial_tie_is_reported_and_left_out(capsys, caplog, tmp_path, model)
     assert warned == [f"{pairs}: 1 of 4 pairs have chosen == rejected (first at {pairs}:3); left out: a tie "
                       "states no preference (its loss is log 2 whatever the model)"] * 2  # train, then test
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["test_pairs"] == 3
+
+
+def test_the_lab_critic_refuses_a_prompt_that_is_not_the_labs_before_any_model_loads(capsys, tmp_path):
+    """`tether cai revise --critic lab` edits lab replies as the lab rater reads them: a real chat prompt on
+    line 2 is named by FILE:LINE before the policy is loaded (here it does not even exist), and nothing is
+    written."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "what is 3 plus 4 ? answer:"},
+                                                       {"prompt": "How do I bake bread?"}])
+    refused(capsys, ["cai", "revise", "--critic", "lab", "--prompts", str(prompts), "--policy",
+                     str(tmp_path / "no-such-model"), "--out", str(tmp_path / "out")],
+            rf"{prompts}:2: not a lab prompt", keep=[tmp_path])
+    assert not (tmp_path / "out").exists()

@@ -17,8 +17,9 @@ from tether import rundir
 from tether.cai.constitution import load_constitution
 from tether.cai.judges import LabRater, load_judge
 from tether.cai.label import Pair, label_pairs, pairs_from_file, sample_pairs, write_labels
-from tether.errors import TetherError
+from tether.errors import DataError, TetherError
 from tether.files import write_json, write_text_atomic
+from tether.rewards import is_lab_prompt
 
 
 def load_policy(policy_dir: str | Path):
@@ -87,13 +88,17 @@ def run_revision(constitution: str | Path | None, critic: str, out: str | Path, 
 
     start = time.perf_counter()
     con = load_constitution(constitution)
-    if critic == "lab":
+    examples = load_prompts(prompts)[:limit]
+    if critic == "lab":  # it edits lab replies by the lab rater's reading of them: lab prompts only
+        for ex in examples:
+            if not is_lab_prompt(ex.prompt):
+                raise DataError(ex.path, ex.line, "not a lab prompt: the lab critic revises lab prompts only "
+                                "(use --critic llm:MODEL_DIR)")
         critic_ = LabCritic(LabRater(con, seed=seed))
     elif critic.startswith("llm:") and critic[4:]:
         critic_ = LLMCritic(*load_policy(critic[4:]), max_new_tokens=critic_tokens, seed=seed)
     else:
         raise TetherError(f"unknown critic {critic!r}: use 'lab' or 'llm:MODEL_DIR'")
-    examples = load_prompts(prompts)[:limit]
     given, (replies,) = sample_replies(*load_policy(policy), examples, 1, seed, max_new_tokens, temperature)
     records = revise(critic_, con, given, replies)
     kept = [r for r in records if r["completion"].strip()]
