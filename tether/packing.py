@@ -58,7 +58,7 @@ class Packing:
 
     input_ids: Tensor  # (B', C) the rows' real tokens, end to end; 0 on the bins' tail padding
     position_ids: Tensor  # (B', C) each row's own positions 0, 1, …; 0 on padding
-    attention_mask: Tensor  # (B', 1, C, C) bool: causal within each row (padding attends to itself only)
+    attention_mask: Tensor  # (B', 1, C, C) bool: causal within each row (a bin's tail padding, within itself)
     real: Tensor  # (B, T) bool: the real tokens of the padded batch
     to_packed: Tensor  # (N,) long: packed flat index (b·C + c) of each real token, (B, T) row-major order
 
@@ -91,7 +91,7 @@ def bins(lengths: list[int], capacity: int) -> list[list[int]]:
 
 def pack(input_ids: Tensor, attention_mask: Tensor) -> Packing | None:
     """The packed form of a (B, T) batch (real tokens where attention_mask is 1, in order, position ids
-    counting them as `tether.rollout.position_ids` does), or None when it would not save a row."""
+    counting them as `tether.data.position_ids` does), or None when it would not save a row."""
     real = attention_mask.bool()
     lengths = real.sum(-1).tolist()
     capacity = max(lengths, default=0)
@@ -110,14 +110,14 @@ def pack(input_ids: Tensor, attention_mask: Tensor) -> Packing | None:
             segment[b, offset : offset + n] = i
             positions[b, offset : offset + n] = torch.arange(n)
             offset += n
-    rank = (real.long().cumsum(-1) - 1).cpu()  # (B, T): a real token's place within its row
+    rank = position_ids(attention_mask).cpu()  # (B, T): a real token's place within its row
     rows = torch.arange(len(lengths))[:, None].expand_as(rank)
     to_packed = (start[rows] + rank)[real.cpu()]  # (N,)
     ids = torch.zeros(B2 * capacity, dtype=input_ids.dtype, device=device)
     ids[to_packed.to(device)] = input_ids[real]
     causal = torch.ones(capacity, capacity, dtype=torch.bool).tril()
     same = segment[:, :, None] == segment[:, None, :]  # (B', C, C)
-    mask = (same & causal) | torch.eye(capacity, dtype=torch.bool)  # a padding position sees itself only
+    mask = same & causal  # the diagonal is always in: no row of the mask is empty (SDPA would give NaN)
     return Packing(
         ids.view(B2, capacity),
         positions.to(device),

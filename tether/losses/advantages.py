@@ -38,6 +38,11 @@ def gae(
     return advantages, returns
 
 
+def whitening_scale(var: torch.Tensor) -> torch.Tensor:
+    """1 / sqrt(σ² + 1e-8): what `whiten` multiplies the centred values by."""
+    return torch.rsqrt(var + 1e-8)
+
+
 def whiten(
     x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, moments: tuple | None = None
 ) -> torch.Tensor:
@@ -50,7 +55,7 @@ def whiten(
     with torch.no_grad():
         x = upcast(x)
         mean, var = moments if moments is not None else (masked_mean(x, mask), masked_var(x, mask))
-        out = (x - mean) * torch.rsqrt(var + 1e-8)
+        out = (x - mean) * whitening_scale(var)
         if not shift_mean:
             out = out + mean
         return torch.where(mask.bool(), out, 0.0)

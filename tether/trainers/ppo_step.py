@@ -40,6 +40,7 @@ from tether.losses import (
     whiten,
 )
 from tether.losses._reduce import masked_var
+from tether.losses.advantages import whitening_scale
 from tether.rollout import Rollout, response_logits
 from tether.trainers.distributed import global_moments
 
@@ -203,7 +204,7 @@ def advantages_and_returns(
         else:
             moments = global_moments(advantages, mask, all_sum)
         advantages = whiten(advantages, mask, moments=moments)
-        scale = float(torch.rsqrt(moments[1] + 1e-8))  # whiten's own 1/σ
+        scale = float(whitening_scale(moments[1]))
     return rewards, advantages, returns, scale
 
 
