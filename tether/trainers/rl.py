@@ -139,7 +139,6 @@ class RLTrainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         resume = prepare_run_dir(self.run_dir, resume, cfg, self.stage)
-        self.resumed = bool(resume)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
         if lora.enabled(cfg.lora):
