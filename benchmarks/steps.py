@@ -5,7 +5,7 @@
 Each stage runs in its own child process (so its peak RSS is its own) and times `--steps` optimizer steps
 after `--warmup` untimed ones. A step is what the trainer really runs: the task's loss
 (`SFTTask`/`RMTask`/`DPOTask`.loss; for GRPO and PPO the scoring forward passes of
-`make_group_experience`/`make_experience` and then one optimizer step of `RLTrainer.update`), backward and
+`make_group_experience`/`make_experience` and then one optimizer step of `update_epochs`), backward and
 `Loop.optimizer_step` (AdamW, clipping). GRPO and PPO steps exclude sampling: their "rollouts" are fixed
 token sequences (prompt half, response half of each row), so the step's shape does not depend on what the
 model happens to generate.
@@ -255,33 +255,29 @@ def fixed_rollout(bench: Bench, rows: int, step: int):
 
 
 def rl_steps(bench: Bench, loop, make_exp, minibatch_loss, rows: int):
-    """make_exp (the scoring passes) then RLTrainer.update for one epoch of one minibatch: one step."""
-    from types import SimpleNamespace
+    """make_exp (the scoring passes) then `update_epochs` for one epoch of one minibatch: one step."""
+    from tether.trainers.experience import update_epochs
 
-    from tether.trainers.rl import RLTrainer
-
-    shim = SimpleNamespace(cfg=SimpleNamespace(train=loop.cfg), loop=loop, epochs=lambda: 1,
-                           max_approx_kl=lambda: None, minibatch_loss=minibatch_loss)
     for step in range(bench.args.warmup + bench.args.steps):
         exp = make_exp(fixed_rollout(bench, rows, step), torch.randn(rows, generator=torch.Generator()
                                                                      .manual_seed(step)))
-        RLTrainer.update(shim, exp, torch.Generator().manual_seed(step))
+        update_epochs(loop, exp, minibatch_loss, 1, None, loop.cfg.batch_size, loop.cfg.micro_batch_size,
+                      torch.Generator().manual_seed(step))
         yield
 
 
 def stage_grpo(bench: Bench):
-    from types import SimpleNamespace
-
     from tether.config import GRPOConfig, PPODataConfig
     from tether.losses import grpo_advantages
-    from tether.trainers.group_step import group_minibatch_loss, make_group_experience
-    from tether.trainers.grpo import GRPOTrainer
+    from tether.trainers.group import GroupLoss, group_minibatch_loss, make_group_experience
 
     rows = 2 * bench.args.pairs
     cfg = GRPOConfig(policy=bench.model_path, data=PPODataConfig(train="-"))
     cfg.grpo.group_size, cfg.grpo.beta = 4, 0.04
     cfg.rollout.max_new_tokens = bench.args.length // 2
-    args = GRPOTrainer.loss_args(SimpleNamespace(cfg=cfg))
+    g = cfg.grpo
+    args = GroupLoss(beta=g.beta, eps_low=g.eps_low, eps_high=g.eps_high, aggregation=g.aggregation,
+                     max_tokens=cfg.rollout.max_new_tokens)  # as grpo_iteration builds it
     ref = bench.causal_lm().requires_grad_(False)
     loop = bench.loop(bench.causal_lm(), rows)
 
@@ -291,7 +287,7 @@ def stage_grpo(bench: Bench):
                                      "k1", loop.cfg.micro_batch_size)
 
     def mb_loss(part, num_tokens, num_sequences):
-        return group_minibatch_loss(loop.model, part, args, num_tokens, num_sequences)
+        return group_minibatch_loss(loop.model, None, args, part, num_tokens, num_sequences)
 
     return rl_steps(bench, loop, make_exp, mb_loss, rows), {
         "rows": rows, "passes": {"train": 1, "forward": 2}}
@@ -299,8 +295,7 @@ def stage_grpo(bench: Bench):
 
 def stage_ppo(bench: Bench):
     from tether.config import PPOConfig, PPODataConfig
-    from tether.trainers.ppo import load_critic
-    from tether.trainers.ppo_step import make_experience, minibatch_loss
+    from tether.trainers.ppo import load_critic, make_experience, minibatch_loss
 
     rows = 2 * bench.args.pairs
     cfg = PPOConfig(policy=bench.model_path, data=PPODataConfig(train="-"), critic="policy")
@@ -313,7 +308,7 @@ def stage_ppo(bench: Bench):
         return make_experience(loop.model, ref, loop.models["value"], rollout, scores, 0.05, cfg)
 
     def mb_loss(part, num_tokens, num_sequences):
-        return minibatch_loss(loop.model, loop.models["value"], part, cfg.ppo, num_tokens)
+        return minibatch_loss(loop.model, loop.models["value"], None, cfg.ppo, part, num_tokens)
 
     return rl_steps(bench, loop, make_exp, mb_loss, rows), {
         "rows": rows, "passes": {"train": 2, "forward": 3}}

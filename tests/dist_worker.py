@@ -81,10 +81,7 @@ if __name__ == "__main__":
     rl.save_final = wrap_save_final(rl.save_final)
     if DELAY:
         base.Loop.optimizer_step = wrap_optimizer_step(base.Loop.optimizer_step)
-    from tether.trainers import group, ppo
-
-    ppo.PPOTrainer.step = wrap_step(ppo.PPOTrainer.step)
-    group.GroupTrainer.step = wrap_step(group.GroupTrainer.step)
+    rl.RLRun.step = wrap_step(rl.RLRun.step)
     for i, argv in enumerate(commands(sys.argv[2:])):
         DUMP[0] = root / str(i)
         DUMP[0].mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,9 @@ from ppo_helpers import TOY_REWARD
 from safetensors.torch import load_file
 
 from tether.config import GRPOConfig, RLOOConfig, load_config
+from tether.trainers.grpo import grpo_algorithm
+from tether.trainers.rl import RLRun
+from tether.trainers.rloo import rloo_algorithm
 
 
 def group_overrides(paths: dict[str, Path], *extra: str, **train) -> list[str]:
@@ -31,16 +34,27 @@ def group_overrides(paths: dict[str, Path], *extra: str, **train) -> list[str]:
 
 
 def captured_step(trainer):
-    """Run trainer.step() with the update replaced by one that records the experience; returns it."""
+    """Run trainer.step() with the update replaced by one that records what it was given; returns the
+    experience and the loss function of a micro-batch."""
     seen = {}
 
-    def update(exp, generator):
-        seen["exp"] = exp
+    def update(exp, loss_fn):
+        seen.update(exp=exp, loss_fn=loss_fn)
         return {}
 
     trainer.update = update
     trainer.step()
-    return seen["exp"]
+    return seen["exp"], seen["loss_fn"]
+
+
+def grpo_run(cfg: GRPOConfig, out) -> RLRun:
+    """The run `train_grpo` would make (not yet trained)."""
+    return RLRun(cfg, out, algorithm=grpo_algorithm(cfg))
+
+
+def rloo_run(cfg: RLOOConfig, out) -> RLRun:
+    """The run `train_rloo` would make (not yet trained)."""
+    return RLRun(cfg, out, algorithm=rloo_algorithm(cfg))
 
 
 def grpo_config(paths, *extra: str, **train) -> GRPOConfig:

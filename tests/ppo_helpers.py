@@ -9,6 +9,8 @@ from pathlib import Path
 from plumbing_helpers import WORDS, write_jsonl, write_model_dir
 
 from tether.config import PPOConfig, load_config
+from tether.trainers.ppo import ppo_algorithm
+from tether.trainers.rl import RLRun
 
 TOY_REWARD = "ppo_helpers:count_a"
 
@@ -52,3 +54,8 @@ def ppo_overrides(paths: dict[str, Path], *extra: str, **train) -> list[str]:
 
 def ppo_config(paths: dict[str, Path], *extra: str, **train) -> PPOConfig:
     return load_config(PPOConfig, None, ppo_overrides(paths, *extra, **train))
+
+
+def ppo_run(cfg: PPOConfig, out) -> RLRun:
+    """The run `train_ppo` would make (not yet trained)."""
+    return RLRun(cfg, out, algorithm=ppo_algorithm(cfg))

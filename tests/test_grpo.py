@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from group_helpers import captured_step, fixed_reward, grpo_config, same_weights, weights
+from group_helpers import captured_step, fixed_reward, grpo_config, grpo_run, same_weights, weights
 from ppo_helpers import ppo_setup
 from transformers import AutoModelForCausalLM
 
@@ -14,8 +14,8 @@ from tether.instruments.evaluate import evaluate_judged
 from tether.losses import grpo_advantages, grpo_loss
 from tether.rewards import WeightedReward, gold, load_weighted_reward
 from tether.trainers.base import read_metrics
-from tether.trainers.group_step import equal_reward_share, group_minibatch_loss
-from tether.trainers.grpo import GRPOTrainer, train_grpo
+from tether.trainers.group import equal_reward_share
+from tether.trainers.grpo import train_grpo
 from tether.trainers.rl import load_policy, load_prompt_items, read_prompts
 
 
@@ -32,12 +32,12 @@ def test_equal_rewards_give_zero_advantage_and_zero_surrogate_gradient(setup, tm
     assert float(r.mean()) != 0.1  # the rounding the zeroing guards against
     assert torch.equal(grpo_advantages(r, 7, "group"), torch.zeros(7))
 
-    trainer = GRPOTrainer(grpo_config(setup, "grpo.beta=0"), tmp_path / "run")
+    trainer = grpo_run(grpo_config(setup, "grpo.beta=0"), tmp_path / "run")
     assert trainer.ref is None  # β = 0: no reference model in training
     trainer.reward = fixed_reward([0.1] * 32)  # every group equal
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     assert torch.equal(exp.advantages, torch.zeros(32))
-    loss, _ = group_minibatch_loss(trainer.policy, exp, trainer.loss_args(), num_sequences=32)
+    loss, _ = loss_fn(exp, None, 32)
     loss.backward()
     assert float(loss.detach()) == 0.0
     grads = [p.grad for p in trainer.policy.parameters()]
@@ -54,9 +54,9 @@ def test_advantages_inside_a_trainer_step_by_hand(setup, tmp_path):
     a = 0.5 / (0.5773503 + 1e-4)
     for scale, expected in (("group", a), ("none", 0.5)):
         cfg = grpo_config(setup, "grpo.beta=0", "rollout.batch_size=2", f"grpo.scale={scale}", batch_size=8)
-        trainer = GRPOTrainer(cfg, tmp_path / scale)
+        trainer = grpo_run(cfg, tmp_path / scale)
         trainer.reward = fixed_reward(scores)
-        exp = captured_step(trainer)
+        exp, loss_fn = captured_step(trainer)
         want = [expected, -expected, -expected, expected, 0, 0, 0, 0]
         assert exp.advantages.tolist() == pytest.approx(want, abs=1e-6)
         assert equal_reward_share(exp.scores, 4) == 0.5
@@ -69,11 +69,11 @@ def test_kl_in_reward_subtracts_beta_times_the_k1_sum(setup, tmp_path):
     from tether.rollout import score_responses
 
     cfg = grpo_config(setup, "grpo.beta=0.5", "grpo.kl_in_reward=true", "grpo.scale=none")
-    trainer = GRPOTrainer(cfg, tmp_path / "run")
+    trainer = grpo_run(cfg, tmp_path / "run")
     with torch.no_grad():
         trainer.policy.lm_head.weight.add_(0.3 * torch.randn_like(trainer.policy.lm_head.weight))
     trainer.reward = fixed_reward([float(i % 3) for i in range(32)])
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     with torch.no_grad():
         policy_lp = score_responses(trainer.policy, exp.rollout)
         kl = (policy_lp - score_responses(trainer.ref, exp.rollout)).sum(-1)
@@ -101,16 +101,16 @@ def test_token_sum_aggregation_by_hand():
 def test_the_loss_falls_on_a_fixed_batch(setup, tmp_path):
     """One iteration's experience, updated by the trainer's own update (2 steps), has a lower GRPO loss
     afterwards (β = 0.04, k3 in the loss), and the policy's weights moved."""
-    trainer = GRPOTrainer(grpo_config(setup, "grpo.beta=0.04", lr=3e-3), tmp_path / "run")
+    trainer = grpo_run(grpo_config(setup, "grpo.beta=0.04", lr=3e-3), tmp_path / "run")
     trainer.reward = fixed_reward([float(i % 4 == 0) for i in range(32)])
     real_update = trainer.update
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     with torch.no_grad():
-        loss0, _ = group_minibatch_loss(trainer.policy, exp, trainer.loss_args())
-    metrics = real_update(exp, torch.Generator().manual_seed(0))
+        loss0, _ = loss_fn(exp)
+    metrics = real_update(exp, loss_fn)
     with torch.no_grad():
-        loss1, _ = group_minibatch_loss(trainer.policy, exp, trainer.loss_args())
+        loss1, _ = loss_fn(exp)
     assert float(loss1) < float(loss0) - 1e-3
     assert any(not torch.equal(v, before[k]) for k, v in trainer.policy.state_dict().items())
     assert 0.0 <= metrics["clipfrac"] < 0.5
@@ -172,18 +172,18 @@ def test_resume_after_a_crash_gives_identical_weights(setup, tmp_path, toy_run):
     an optimizer step that never reaches the disk); resumed, it ends with the uninterrupted run's weights."""
     out = tmp_path / "run"
     cfg = grpo_config(setup, save_every=2)
-    trainer = GRPOTrainer(cfg, out)
+    trainer = grpo_run(cfg, out)
     real_update = trainer.update
 
-    def crashing_update(exp, generator):
+    def crashing_update(exp, loss_fn):
         if trainer.iteration == 3:
             trainer.loop.optimizer_step()
             raise RuntimeError("killed")
-        return real_update(exp, generator)
+        return real_update(exp, loss_fn)
 
     trainer.update = crashing_update
     with pytest.raises(RuntimeError, match="killed"):
-        trainer.run()
+        trainer.train()
     train_grpo(cfg, out, resume=True)
     assert same_weights(out / "model", toy_run / "model")
     assert [r["iteration"] for r in read_metrics(out) if r["kind"] == "train"] == [1, 2, 3, 4]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tether.kl_control import AdaptiveKLController, FixedKLController
+from tether.losses.kl import AdaptiveKLController, FixedKLController
 
 
 def test_fixed_controller_never_changes():

@@ -23,7 +23,7 @@ from tether.errors import TetherError
 from tether.losses import REWARD_KL, grpo_loss, kl_shaped_rewards, masked_mean, token_kl
 from tether.losses.kl import kl_estimate, masked_k3
 from tether.rollout import Rollout
-from tether.trainers.ppo_step import Experience, advantages_and_returns, ppo_objective
+from tether.trainers.ppo import Experience, advantages_and_returns, ppo_objective
 
 BETA = 0.7
 D = torch.float64

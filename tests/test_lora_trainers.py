@@ -31,7 +31,7 @@ from tether.config import (
 )
 from tether.data import collate_pairs
 from tether.errors import TetherError
-from tether.trainers import dpo, ppo, rl
+from tether.trainers import dpo, rl
 from tether.trainers.dpo import load_dpo_pairs, reference_logprobs, train_dpo
 from tether.trainers.ppo import train_ppo
 from tether.trainers.rloo import train_rloo
@@ -120,13 +120,13 @@ def test_rloo_with_lora_keeps_the_base_and_loads_no_reference_copy(tmp_path, cap
     load = rl.load_policy
     monkeypatch.setattr(rl, "load_policy", lambda cfg: loads.append(cfg.policy) or load(cfg))
     refs = []
-    init = rl.RLTrainer.__init__
+    init = rl.RLRun.__init__
 
     def spy(self, *a, **k):
         init(self, *a, **k)
         refs.append(self.ref)
 
-    monkeypatch.setattr(rl.RLTrainer, "__init__", spy)
+    monkeypatch.setattr(rl.RLRun, "__init__", spy)
     out = train_rloo(with_lora(rloo_config(paths, "iterations=2")), tmp_path / "run")
     assert len(loads) == 1  # neither the KL reference nor the evaluation's base is a second copy
     assert isinstance(refs[0], lora.AdaptersOff)
@@ -177,13 +177,13 @@ def test_ppo_with_lora_trains_critic_adapters_and_head(tmp_path, captured, monke
     in value/ holds just that adapter; the policy's base is untouched."""
     paths = ppo_setup(tmp_path / "data")
     critics = []
-    init = ppo.PPOTrainer.__init__
+    init = rl.RLRun.__init__
 
     def spy(self, *a, **k):
         init(self, *a, **k)
         critics.append(self.critic)
 
-    monkeypatch.setattr(ppo.PPOTrainer, "__init__", spy)
+    monkeypatch.setattr(rl.RLRun, "__init__", spy)
     cfg = with_lora(ppo_config(paths, "iterations=2", "critic=policy", save_every=2))
     out = train_ppo(cfg, tmp_path / "run")
     (model,) = captured

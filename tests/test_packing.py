@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from plumbing_helpers import tiny_model, tiny_tokenizer
-from ppo_helpers import ppo_config, ppo_setup
+from ppo_helpers import ppo_config, ppo_run, ppo_setup
 
 from tether.config import DPOConfig, load_config
 from tether.data import collate_completions, pad, position_ids
@@ -21,8 +21,7 @@ from tether.packing import bins, pack, padded, run_packed, supports_packing
 from tether.reward_model import create_reward_model, token_scores
 from tether.rollout import logits_at
 from tether.trainers.dpo import DPOTask
-from tether.trainers.ppo import PPOTrainer
-from tether.trainers.ppo_step import make_experience, minibatch_loss
+from tether.trainers.ppo import make_experience, minibatch_loss
 from tether.trainers.rm import RMTask
 from tether.trainers.sft import SFTTask
 
@@ -166,7 +165,7 @@ def test_ppo_minibatch_loss_and_gradients_packed_equal_padded(tmp_path):
     at sampling time. Responses 1-3 are cut to one token (as if EOS came first), so rows of 7 and of 3
     tokens share bins."""
     setup = ppo_setup(tmp_path)
-    trainer = PPOTrainer(ppo_config(setup, "kl.estimator=token_kl"), tmp_path / "run")
+    trainer = ppo_run(ppo_config(setup, "kl.estimator=token_kl"), tmp_path / "run")
     rollout = trainer.rollout(trainer.prompt_batch(0), seed=0)
     cut = rollout.response_mask.clone()
     cut[1:4, 1:] = 0
@@ -181,7 +180,7 @@ def test_ppo_minibatch_loss_and_gradients_packed_equal_padded(tmp_path):
         trainer.policy.zero_grad()
         trainer.critic.zero_grad()
         with ctx():
-            loss, _ = minibatch_loss(trainer.policy, trainer.critic, part, trainer.cfg.ppo, None, trainer.ref)
+            loss, _ = minibatch_loss(trainer.policy, trainer.critic, trainer.ref, trainer.cfg.ppo, part)
         loss.backward()
         grads = [p.grad.clone() for m in (trainer.policy, trainer.critic) for p in m.parameters()
                  if p.grad is not None]

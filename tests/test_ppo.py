@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from plumbing_helpers import tiny_tokenizer, word_id, write_jsonl
-from ppo_helpers import ppo_config, ppo_overrides, ppo_setup
+from ppo_helpers import ppo_config, ppo_overrides, ppo_run, ppo_setup
 from safetensors.torch import load_file
 
 from tether.commands import ppo as ppo_command
@@ -20,16 +20,16 @@ from tether.errors import DataError, TetherError
 from tether.losses import masked_mean, token_kl
 from tether.losses._reduce import masked_var
 from tether.rewards import RunningMoments, load_reward, penalize_unended
-from tether.rollout import Rollout
+from tether.rollout import Rollout, cut_at_stop
 from tether.trainers.base import TrainingInterrupted, read_metrics
-from tether.trainers.ppo import PPOTrainer, cut_at_stop, train_ppo
-from tether.trainers.ppo_step import (
+from tether.trainers.experience import policy_logits
+from tether.trainers.ppo import (
     Experience,
     advantages_and_returns,
     make_experience,
     minibatch_loss,
-    policy_logits,
     ppo_objective,
+    train_ppo,
 )
 
 
@@ -110,7 +110,7 @@ def test_one_iteration_by_hand():
 
 def test_the_ratio_is_one_before_the_first_update(setup):
     """Sampling log-probs, the scoring pass and the update's forward pass agree: ρ = 1, nothing clipped."""
-    trainer = PPOTrainer(ppo_config(setup), setup["policy"].parent / "ratio-run")
+    trainer = ppo_run(ppo_config(setup), setup["policy"].parent / "ratio-run")
     items = trainer.prompt_batch(0)
     rollout = trainer.rollout(items, seed=0)
     exp = make_experience(
@@ -118,7 +118,8 @@ def test_the_ratio_is_one_before_the_first_update(setup):
     )
     assert torch.allclose(exp.old_logprobs, rollout.logprobs, atol=1e-5)
     assert torch.allclose(exp.ref_logprobs, exp.old_logprobs, atol=1e-6) and exp.kl.abs().max() < 1e-5
-    _, m = minibatch_loss(trainer.policy, trainer.critic, exp.rows(slice(0, 8)).trimmed(), trainer.cfg.ppo)
+    part = exp.rows(slice(0, 8)).trimmed()
+    _, m = minibatch_loss(trainer.policy, trainer.critic, None, trainer.cfg.ppo, part)
     assert float(m["approx_kl"]) < 1e-10 and float(m["clipfrac"]) == 0.0
 
 
@@ -127,7 +128,7 @@ def test_token_kl_adds_the_exact_kl_to_the_loss_on_the_advantages_scale(setup):
     (β/σ_A)·mean_t KL_t with its gradient (each position's own part), σ_A the std the advantages were
     whitened by, so that both parts keep the objective's ratio (tether.losses.kl). The policy is moved off
     the reference first, so that KL_t and its gradient are not 0."""
-    trainer = PPOTrainer(ppo_config(setup, "kl.estimator=token_kl"), setup["policy"].parent / "token-kl-run")
+    trainer = ppo_run(ppo_config(setup, "kl.estimator=token_kl"), setup["policy"].parent / "token-kl-run")
     with torch.no_grad():
         g = torch.Generator().manual_seed(0)
         for p in trainer.policy.parameters():
@@ -144,24 +145,24 @@ def test_token_kl_adds_the_exact_kl_to_the_loss_on_the_advantages_scale(setup):
     assert exp.kl_loss_coef == pytest.approx(beta / float(sigma), rel=1e-5)
 
     part = exp.rows(slice(0, 8)).trimmed()
-    with_kl, _ = minibatch_loss(trainer.policy, trainer.critic, part, trainer.cfg.ppo, None, trainer.ref)
-    without, _ = minibatch_loss(trainer.policy, trainer.critic, dataclasses.replace(part, kl_loss_coef=0.0),
-                                trainer.cfg.ppo)
+    with_kl, _ = minibatch_loss(trainer.policy, trainer.critic, trainer.ref, trainer.cfg.ppo, part)
+    without, _ = minibatch_loss(trainer.policy, trainer.critic, None, trainer.cfg.ppo,
+                                dataclasses.replace(part, kl_loss_coef=0.0))
     exact = token_kl(policy_logits(trainer.policy, part.rollout), policy_logits(trainer.ref, part.rollout),
                      part.mask)
     expected = exp.kl_loss_coef * masked_mean(exact.detach(), part.mask)
     gap = float((with_kl - without).detach())
     assert float(expected) > 0 and gap == pytest.approx(float(expected), rel=1e-4)
     with pytest.raises(ValueError, match="reference"):
-        minibatch_loss(trainer.policy, trainer.critic, part, trainer.cfg.ppo)
+        minibatch_loss(trainer.policy, trainer.critic, None, trainer.cfg.ppo, part)
 
 
 @pytest.fixture(scope="module")
 def toy_run(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("toy") / "run"
-    trainer = PPOTrainer(ppo_config(setup, "iterations=8"), out)
+    trainer = ppo_run(ppo_config(setup, "iterations=8"), out)
     ref_before = {k: v.clone() for k, v in trainer.ref.state_dict().items()}
-    trainer.run()
+    trainer.train()
     return out, trainer, ref_before
 
 
@@ -217,18 +218,18 @@ def test_resume_after_a_crash_gives_identical_weights(setup, tmp_path, toy_run):
     reference, _, _ = toy_run
     out = tmp_path / "run"
     cfg = ppo_config(setup, "iterations=8", save_every=2)
-    trainer = PPOTrainer(cfg, out)
+    trainer = ppo_run(cfg, out)
     real_update = trainer.update
 
-    def crashing_update(exp, generator):
+    def crashing_update(exp, loss_fn):
         if trainer.iteration == 6:
             trainer.loop.optimizer_step()  # the weights move in memory, never on disk
             raise RuntimeError("killed")
-        return real_update(exp, generator)
+        return real_update(exp, loss_fn)
 
     trainer.update = crashing_update
     with pytest.raises(RuntimeError, match="killed"):
-        trainer.run()
+        trainer.train()
     train_ppo(cfg, out, resume=True)
     final, expected = _weights(out / "model"), _weights(reference / "model")
     assert all(torch.equal(final[k], expected[k]) for k in expected)
@@ -238,7 +239,7 @@ def test_resume_after_a_crash_gives_identical_weights(setup, tmp_path, toy_run):
 def test_sigterm_saves_at_the_end_of_the_iteration_and_resume_finishes_the_run(setup, tmp_path, toy_run):
     reference, _, _ = toy_run
     out, cfg = tmp_path / "run", ppo_config(setup, "iterations=8")
-    trainer = PPOTrainer(cfg, out)
+    trainer = ppo_run(cfg, out)
     real_step = trainer.step
 
     def step():
@@ -248,7 +249,7 @@ def test_sigterm_saves_at_the_end_of_the_iteration_and_resume_finishes_the_run(s
 
     trainer.step = step
     with pytest.raises(TrainingInterrupted) as e:
-        trainer.run()
+        trainer.train()
     assert torch.load(e.value.checkpoint / "trainer_state.pt", weights_only=True)["extra"]["iteration"] == 4
     train_ppo(cfg, out, resume=True)
     final, expected = _weights(out / "model"), _weights(reference / "model")

@@ -6,9 +6,9 @@ import logging
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from group_helpers import captured_step, grpo_config
+from group_helpers import captured_step, grpo_config, grpo_run
 from plumbing_helpers import sft_config, sft_setup, tiny_model, tiny_tokenizer, write_jsonl, write_model_dir
-from ppo_helpers import ppo_config, ppo_setup
+from ppo_helpers import ppo_config, ppo_run, ppo_setup
 from test_dpo import config, items_of, reversal_pairs
 
 from tether import precision
@@ -17,12 +17,10 @@ from tether.config import LoRAConfig
 from tether.data import pad_id
 from tether.lora import add_adapters
 from tether.reward_model import score_head
-from tether.trainers import ppo_step
+from tether.trainers import experience, ppo
 from tether.trainers.base import Loop, read_metrics
 from tether.trainers.dpo import DPOTask, attach_reference, load_causal_lm, train_dpo
-from tether.trainers.grpo import GRPOTrainer
-from tether.trainers.ppo import PPOTrainer
-from tether.trainers.rl import RLTrainer
+from tether.trainers.rl import RLRun
 
 NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n"
 AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
@@ -124,30 +122,31 @@ def test_ppo_reference_and_critic_run_under_the_policy_s_bf16_autocast(cpu_bf16,
     the zeros it starts with) are those of a bf16-autocast forward, which differ from float32 ones, and
     every critic pass, in the update too, runs with autocast on."""
     paths = ppo_setup(tmp_path / "data")
-    trainer = PPOTrainer(ppo_config(paths, mixed_precision="bf16", device="cpu"), tmp_path / "run")
+    trainer = ppo_run(ppo_config(paths, mixed_precision="bf16", device="cpu"), tmp_path / "run")
     assert trainer.loop.accelerator.mixed_precision == "bf16"
     reward, reward_autocast = trainer.reward, []
     trainer.reward = lambda p, r: reward_autocast.append(torch.is_autocast_enabled("cpu")) or reward(p, r)
     assert trainer.evaluate()["instruments"]["kl_from_base"]["value"] == 0.0
     assert reward_autocast and not any(reward_autocast)  # the proxy reward is scored as in training
 
-    under_autocast, values = [], ppo_step.critic_values
+    under_autocast, values = [], experience.critic_values
 
     def spy(critic, rollout):
         under_autocast.append(torch.is_autocast_enabled("cpu"))
         return values(critic, rollout)
 
-    monkeypatch.setattr(ppo_step, "critic_values", spy)
+    monkeypatch.setattr(experience, "critic_values", spy)  # the scoring passes
+    monkeypatch.setattr(ppo, "critic_values", spy)  # the update's passes
     with torch.no_grad():  # the policy critic's head starts at 0 (values all 0): give it a random one
         score_head(trainer.critic).weight.normal_(generator=torch.Generator().manual_seed(0))
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     assert torch.equal(exp.ref_logprobs, exp.old_logprobs) and torch.count_nonzero(exp.kl) == 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         bf16 = values(trainer.critic, exp.rollout)
     with torch.no_grad():
         fp32 = values(trainer.critic, exp.rollout)
     assert torch.equal(exp.old_values, bf16) and not torch.equal(bf16, fp32)
-    RLTrainer.update(trainer, exp, torch.Generator().manual_seed(0))
+    RLRun.update(trainer, exp, loss_fn)
     assert len(under_autocast) > 4 and all(under_autocast)  # 4 scoring chunks, then the update's passes
 
 
@@ -155,9 +154,9 @@ def test_grpo_reference_runs_under_the_policy_s_bf16_autocast(cpu_bf16, tmp_path
     """As for PPO: at step 0 the reference copy scored under the policy's bf16 autocast gives the policy's
     log-probs exactly, so GRPO's k3 estimate exp(ref − old) − (ref − old) − 1 is exactly 0 at every token."""
     paths = ppo_setup(tmp_path / "data")
-    trainer = GRPOTrainer(grpo_config(paths, mixed_precision="bf16", device="cpu"), tmp_path / "run")
+    trainer = grpo_run(grpo_config(paths, mixed_precision="bf16", device="cpu"), tmp_path / "run")
     assert trainer.loop.accelerator.mixed_precision == "bf16" and trainer.ref is not None
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     assert torch.equal(exp.ref_logprobs, exp.old_logprobs) and torch.count_nonzero(exp.kl) == 0
 
 

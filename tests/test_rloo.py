@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from group_helpers import captured_step, fixed_reward, rloo_config, same_weights, weights
+from group_helpers import captured_step, fixed_reward, rloo_config, rloo_run, same_weights, weights
 from ppo_helpers import ppo_setup
 
 from tether.rollout import score_responses
 from tether.trainers.base import read_metrics
-from tether.trainers.rloo import RLOOTrainer, train_rloo
+from tether.trainers.rloo import train_rloo
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,9 @@ def test_leave_one_out_advantages_by_hand_inside_a_trainer_step(setup, tmp_path)
     step, so the KL penalty is exactly 0 and the rewards are the scores.
     Group 1: A_1 = 1 − (2 + 3 + 6)/3 = −8/3, A_2 = 2 − (1 + 3 + 6)/3 = −4/3, A_3 = 3 − (1 + 2 + 6)/3 = 0,
     A_4 = 6 − (1 + 2 + 3)/3 = 4. Group 2: 5 − 5 = 0 each."""
-    trainer = RLOOTrainer(rloo_config(setup, "rollout.batch_size=2", batch_size=8), tmp_path / "run")
+    trainer = rloo_run(rloo_config(setup, "rollout.batch_size=2", batch_size=8), tmp_path / "run")
     trainer.reward = fixed_reward([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0])
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     assert torch.equal(exp.kl, torch.zeros_like(exp.kl))
     assert exp.rewards.tolist() == [1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0]
     assert exp.advantages.tolist() == pytest.approx([-8 / 3, -4 / 3, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0], abs=1e-6)
@@ -36,11 +36,11 @@ def test_the_kl_penalty_is_in_the_reward(setup, tmp_path):
     """β = 0.1, k1: R_i = s_i − 0.1·Σ_t (log π(y_t) − log π_ref(y_t)), the log-probs from an independent
     forward pass (tether.rollout.score_responses) after perturbing the policy; A_i = R_i − mean of the other
     three = 4/3·(R_i − group mean)."""
-    trainer = RLOOTrainer(rloo_config(setup), tmp_path / "run")
+    trainer = rloo_run(rloo_config(setup), tmp_path / "run")
     with torch.no_grad():
         trainer.policy.lm_head.weight.add_(0.3 * torch.randn_like(trainer.policy.lm_head.weight))
     trainer.reward = fixed_reward([float(i % 3) for i in range(32)])
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     with torch.no_grad():
         policy_lp = score_responses(trainer.policy, exp.rollout)
         kl = (policy_lp - score_responses(trainer.ref, exp.rollout)).sum(-1)
@@ -55,17 +55,17 @@ def test_the_kl_penalty_is_in_the_reward(setup, tmp_path):
 def test_one_update_raises_the_reinforce_objective_on_a_fixed_batch(setup, tmp_path):
     """J = mean_i A_i·log π(y_i) (the sequence log-prob) on the iteration's responses rises after one
     on-policy step (train.batch_size = all 32 responses: ρ = 1, nothing clips, so the step follows ∇J)."""
-    trainer = RLOOTrainer(rloo_config(setup, batch_size=32, micro_batch_size=16, lr=3e-3), tmp_path / "run")
+    trainer = rloo_run(rloo_config(setup, batch_size=32, micro_batch_size=16, lr=3e-3), tmp_path / "run")
     trainer.reward = fixed_reward([float(i % 4 == 1) for i in range(32)])
     real_update = trainer.update
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
 
     def objective():
         with torch.no_grad():
             return float((exp.advantages * score_responses(trainer.policy, exp.rollout).sum(-1)).mean())
 
     before = objective()
-    metrics = real_update(exp, torch.Generator().manual_seed(0))
+    metrics = real_update(exp, loss_fn)
     assert metrics["clipfrac"] == 0.0 and metrics["epochs"] == 1
     assert objective() > before + 1e-3
 
@@ -95,18 +95,18 @@ def test_resume_after_a_crash_gives_identical_weights(setup, tmp_path, toy_run):
     resumed run (β controller restored) ends with the uninterrupted run's weights."""
     out = tmp_path / "run"
     cfg = rloo_config(setup, "kl.adaptive=true", "kl.target=0.5", save_every=2)
-    trainer = RLOOTrainer(cfg, out)
+    trainer = rloo_run(cfg, out)
     real_update = trainer.update
 
-    def crashing_update(exp, generator):
+    def crashing_update(exp, loss_fn):
         if trainer.iteration == 3:
             trainer.loop.optimizer_step()
             raise RuntimeError("killed")
-        return real_update(exp, generator)
+        return real_update(exp, loss_fn)
 
     trainer.update = crashing_update
     with pytest.raises(RuntimeError, match="killed"):
-        trainer.run()
+        trainer.train()
     train_rloo(cfg, out, resume=True)
     assert same_weights(out / "model", toy_run / "model")
     betas = [r["beta"] for r in read_metrics(out) if r["kind"] == "train"]
@@ -114,9 +114,9 @@ def test_resume_after_a_crash_gives_identical_weights(setup, tmp_path, toy_run):
 
 
 def test_beta_zero_needs_no_reference(setup, tmp_path):
-    trainer = RLOOTrainer(rloo_config(setup, "kl.beta=0"), tmp_path / "run")
+    trainer = rloo_run(rloo_config(setup, "kl.beta=0"), tmp_path / "run")
     assert trainer.ref is None
-    exp = captured_step(trainer)
+    exp, loss_fn = captured_step(trainer)
     assert exp.kl is None and torch.equal(exp.rewards, exp.scores)
 
 

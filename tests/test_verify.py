@@ -23,7 +23,8 @@ from tether.instruments.evaluate import decode_responses
 from tether.rollout import sample
 from tether.theory import optimal_policy
 from tether.trainers.dpo import load_dpo_pairs
-from tether.trainers.rloo import RLOOTrainer
+from tether.trainers.rl import RLRun
+from tether.trainers.rloo import rloo_algorithm
 from tether.verify import RUNS
 from tether.verify.predict import forward_kl_fixed_point, grpo_fixed_point, ipo_optimum
 from tether.verify.runs import config, write_files
@@ -178,10 +179,11 @@ def test_rl_trainers_take_a_separate_reference(tmp_path):
     files = write_files(t, tmp_path / "files")
     base = [f"data.train={files.prompts}", "reward.source=tether.verify.task:reward", "rollout.batch_size=4",
             "train.batch_size=16", "train.micro_batch_size=16", "train.progress=false", "kl.beta=0.5"]
-    with_ref = RLOOTrainer(load_config(RLOOConfig, None, [f"policy={files.perturbed}",
-                                                          f"reference={files.reference}", *base]),
-                           tmp_path / "a")
-    without = RLOOTrainer(load_config(RLOOConfig, None, [f"policy={files.perturbed}", *base]), tmp_path / "b")
+    with_cfg = load_config(RLOOConfig, None,
+                           [f"policy={files.perturbed}", f"reference={files.reference}", *base])
+    without_cfg = load_config(RLOOConfig, None, [f"policy={files.perturbed}", *base])
+    with_ref = RLRun(with_cfg, tmp_path / "a", algorithm=rloo_algorithm(with_cfg))
+    without = RLRun(without_cfg, tmp_path / "b", algorithm=rloo_algorithm(without_cfg))
     ref_logp = sequence_logprobs(t.build_reference(), t)
     assert torch.allclose(sequence_logprobs(with_ref.ref, t), ref_logp, atol=1e-6)
     assert torch.allclose(sequence_logprobs(without.ref, t), sequence_logprobs(without.policy, t), atol=1e-6)

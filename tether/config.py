@@ -656,7 +656,7 @@ class PPORewardConfig:
 
 @dataclasses.dataclass
 class PPOKLConfig:
-    """The KL penalty to the frozen SFT model: per-token estimator and coefficient β (tether.kl_control)."""
+    """The KL penalty to the frozen SFT model: per-token estimator and coefficient β (tether.losses.kl)."""
 
     estimator: Literal["k1", "k3", "token_kl"] = "k1"
     """Per-token KL penalty (tether.losses.kl derives each): 'k1' log π − log π_ref at the sampled token in

@@ -20,6 +20,7 @@ T = 1.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from dataclasses import dataclass
@@ -225,3 +226,24 @@ def score_responses(model, rollout: Rollout, temperature: float | None = None) -
     logits = response_logits(model, rollout).float()
     lp = token_logprobs(logits / (t if t > 0 else 1.0), rollout.response_ids)  # (B, R)
     return lp * rollout.response_mask
+
+
+def cut_at_stop(rollout: Rollout, tokenizer, stops: list[str], pad_value: int) -> Rollout:
+    """End each response after the first token whose decoded prefix contains a stop string (the row then
+    counts as ended, like EOS); later tokens become padding with mask 0."""
+    if not stops:
+        return rollout
+    mask, ended = rollout.response_mask.clone(), rollout.ended.clone()  # (B, R), (B,)
+    for b in range(mask.shape[0]):
+        ids = rollout.response_ids[b, : int(mask[b].sum())].tolist()
+        if not any(s in tokenizer.decode(ids, skip_special_tokens=True) for s in stops):
+            continue
+        for t in range(1, len(ids) + 1):  # the shortest prefix that contains one
+            if any(s in tokenizer.decode(ids[:t], skip_special_tokens=True) for s in stops):
+                mask[b, t:] = 0
+                ended[b] = True
+                break
+    ids = torch.where(mask.bool(), rollout.response_ids, torch.full_like(rollout.response_ids, pad_value))
+    return dataclasses.replace(
+        rollout, response_ids=ids, response_mask=mask, logprobs=rollout.logprobs * mask, ended=ended
+    )

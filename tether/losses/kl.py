@@ -1,5 +1,6 @@
-"""KL(π‖π_ref) in the RL objective: per-token estimators, and where each may be placed so that the expected
-gradient is the right one.
+"""KL(π‖π_ref) in the RL objective, all in one place: the per-token estimators, where each may be placed
+(reward or loss) so that the expected gradient is the right one (`REWARD_KL`, the one registry), and the
+coefficient β's controllers, fixed or adaptive (`kl_controller`).
 
 Shapes: B sequences, T positions, V vocabulary; r_t = log π(y_t|s_t) − log π_ref(y_t|s_t) at the sampled
 token y_t of the state s_t (prompt + y_<t).
@@ -134,3 +135,62 @@ REFUSED_IN_REWARD = {
           "estimate of KL, not a reward); use k1, or token_kl for lower variance",
 }
 """Estimators that estimate KL well but would train another objective as a reward, with the reason."""
+
+
+# --- the coefficient β ------------------------------------------------------------------------------------
+
+
+class FixedKLController:
+    """A constant β; `update` does nothing."""
+
+    def __init__(self, beta: float):
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.value = float(beta)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Nothing to adapt."""
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = float(state["value"])
+
+
+class AdaptiveKLController:
+    """β adapted so that the measured KL tracks `target_kl`, by the proportional controller of
+    Ziegler et al. 2019: e = clip(KL / target − 1, −0.2, 0.2), β ← β·(1 + e·n_steps / horizon).
+
+    n_steps is the number of samples (or steps) since the last update; over `horizon` of them β can change
+    by at most ±20%, which keeps the controller from chasing noise in the KL estimate.
+    """
+
+    def __init__(self, init_beta: float, target_kl: float, horizon: float):
+        if not init_beta >= 0:
+            raise ValueError(f"init_beta must be >= 0, got {init_beta}")
+        if not target_kl > 0:
+            raise ValueError(f"target_kl must be > 0, got {target_kl}")
+        if not horizon > 0:
+            raise ValueError(f"horizon must be > 0, got {horizon}")
+        self.value = float(init_beta)
+        self.target_kl = float(target_kl)
+        self.horizon = float(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """One proportional step towards the target; `current_kl` may be a float or a 0-dim tensor."""
+        error = min(max(float(current_kl) / self.target_kl - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = float(state["value"])
+
+
+def kl_controller(beta: float, adaptive: bool, target: float, horizon: float):
+    """β fixed, or adapted towards `target` nats over `horizon` samples (a `kl` block of the RL configs).
+    The KL its `update` receives is the trainer's measure: sequence-level nats (the sum of per-token
+    estimates over a response), averaged over the batch."""
+    return AdaptiveKLController(beta, target, horizon) if adaptive else FixedKLController(beta)

@@ -1,143 +1,134 @@
-"""The iteration GRPO and RLOO share: G responses per prompt, scored, a baseline from the group, an update.
+"""The pieces GRPO and RLOO share (their iterations: tether.trainers.grpo and tether.trainers.rloo): G
+responses per prompt, contiguous in the batch; a sequence reward per response; one advantage per response
+from its group's rewards; the clipped surrogate with one advantage per response.
 
-Each iteration: take the next `rollout.batch_size` prompts → sample each G times (one batch, the copies of a
-prompt contiguous) → cut at stop strings → score with the weighted reward sources (tether.rewards;
-normalisation and the no-EOS penalty when configured) → old (and, when needed, reference) log-probs → β·KL
-in the rewards or not → one advantage per response from its group (tether.trainers.group_step) → `epochs()`
-passes over shuffled minibatches of train.batch_size responses (the shared `RLTrainer.update`) with
-`grpo_loss`. No critic. A subclass says which advantage, where the KL goes and the loss's settings.
+    exp = make_group_experience(policy, ref, rollout, scores, beta, advantage_fn, "k1", chunk)
+    loss, metrics = group_minibatch_loss(policy, ref, loss_args, exp.rows(idx).trimmed(), num_tokens, n_seq)
 
-Logged per iteration: reward (the weighted sum, raw), gold (lab prompts), score, kl (sequence sum of the
-per-token estimate at sampling time; none without a reference), beta, equal_reward_groups (share of groups
-whose scores are all equal: zero advantage, no learning signal), clipfrac, approx_kl, ref_kl, entropy,
-policy_loss, response_length, ended, lr, grad_norm, rollout_s, tokens_per_s.
+At sampling time: old log-probs π_old(y_t), and, when there is a reference model, π_ref(y_t) and a per-token
+KL estimate (`score_rollout`). Each response's reward is its score minus β·Σ_t kl_t when the KL is in the
+reward (RLOO, GRPO's kl_in_reward; `kl_shaped_rewards` summed over the response), else the score. The
+advantage function (`grpo_advantages`, `rloo_advantages`) turns the rewards of each group into one advantage
+per response, and `grpo_loss` is the clipped surrogate (with β·k3 inside when the KL is in the loss).
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
+from collections.abc import Callable
 
 import torch
 
-from tether.instruments.evaluate import decode_responses
-from tether.rewards import WeightedReward, load_weighted_reward
-from tether.trainers.distributed import gathered_rows
-from tether.trainers.group_step import (
-    GroupExperience,
-    GroupLoss,
-    equal_reward_share,
-    group_minibatch_loss,
-    make_group_experience,
-)
-from tether.trainers.rl import RLTrainer, iteration_seed
+from tether.losses import REWARD_KL, grpo_loss, kl_shaped_rewards, masked_mean, token_logprobs
+from tether.rollout import Rollout
+from tether.trainers.experience import Batch, exact_kl_to, policy_logits, score_rollout, token_entropy
 
 
-def reward_terms(cfg) -> list[tuple[str, float]]:
-    """(spec, weight) of each reward source of a GroupRewardConfig."""
-    return [(cfg.source, cfg.weight), *((t.source, t.weight) for t in cfg.extra)]
+@dataclasses.dataclass
+class GroupExperience(Batch):
+    """One iteration's responses, G per prompt (contiguous), and what the update needs."""
+
+    rollout: Rollout  # prompt and response tokens, masks, sampling temperature
+    scores: torch.Tensor  # (B,) the task score (after normalisation and the no-EOS penalty)
+    rewards: torch.Tensor  # (B,) score − β·Σ_t kl_t when the KL is in the reward, else the score
+    advantages: torch.Tensor  # (B,) one per response, from its group's rewards
+    old_logprobs: torch.Tensor  # (B, R) log π_old(y_t | s_t), the policy that sampled
+    ref_logprobs: torch.Tensor | None = None  # (B, R) log π_ref(y_t | s_t); None without a reference
+    kl: torch.Tensor | None = None  # (B, R) per-token KL estimate at sampling time; None without a reference
+    kl_loss_coef: float = 0.0  # coefficient of the exact per-position KL in the loss (token_kl: β)
 
 
-class GroupTrainer(RLTrainer):
-    """What GRPO and RLOO share; subclasses define the hooks below."""
+@dataclasses.dataclass
+class GroupLoss:
+    """The arguments of `grpo_loss` that stay fixed through a run."""
 
-    def group_size(self) -> int:
-        raise NotImplementedError
+    beta: float  # coefficient of k3 in the loss (0 when the KL is in the reward)
+    eps_low: float
+    eps_high: float
+    aggregation: str  # a key of tether.losses.policy_gradient.GRPO_AGGREGATIONS
+    max_tokens: int | None = None  # constant_norm's denominator per response
 
-    def beta_in_reward(self) -> float:
-        """β of the KL penalty subtracted from each response's score (0: none)."""
-        raise NotImplementedError
 
-    def kl_estimator(self) -> str:
-        """Per-token KL penalty at sampling time (a key of tether.losses.kl.REWARD_KL)."""
-        raise NotImplementedError
+def make_group_experience(
+    policy,
+    ref,
+    rollout: Rollout,
+    scores: torch.Tensor,
+    beta_in_reward: float,
+    advantage_fn: Callable[[torch.Tensor], torch.Tensor],
+    estimator: str,
+    chunk: int,
+) -> GroupExperience:
+    """Score a rollout with the policy (and the reference, when not None; `chunk` rows per forward pass),
+    put β·KL in the rewards when beta_in_reward ≠ 0 (`estimator`'s reward term, and its loss term's
+    coefficient β when it has one), and compute each response's advantage."""
+    s = score_rollout(policy, ref, None, rollout, estimator, chunk)
+    scores = scores.to(s["old_logprobs"].device)
+    rewards, kl_loss_coef = scores, 0.0
+    if beta_in_reward:
+        if ref is None:
+            raise ValueError("a KL penalty in the reward needs the reference model")
+        rewards = kl_shaped_rewards(scores, s["kl"], rollout.response_mask, beta_in_reward).sum(-1)  # (B,)
+        kl_loss_coef = beta_in_reward if REWARD_KL[estimator].in_loss else 0.0
+    return GroupExperience(
+        rollout,
+        scores,
+        rewards,
+        advantage_fn(rewards),
+        s["old_logprobs"],
+        s.get("ref_logprobs"),
+        s.get("kl"),
+        kl_loss_coef,
+    )
 
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        """(B,) rewards, G per group → (B,) advantages."""
-        raise NotImplementedError
 
-    def loss_args(self) -> GroupLoss:
-        raise NotImplementedError
+def equal_reward_share(scores: torch.Tensor, group_size: int) -> float:
+    """Fraction of groups (G contiguous scores) whose scores are all equal: they carry no learning signal."""
+    groups = scores.view(-1, group_size)
+    return float((groups == groups[:, :1]).all(dim=1).float().mean())
 
-    def logged_beta(self) -> float:
-        return self.beta_in_reward()
 
-    def after_update(self, kl: torch.Tensor | None, n: int) -> None:
-        """Called with the iteration's sequence KL estimates (B,) (None without a reference)."""
+def group_minibatch_loss(
+    policy,
+    ref,
+    args: GroupLoss,
+    exp: GroupExperience,
+    num_tokens: torch.Tensor | float | None = None,
+    num_sequences: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward the policy (and the reference, when exp.kl_loss_coef ≠ 0) on `exp`'s responses and return
+    `grpo_loss` (with the minibatch's counts, so micro-batch losses sum to the minibatch's). Metrics:
+    grpo_loss's, entropy (token mean) and policy_loss (this micro-batch's loss as if it were the whole
+    minibatch)."""
+    logits = policy_logits(policy, exp.rollout)  # (B, R, V)
+    logprobs = token_logprobs(logits, exp.rollout.response_ids)  # (B, R)
+    mask = exp.mask
+    kl_term = exp.kl_loss_coef * exact_kl_to(ref, logits, exp) if exp.kl_loss_coef else None  # (B, R)
+    loss, metrics = grpo_loss(
+        logprobs,
+        exp.old_logprobs,
+        exp.ref_logprobs,
+        exp.advantages,
+        mask,
+        args.beta,
+        args.eps_low,
+        args.eps_high,
+        args.aggregation,
+        max_tokens=args.max_tokens,
+        num_tokens=num_tokens,
+        num_sequences=num_sequences,
+        kl_term=kl_term,
+    )
+    with torch.no_grad():
+        if args.aggregation == "token_mean":
+            scale = 1.0 if num_tokens is None else num_tokens / mask.bool().sum().clamp(min=1)
+        else:
+            scale = 1.0 if num_sequences is None else num_sequences / exp.size
+        metrics["policy_loss"] = loss.detach() * scale
+        metrics["entropy"] = masked_mean(token_entropy(logits.detach()), mask)
+    return loss, metrics
 
-    # ----------------------------------------------------------------------------------- RLTrainer hooks
 
-    def total_steps(self) -> int:
-        cfg = self.cfg
-        steps_per_epoch = cfg.rollout.batch_size * self.group_size() // cfg.train.batch_size
-        return cfg.iterations * self.epochs() * steps_per_epoch
-
-    def load_reward_fn(self):
-        return load_weighted_reward(reward_terms(self.cfg.reward), device=self.device)
-
-    def reward_specs(self, cfg) -> list[str]:
-        return [spec for spec, weight in reward_terms(cfg.reward) if weight != 0]
-
-    def data_signature(self) -> dict:
-        return {**super().data_signature(), "group_size": self.group_size()}
-
-    def group_advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        """`advantages` of this process's rewards. With several processes they are computed on every
-        process's rewards gathered (so a batch-wide scale is the whole batch's) and this share is kept;
-        groups are contiguous and never span processes, so a group statistic is unchanged by the gather."""
-        if self.loop.world == 1:
-            return self.advantages(rewards)
-        return gathered_rows(self.advantages, rewards, self.loop.all_gather, self.loop.rank)
-
-    def minibatch_loss(self, part: GroupExperience, num_tokens, num_sequences: int):
-        return group_minibatch_loss(self.policy, part, self.loss_args(), num_tokens, num_sequences, self.ref)
-
-    # ----------------------------------------------------------------------------------- one iteration
-
-    def score(self, prompts, responses) -> tuple[torch.Tensor, dict]:
-        """The summed reward (B,) and, with several sources, each one's mean as reward_<i>."""
-        if not isinstance(self.reward, WeightedReward):
-            return self.reward(prompts, responses), {}
-        parts = self.reward.parts(prompts, responses)
-        return self.reward.combine(parts), {f"reward_{i}": float(p.mean()) for i, p in enumerate(parts)}
-
-    def step(self) -> dict:
-        """One rollout-and-update iteration; returns its metrics."""
-        cfg, t0, G = self.cfg, time.perf_counter(), self.group_size()
-        items = [x for x in self.prompt_batch(self.iteration) for _ in range(G)]  # G copies, contiguous
-        rollout = self.rollout(items, iteration_seed(cfg.seed, self.iteration, 0))
-        prompts = [x.example.prompt for x in items]
-        responses = decode_responses(self.tokenizer, rollout)
-        raw, parts = self.score(prompts, responses)  # (B,)
-        scores = self.condition(raw, rollout.ended)
-        beta = self.logged_beta()
-        with self.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
-            exp = make_group_experience(
-                self.policy,
-                self.ref,
-                rollout,
-                scores,
-                self.beta_in_reward(),
-                self.group_advantages,
-                self.kl_estimator(),
-                cfg.train.micro_batch_size,
-            )
-        t1 = time.perf_counter()
-        update = self.update(exp, torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration, 1)))
-        kl = exp.kl.sum(-1) if exp.kl is not None else None  # (B,) sequence KL estimates, nats
-        self.after_update(None if kl is None else self.loop.all_gather(kl), exp.size * self.loop.world)
-        tokens = int(exp.mask.sum())
-        return {
-            "iteration": self.iteration + 1,
-            "reward": float(raw.mean()),
-            **parts,
-            "gold": self.gold_mean(prompts, responses, raw),
-            "score": float(scores.mean()),
-            "kl": None if kl is None else float(kl.mean()),
-            "beta": beta,
-            "equal_reward_groups": equal_reward_share(scores, G),
-            "response_length": tokens / exp.size,
-            "ended": float(rollout.ended.float().mean()),
-            **update,
-            "rollout_s": t1 - t0,
-            "tokens_per_s": tokens / (time.perf_counter() - t0),
-        }
+def sequence_kl(exp: GroupExperience) -> float | None:
+    """Mean over responses of the sequence KL estimate at sampling time, nats (None without a reference)."""
+    return None if exp.kl is None else float(exp.kl.sum(-1).mean())

@@ -14,64 +14,91 @@ model (the evaluation loads the starting model for its comparison).
 REINFORCE with a group-mean baseline on E[r] − β·KL(π‖π_ref), whose optimum is π* ∝ π_ref·exp(r/β); the
 paper's form (k3 in the loss, std scaling, sequence_mean) optimises a different objective.
 
-The run directory, checkpoints, resume and summary.json are PPO's (tether.trainers.rl); the iteration is
-tether.trainers.group's.
+One iteration (`grpo_iteration`, in this order):
+1. sample G responses to each of the iteration's `rollout.batch_size` prompts from π (contiguous);
+2. score them with the weighted reward sources, normalised and with the no-EOS penalty when configured;
+3. log-probs under π_old and, when β > 0, π_ref (`score_rollout`);
+4. with kl_in_reward, each reward r_i − β·Σ_t k1_t; else the score;
+5. one advantage per response from its group (`grpo_advantages` with `grpo.scale`);
+6. `grpo.epochs` passes over shuffled minibatches of `train.batch_size` responses of the clipped surrogate
+   (+ β·k3 in the loss unless kl_in_reward), one optimizer step each; early stop on approx_kl;
+7. the metrics.
+The run directory, checkpoints, resume and summary.json are PPO's (tether.trainers.rl).
+
+Logged per iteration: reward (the weighted sum, raw; reward_<i> per source with several), gold (lab
+prompts), score, kl (sequence sum of k1 at sampling time; none without a reference), beta,
+equal_reward_groups (share of groups whose scores are all equal: zero advantage, no learning signal),
+clipfrac, approx_kl, ref_kl, entropy, policy_loss, response_length, ended, lr, grad_norm, rollout_s,
+tokens_per_s.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
-
-import torch
 
 from tether.config import GRPOConfig
 from tether.losses import grpo_advantages
 from tether.trainers.base import claim_run
-from tether.trainers.group import GroupTrainer
-from tether.trainers.group_step import GroupLoss
+from tether.trainers.group import (
+    GroupLoss,
+    equal_reward_share,
+    group_minibatch_loss,
+    make_group_experience,
+    sequence_kl,
+)
+from tether.trainers.rl import Algorithm, RLRun
 
 
-class GRPOTrainer(GroupTrainer):
-    stage = "grpo"
+def grpo_iteration(run: RLRun) -> dict:
+    """One GRPO iteration of `run`, steps 1-7 of the module docstring; returns its metrics."""
+    cfg, g, t0 = run.cfg, run.cfg.grpo, time.perf_counter()
+    # 1. sample G responses per prompt
+    prompts, rollout, responses = run.sample(copies=g.group_size)
+    # 2. score
+    raw, parts = run.score(prompts, responses)  # (B,)
+    scores = run.condition(raw, rollout.ended)
+    # 3. log-probs; 4. β·KL in the rewards (kl_in_reward); 5. group advantages
+    advantages = functools.partial(run.group_advantages, lambda r: grpo_advantages(r, g.group_size, g.scale))
+    with run.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
+        exp = make_group_experience(run.policy, run.ref, rollout, scores, g.beta if g.kl_in_reward else 0.0,
+                                    advantages, "k1", cfg.train.micro_batch_size)
+    t1 = time.perf_counter()
+    # 6. epochs of minibatch updates of the clipped surrogate (β·k3 in it unless the KL is in the reward)
+    loss = GroupLoss(beta=0.0 if g.kl_in_reward else g.beta, eps_low=g.eps_low, eps_high=g.eps_high,
+                     aggregation=g.aggregation, max_tokens=cfg.rollout.max_new_tokens)
+    update = run.update(exp, functools.partial(group_minibatch_loss, run.policy, run.ref, loss))
+    # 7. metrics
+    return {
+        **run.metrics(prompts, responses, raw, scores, rollout, t0, t1),
+        **parts,
+        "kl": sequence_kl(exp),
+        "beta": g.beta,
+        "equal_reward_groups": equal_reward_share(scores, g.group_size),
+        **update,
+    }
 
-    def needs_reference(self) -> bool:
-        return self.cfg.grpo.beta > 0
 
-    def epochs(self) -> int:
-        return self.cfg.grpo.epochs
+def grpo_algorithm(cfg: GRPOConfig) -> Algorithm:
+    """GRPO for tether.trainers.rl.RLRun: its iteration, the weighted reward sources, a reference when
+    β > 0, and the summary's entries."""
+    g = cfg.grpo
+    return Algorithm(
+        stage="grpo",
+        iteration=grpo_iteration,
+        rewards=reward_terms(cfg),
+        reference=g.beta > 0,
+        group_size=g.group_size,
+        epochs=g.epochs,
+        max_approx_kl=g.max_approx_kl,
+        summary=lambda: {"beta": g.beta, "group_size": g.group_size, "kl_in_reward": g.kl_in_reward},
+    )
 
-    def max_approx_kl(self) -> float | None:
-        return self.cfg.grpo.max_approx_kl
 
-    def group_size(self) -> int:
-        return self.cfg.grpo.group_size
-
-    def beta_in_reward(self) -> float:
-        g = self.cfg.grpo
-        return g.beta if g.kl_in_reward else 0.0
-
-    def kl_estimator(self) -> str:
-        return "k1"  # in the reward with kl_in_reward; else only measured (the loss has its own k3)
-
-    def logged_beta(self) -> float:
-        return self.cfg.grpo.beta
-
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        return grpo_advantages(rewards, self.group_size(), self.cfg.grpo.scale)
-
-    def loss_args(self) -> GroupLoss:
-        g = self.cfg.grpo
-        return GroupLoss(
-            beta=0.0 if g.kl_in_reward else g.beta,
-            eps_low=g.eps_low,
-            eps_high=g.eps_high,
-            aggregation=g.aggregation,
-            max_tokens=self.cfg.rollout.max_new_tokens,
-        )
-
-    def summary_fields(self) -> dict:
-        g = self.cfg.grpo
-        return {"beta": g.beta, "group_size": g.group_size, "kl_in_reward": g.kl_in_reward}
+def reward_terms(cfg) -> list[tuple[str, float]]:
+    """(source, weight) of each reward term of a GRPO or RLOO config."""
+    return [(cfg.reward.source, cfg.reward.weight), *((t.source, t.weight) for t in cfg.reward.extra)]
 
 
 def train_grpo(cfg: GRPOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:
@@ -80,4 +107,4 @@ def train_grpo(cfg: GRPOConfig, out: str | Path, resume: bool | str | Path = Fal
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
     with claim_run(out, "grpo", cfg, resume):  # the run directory's lock while it runs
-        return GRPOTrainer(cfg, out, resume).run()
+        return RLRun(cfg, out, resume, algorithm=grpo_algorithm(cfg)).train()

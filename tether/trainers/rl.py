@@ -1,22 +1,24 @@
-"""What every RL trainer (PPO, GRPO, RLOO) shares: policy, prompts, rollouts, reward, evaluation, the run.
+"""The run every RL algorithm stands on: models, prompts, sampling, scoring, the update epochs, evaluation,
+checkpoints. The algorithms are iteration functions (tether.trainers.ppo, grpo, rloo), each read top to
+bottom in the order of its math, calling the pieces here; an `Algorithm` record says what else it needs.
 
-    class MyTrainer(RLTrainer):
-        stage = "my"
-        def step(self) -> dict: ...            # one rollout-and-update iteration; returns its metrics
-        def minibatch_loss(self, part, num_tokens, num_sequences): ...   # (loss, metrics) of a micro-batch
+    run = RLRun(cfg, "runs/grpo", algorithm=grpo_algorithm(cfg))
+    run.train()    # iterations to cfg.iterations, evaluation and checkpoints on schedule, RUN/model, summary
 
-`RLTrainer.__init__` first reads and checks the whole prompt files (`read_prompts`), so that bad data stops
-the run before any model loads; then it loads the policy (`cfg.policy`), a frozen copy of it as the
-reference when `needs_reference()` says so, tokenises the prompts, makes the Loop (one AdamW over the policy
-and `extra_models()`) and the reward (`load_reward_fn()`), then resumes and writes RUN/config.yaml (with
-the file of any reward code imported). The gold reward's rule: when it is a reward source ('gold' in
-`reward_specs()`), every train and test prompt must be a lab prompt; otherwise it is logged (and judges the
-evaluation) only when every prompt is one.
-`run()` iterates to `cfg.iterations`, logging, evaluating and checkpointing on schedule (train.log_every,
-eval_every, save_every count iterations), then writes RUN/model and summary.json. `update()` is the shared
-optimisation of one iteration's experience: `epochs()` passes over shuffled minibatches of train.batch_size
-responses, one optimizer step each, the loss of each micro-batch from the subclass. Sampling and minibatch
-order are seeded by (seed, iteration), so `--resume` continues exactly.
+Set-up (`RLRun.__init__`): the whole prompt files are read and checked first (`read_prompts`), so bad data
+stops the run before any model loads; then the policy (`cfg.policy`), a frozen reference when the algorithm
+needs one during training, the algorithm's critic, the tokenised prompts, the Loop (one AdamW over the
+policy and the critic) and the reward; then a resume, and RUN/config.yaml (with the file of any reward code
+imported). The gold reward's rule: when it is a reward source, every train and test prompt must be a lab
+prompt; otherwise it is logged (and judges the evaluation) only when every prompt is one.
+
+The pieces an iteration calls, in its order: `sample` (this iteration's prompts, `copies` responses each),
+`score` and `condition` (the reward, normalised, the no-EOS penalty), `group_advantages` (a group baseline
+over every process's rewards), `update` (the algorithm's epochs over shuffled minibatches of
+train.batch_size responses, one optimizer step each, the loss of each micro-batch from the algorithm; early
+stop on approx_kl), `metrics`. `train()` owns what is common: iterating, logging, evaluating and
+checkpointing on schedule (train.log_every, eval_every, save_every count iterations), SIGTERM, RUN/model and
+summary.json. Sampling and minibatch order are seeded by (seed, iteration), so `--resume` continues exactly.
 
 Several processes (`accelerate launch` / `torchrun`): each iteration's rollout.batch_size prompts are split
 into contiguous shares, one per process, which samples (with its own seed stream), scores with its own
@@ -36,7 +38,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate.utils import DistributedType, set_seed
@@ -46,21 +50,39 @@ from tether.config import dump_config, validate
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
 from tether.errors import DataError, TetherError
 from tether.files import write_json
-from tether.instruments.evaluate import evaluate_judged
-from tether.kl_control import AdaptiveKLController, FixedKLController
+from tether.instruments.evaluate import decode_responses, evaluate_judged
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
-from tether.rewards import RunningMoments, gold, imported_code, is_lab_prompt, penalize_unended
-from tether.rollout import Rollout, sample
-from tether.rollout_vllm import check_engine
-from tether.trainers.base import (
-    Loop,
-    TrainingInterrupted,
-    prepare_run_dir,
-    save_final,
-    set_threads,
+from tether.rewards import (
+    RunningMoments,
+    WeightedReward,
+    gold,
+    imported_code,
+    is_lab_prompt,
+    load_weighted_reward,
+    penalize_unended,
 )
-from tether.trainers.distributed import shard_seed
+from tether.rollout import Rollout, cut_at_stop, sample
+from tether.rollout_vllm import check_engine
+from tether.trainers.base import Loop, TrainingInterrupted, prepare_run_dir, save_final, set_threads
+from tether.trainers.distributed import gathered_rows, shard_seed
+from tether.trainers.experience import update_epochs
 from tether.trainers.supervised import batch_indices
+
+
+@dataclasses.dataclass
+class Algorithm:
+    """What an RL algorithm tells the run it stands on."""
+
+    stage: str  # the command's name: progress bar, summary.json's "stage", the run directory's marker
+    iteration: Callable[[RLRun], dict]  # one sample → score → update iteration of `run`; returns its metrics
+    rewards: list[tuple[str, float]]  # reward sources (RM directory, 'gold', 'module:function') with weights
+    reference: bool  # whether training needs π_ref (the evaluation loads a base model either way)
+    group_size: int = 1  # responses sampled per prompt (contiguous)
+    epochs: int = 1  # passes of `update` over each iteration's responses, one optimizer step per minibatch
+    max_approx_kl: float | None = None  # stop an iteration's epochs once an epoch's mean approx_kl passes it
+    critic: Callable[[], torch.nn.Module] | None = None  # loads a value model trained beside the policy
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)  # has state_dict(): kept in checkpoints
+    summary: Callable[[], dict] = dict  # the algorithm's own entries of summary.json
 
 
 def iteration_seed(seed: int, iteration: int, stream: int) -> int:
@@ -96,74 +118,41 @@ def load_prompt_items(path: str, examples: list, tokenizer, cfg):
     return items
 
 
-def kl_controller(cfg):
-    """Fixed or adaptive β from cfg.kl (a PPOKLConfig)."""
-    k = cfg.kl
-    return AdaptiveKLController(k.beta, k.target, k.horizon) if k.adaptive else FixedKLController(k.beta)
 
+class RLRun:
+    """Models, data, reward and loop of one RL run of `algorithm`; `train()` runs it to the end."""
 
-def cut_at_stop(rollout: Rollout, tokenizer, stops: list[str], pad_value: int) -> Rollout:
-    """End each response after the first token whose decoded prefix contains a stop string (the row then
-    counts as ended, like EOS); later tokens become padding with mask 0."""
-    if not stops:
-        return rollout
-    mask, ended = rollout.response_mask.clone(), rollout.ended.clone()  # (B, R), (B,)
-    for b in range(mask.shape[0]):
-        ids = rollout.response_ids[b, : int(mask[b].sum())].tolist()
-        if not any(s in tokenizer.decode(ids, skip_special_tokens=True) for s in stops):
-            continue
-        for t in range(1, len(ids) + 1):  # the shortest prefix that contains one
-            if any(s in tokenizer.decode(ids[:t], skip_special_tokens=True) for s in stops):
-                mask[b, t:] = 0
-                ended[b] = True
-                break
-    ids = torch.where(mask.bool(), rollout.response_ids, torch.full_like(rollout.response_ids, pad_value))
-    return dataclasses.replace(
-        rollout, response_ids=ids, response_mask=mask, logprobs=rollout.logprobs * mask, ended=ended
-    )
-
-
-class RLTrainer:
-    """Models, data, reward and loop of one RL run; a subclass adds the algorithm (step, minibatch_loss)."""
-
-    stage = "rl"  # the command's name: progress bar, summary.json's "stage"
-
-    def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False):
+    def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False, *, algorithm: Algorithm):
         self.start = time.perf_counter()
         validate(cfg)  # each value and the rules between them, as load_config checks them
-        self.check_config(cfg)
         check_engine(cfg.rollout.engine)
-        gold_scored = "gold" in self.reward_specs(cfg)  # the whole prompt files, before any model loads:
-        train_prompts = read_prompts(cfg.data.train, gold_scored)
+        self.cfg, self.algo, self.run_dir = cfg, algorithm, Path(run_dir)
+        gold_scored = "gold" in [spec for spec, weight in algorithm.rewards if weight != 0]
+        train_prompts = read_prompts(cfg.data.train, gold_scored)  # the whole files, before any model loads
         test_prompts = read_prompts(cfg.data.test, gold_scored) if cfg.data.test else []
-        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
-        resume = prepare_run_dir(self.run_dir, resume, cfg, self.stage)
+        resume = prepare_run_dir(self.run_dir, resume, cfg, algorithm.stage)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
         if lora.enabled(cfg.lora):
             policy = lora.add_adapters(policy, cfg.lora, "causal", cfg.policy)
         set_threads(cfg.train.threads, policy, cfg.train.device)
-        # the frozen reference, when the objective needs it during training
-        self.ref = self.load_reference(policy) if self.needs_reference() else None
-        extra_models = self.extra_models()
+        self.ref = self.load_reference(policy) if algorithm.reference else None  # frozen π_ref
+        critic = {"value": algorithm.critic()} if algorithm.critic else None
         self.train_items = load_prompt_items(cfg.data.train, train_prompts, self.tokenizer, cfg)
         self.test_items = []
         if test_prompts:
             self.test_items = load_prompt_items(cfg.data.test, test_prompts, self.tokenizer, cfg)
-        self.loop = Loop(
-            cfg.train, self.run_dir, policy, self.tokenizer, total_steps=self.total_steps(),
-            extra_models=extra_models,
-        )
+        self.loop = Loop(cfg.train, self.run_dir, policy, self.tokenizer, total_steps=self.total_steps(),
+                         extra_models=critic)
         self.check_processes()
         self.device = self.loop.accelerator.device
         if self.ref is not None:
             self.ref.to(self.device)
-        self.reward = self.load_reward_fn()
+        self.reward = load_weighted_reward(algorithm.rewards, device=self.device)
         self.lab = all(is_lab_prompt(x.prompt) for x in train_prompts)  # gold reward known for all: log it
         self.moments = RunningMoments()
         self.iteration, self.last_eval = 0, {}
-        self.setup()
         extra = self.loop.resume(None if resume is True else resume) if resume else None
         if extra is not None:
             self.load_extra(extra)
@@ -171,13 +160,10 @@ class RLTrainer:
         if self.loop.is_main:
             dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test], code=imported_code(self.reward))
 
-    # ----------------------------------------------------------------------------------- hooks
-
-    def check_config(self, cfg) -> None:
-        """TetherError for settings that cannot run, beyond what `tether.config.validate` checks."""
-
-    def needs_reference(self) -> bool:
-        return True
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run, for the learning-rate schedule."""
+        cfg, a = self.cfg, self.algo
+        return cfg.iterations * a.epochs * (cfg.rollout.batch_size * a.group_size // cfg.train.batch_size)
 
     def check_processes(self) -> None:
         """Each process needs an equal share of prompts and of every minibatch, and the whole policy (sampling
@@ -185,64 +171,31 @@ class RLTrainer:
         t, r, w = self.cfg.train, self.cfg.rollout, self.loop.world
         kind = self.loop.accelerator.distributed_type
         if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-            raise TetherError(f"tether {self.stage} samples with the whole policy on every process, so it "
-                              f"cannot run under {kind.value}: choose multi-GPU (DDP) in `accelerate config`")
+            raise TetherError(f"tether {self.algo.stage} samples with the whole policy on every process, so "
+                              f"it cannot run under {kind.value}: choose multi-GPU (DDP) in "
+                              "`accelerate config`")
         if r.batch_size % w or t.batch_size % (w * t.micro_batch_size):
             raise TetherError(
                 f"with {w} processes rollout.batch_size={r.batch_size} must be a multiple of {w} and "
                 f"train.batch_size={t.batch_size} of {w} × train.micro_batch_size={t.micro_batch_size}"
             )
 
-    def extra_models(self) -> dict[str, torch.nn.Module] | None:
-        """More trained models, optimised with the policy and saved in checkpoints' sub-directories."""
-        return None
-
-    def total_steps(self) -> int:
-        """Optimizer steps of the whole run, for the learning-rate schedule."""
-        raise NotImplementedError
-
-    def load_reward_fn(self):
-        raise NotImplementedError
-
-    def reward_specs(self, cfg) -> list[str]:
-        """The reward sources `load_reward_fn` will load (a reward model directory, 'gold' or
-        'module:function' each)."""
-        return [cfg.reward.source]
-
-    def setup(self) -> None:
-        """Trainer state that checkpoints carry (e.g. a β controller), made before a resume restores it."""
-
-    def epochs(self) -> int:
-        """Passes over each iteration's experience."""
-        return 1
-
-    def max_approx_kl(self) -> float | None:
-        """Stop an iteration's remaining epochs once an epoch's mean approx_kl passes this."""
-        return None
-
-    def minibatch_loss(self, part, num_tokens: torch.Tensor, num_sequences: int):
-        """(loss, metrics) of one micro-batch `part` of an experience; num_tokens and num_sequences are the
-        whole minibatch's counts, so micro-batch losses sum to the minibatch's."""
-        raise NotImplementedError
-
-    def step(self) -> dict:
-        """One rollout-and-update iteration; returns its metrics."""
-        raise NotImplementedError
-
-    def summary_fields(self) -> dict:
-        """Trainer-specific entries of summary.json."""
-        return {}
-
     @property
     def policy(self):
         return self.loop.model
+
+    @property
+    def critic(self):
+        """The value model (None for algorithms without one)."""
+        return self.loop.models.get("value")
 
     # ----------------------------------------------------------------------------------- state
 
     def data_signature(self) -> dict:
         """What must not change across a resume for the data position to mean the same prompts."""
         n, cfg = len(self.train_items), self.cfg
-        return {"n_prompts": n, "batch_size": cfg.rollout.batch_size, "seed": cfg.seed}
+        sig = {"n_prompts": n, "batch_size": cfg.rollout.batch_size, "seed": cfg.seed}
+        return {**sig, "group_size": self.algo.group_size} if self.algo.group_size > 1 else sig
 
     def extra(self) -> dict:
         """What a checkpoint needs beyond the Loop's own state; the data position is the iteration."""
@@ -251,6 +204,7 @@ class RLTrainer:
             "reward_moments": self.moments.state_dict(),
             "last_eval": self.last_eval,
             "data": self.data_signature(),
+            **{name: obj.state_dict() for name, obj in self.algo.state.items()},
         }
 
     def load_extra(self, extra: dict) -> None:
@@ -258,8 +212,17 @@ class RLTrainer:
             raise TetherError("the prompts, rollout batch size or seed differ from those of the checkpoint")
         self.iteration, self.last_eval = int(extra["iteration"]), dict(extra["last_eval"])
         self.moments.load_state_dict(extra["reward_moments"])
+        for name, obj in self.algo.state.items():
+            obj.load_state_dict(extra[name])
 
-    # ----------------------------------------------------------------------------------- rollouts
+    # ----------------------------------------------------------------------------------- sampling
+
+    def sample(self, copies: int = 1) -> tuple[list, Rollout, list[str]]:
+        """This iteration's prompts (this process's share), each `copies` times in a row, and one response
+        to each from π: (prompts, rollout, decoded responses)."""
+        items = [x for x in self.prompt_batch(self.iteration) for _ in range(copies)]
+        rollout = self.rollout(items, iteration_seed(self.cfg.seed, self.iteration, 0))
+        return [x.example.prompt for x in items], rollout, decode_responses(self.tokenizer, rollout)
 
     def prompt_batch(self, iteration: int):
         """This process's share of the prompts of iteration `iteration` (all of them with one process):
@@ -268,7 +231,8 @@ class RLTrainer:
         return self.loop.shard([self.train_items[i] for i in idx])
 
     def rollout(self, items, seed: int) -> Rollout:
-        """Sample one response per item with the unwrapped policy (a stream of `seed` per process)."""
+        """Sample one response per item with the unwrapped policy (a stream of `seed` per process), cut at
+        the stop strings."""
         r, tok = self.cfg.rollout, self.tokenizer
         if r.engine == "vllm":
             return cut_at_stop(self.vllm_rollout(items, seed), tok, r.stop, pad_id(tok))
@@ -296,6 +260,16 @@ class RLTrainer:
         tok, seed = self.tokenizer, shard_seed(seed, self.loop.rank)
         return self.vllm.sample([x.prompt_ids for x in items], eos_id(tok), pad_id(tok), seed, self.device)
 
+    # ----------------------------------------------------------------------------------- scoring
+
+    def score(self, prompts, responses) -> tuple[torch.Tensor, dict]:
+        """The reward (B,): the weighted sum of the sources, and, with several, each one's mean as
+        reward_<i>."""
+        if not isinstance(self.reward, WeightedReward):
+            return self.reward(prompts, responses), {}
+        parts = self.reward.parts(prompts, responses)
+        return self.reward.combine(parts), {f"reward_{i}": float(p.mean()) for i, p in enumerate(parts)}
+
     def condition(self, raw: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
         """Scores the objective uses: normalised by running moments (when on; updated with every process's
         scores), then the no-EOS penalty."""
@@ -305,6 +279,15 @@ class RLTrainer:
             scores = self.moments.normalize(raw)
         return penalize_unended(scores, ended, self.cfg.reward.no_eos, self.cfg.reward.no_eos_score)
 
+    def group_advantages(self, advantages: Callable[[torch.Tensor], torch.Tensor], rewards: torch.Tensor):
+        """`advantages` (rewards (B,) → (B,), G per group) of this process's rewards. With several processes
+        they are computed on every process's rewards gathered (so a batch-wide scale is the whole batch's)
+        and this share is kept; groups are contiguous and never span processes, so a group statistic is
+        unchanged by the gather."""
+        if self.loop.world == 1:
+            return advantages(rewards)
+        return gathered_rows(advantages, rewards, self.loop.all_gather, self.loop.rank)
+
     def gold_mean(self, prompts, responses, raw: torch.Tensor) -> float | None:
         """Mean gold reward of the responses when the prompts are the lab's (None otherwise)."""
         if not self.lab:
@@ -313,44 +296,30 @@ class RLTrainer:
 
     # ----------------------------------------------------------------------------------- the update
 
-    def update(self, exp, generator: torch.Generator) -> dict:
-        """`epochs()` passes over shuffled minibatches, one optimizer step each; early stop on approx_kl.
-        Returns token-weighted means of the loss metrics, the epochs run, and the last step's lr and norm.
-        With several processes `exp` is this process's share and so is each minibatch (mb / processes rows);
-        token counts and the early-stop KL are summed over processes."""
-        cfg, loop = self.cfg, self.loop
-        mb, micro = cfg.train.batch_size // loop.world, cfg.train.micro_batch_size
-        sums: dict[str, float] = {}
-        total_tokens, epochs_run, info = 0, 0, {}
-        for _ in range(self.epochs()):
-            order = torch.randperm(exp.size, generator=generator)
-            epoch_kl, epoch_tokens = 0.0, 0
-            for start in range(0, exp.size, mb):
-                minibatch = exp.rows(order[start : start + mb])
-                num_tokens = loop.all_sum(minibatch.mask.sum()).clamp(min=1)  # of the whole minibatch
-                n_micro = mb // micro
-                for j in range(n_micro):
-                    part = minibatch.rows(slice(j * micro, (j + 1) * micro)).trimmed()
-                    with loop.accumulate(sync=j == n_micro - 1):
-                        with loop.autocast():  # a critic's trunk, called directly, as at sampling time
-                            loss, metrics = self.minibatch_loss(part, num_tokens, cfg.train.batch_size)
-                        loop.backward(loss)
-                    n = int(part.mask.sum())
-                    for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0.0) + n * float(v)
-                    total_tokens += n
-                    epoch_tokens += n
-                    epoch_kl += n * float(metrics["approx_kl"])
-                info = loop.optimizer_step()
-            epochs_run += 1
-            bound = self.max_approx_kl()
-            if bound is not None:
-                kl_tokens = loop.all_sum(torch.tensor([epoch_kl, float(epoch_tokens)], dtype=torch.float64))
-                if float(kl_tokens[0] / kl_tokens[1].clamp(min=1)) > bound:  # same verdict on every process
-                    break
-        out = {k: v / max(total_tokens, 1) for k, v in sums.items()}
-        out.update(epochs=epochs_run, lr=info.get("lr"), grad_norm=info.get("grad_norm"))
-        return out
+    def update(self, exp, loss_fn) -> dict:
+        """The algorithm's epochs of minibatch updates on `exp` (tether.trainers.experience.update_epochs),
+        in minibatch orders seeded by the iteration."""
+        cfg = self.cfg
+        generator = torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration, 1))
+        return update_epochs(self.loop, exp, loss_fn, self.algo.epochs, self.algo.max_approx_kl,
+                             cfg.train.batch_size, cfg.train.micro_batch_size, generator)
+
+    def metrics(self, prompts, responses, raw, scores, rollout: Rollout, t0: float, t1: float) -> dict:
+        """What every iteration logs about its samples (the algorithm adds its own): the iteration, the
+        mean raw reward, gold (lab prompts) and score, response length and share ended, the time spent
+        sampling and scoring (rollout_s, up to `t1`) and the throughput since `t0`."""
+        tokens = int(rollout.response_mask.sum())
+        return {
+            "iteration": self.iteration + 1,
+            "reward": float(raw.mean()),
+            "gold": self.gold_mean(prompts, responses, raw),
+            "score": float(scores.mean()),
+            "response_length": tokens / rollout.response_mask.shape[0],
+            "ended": float(rollout.ended.float().mean()),
+            "rollout_s": t1 - t0,
+            "tokens_per_s": tokens / (time.perf_counter() - t0),
+        }
+
 
     # ----------------------------------------------------------------------------------- evaluation
 
@@ -418,12 +387,16 @@ class RLTrainer:
     def due(self, every: int) -> bool:
         return every > 0 and self.iteration % every == 0
 
-    def run(self) -> Path:
+    def step(self) -> dict:
+        """One iteration of the algorithm; returns its metrics (this process's)."""
+        return self.algo.iteration(self)
+
+    def train(self) -> Path:
         """Train to `cfg.iterations`, evaluating and saving on schedule; then the final evaluation, RUN/model
         and summary.json. Raises TrainingInterrupted after SIGTERM (once a checkpoint is written)."""
         cfg, loop = self.cfg, self.loop
         saved_at, evaluated_at = self.iteration if self.resumed else -1, -1
-        with loop.running(total=cfg.iterations, initial=self.iteration, desc=self.stage):
+        with loop.running(total=cfg.iterations, initial=self.iteration, desc=self.algo.stage):
             while self.iteration < cfg.iterations:
                 record = self.reduce_record(self.step())
                 self.iteration += 1
@@ -462,12 +435,12 @@ class RLTrainer:
 
     def write_summary(self, model_dir: Path, seconds: float) -> None:
         summary = {
-            "stage": self.stage,
+            "stage": self.algo.stage,
             "iterations": self.iteration,
             "steps": self.loop.state.step,
             "skipped_steps": self.loop.state.skipped,
             **self.last_eval,
-            **self.summary_fields(),
+            **self.algo.summary(),
             "model": str(model_dir),
             "wall_seconds": seconds,
         }

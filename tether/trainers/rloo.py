@@ -14,68 +14,89 @@ is exactly RLOO; more steps per batch are PPO-clipped (clip_eps) as the paper's 
 Its optimum, like PPO's, is π* ∝ π_ref·exp(r/β). β may be fixed or adaptive (kl.adaptive); β = 0 (fixed)
 trains without the reference model.
 
-The run directory, checkpoints, resume and summary.json are PPO's (tether.trainers.rl); the iteration is
-tether.trainers.group's.
+One iteration (`rloo_iteration`, in this order):
+1. sample k responses to each of the iteration's `rollout.batch_size` prompts from π (contiguous);
+2. score them with the weighted reward sources, normalised and with the no-EOS penalty when configured;
+3. log-probs under π_old and π_ref (`score_rollout`);
+4. the per-token KL penalty of `kl.estimator` and each reward R_i = r_i − β·Σ_t kl_t;
+5. the leave-one-out advantages (`rloo_advantages`);
+6. `rloo.epochs` passes over shuffled minibatches of `train.batch_size` responses of the clipped
+   surrogate with per-response token sums (+ β·token_kl in the loss for that estimator), one optimizer step
+   each; early stop on approx_kl;
+7. β's controller update on the batch's KL, and the metrics (those of GRPO).
+The run directory, checkpoints, resume and summary.json are PPO's (tether.trainers.rl).
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
-
-import torch
 
 from tether.config import RLOOConfig
 from tether.losses import rloo_advantages
+from tether.losses.kl import kl_controller
 from tether.trainers.base import claim_run
-from tether.trainers.group import GroupTrainer
-from tether.trainers.group_step import GroupLoss
-from tether.trainers.rl import kl_controller
+from tether.trainers.group import (
+    GroupLoss,
+    equal_reward_share,
+    group_minibatch_loss,
+    make_group_experience,
+    sequence_kl,
+)
+from tether.trainers.grpo import reward_terms
+from tether.trainers.rl import Algorithm, RLRun
 
 
-class RLOOTrainer(GroupTrainer):
-    stage = "rloo"
+def rloo_iteration(run: RLRun, kl_ctl) -> dict:
+    """One RLOO iteration of `run` with the β controller `kl_ctl`, steps 1-7 of the module docstring;
+    returns its metrics."""
+    cfg, k, t0 = run.cfg, run.cfg.rloo.k, time.perf_counter()
+    beta = kl_ctl.value if run.ref is not None else 0.0
+    # 1. sample k responses per prompt
+    prompts, rollout, responses = run.sample(copies=k)
+    # 2. score
+    raw, parts = run.score(prompts, responses)  # (B,)
+    scores = run.condition(raw, rollout.ended)
+    # 3. log-probs; 4. KL penalty and KL-shaped rewards; 5. leave-one-out advantages
+    advantages = functools.partial(run.group_advantages, lambda r: rloo_advantages(r, k))
+    with run.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
+        exp = make_group_experience(run.policy, run.ref, rollout, scores, beta, advantages, cfg.kl.estimator,
+                                    cfg.train.micro_batch_size)
+    t1 = time.perf_counter()
+    # 6. epochs of minibatch updates of the clipped surrogate, per-response token sums
+    eps = cfg.rloo.clip_eps
+    loss = GroupLoss(beta=0.0, eps_low=eps, eps_high=eps, aggregation="token_sum")
+    update = run.update(exp, functools.partial(group_minibatch_loss, run.policy, run.ref, loss))
+    # 7. controller and metrics
+    if exp.kl is not None:
+        every_kl = run.loop.all_gather(exp.kl.sum(-1))  # (B × processes,) sequence KL estimates, nats
+        kl_ctl.update(every_kl.mean(), n_steps=every_kl.numel())
+    return {
+        **run.metrics(prompts, responses, raw, scores, rollout, t0, t1),
+        **parts,
+        "kl": sequence_kl(exp),
+        "beta": beta,
+        "equal_reward_groups": equal_reward_share(scores, k),
+        **update,
+    }
 
-    def needs_reference(self) -> bool:
-        return self.cfg.kl.beta > 0 or self.cfg.kl.adaptive
 
-    def setup(self) -> None:
-        self.kl_ctl = kl_controller(self.cfg)
-
-    def epochs(self) -> int:
-        return self.cfg.rloo.epochs
-
-    def max_approx_kl(self) -> float | None:
-        return self.cfg.rloo.max_approx_kl
-
-    def group_size(self) -> int:
-        return self.cfg.rloo.k
-
-    def beta_in_reward(self) -> float:
-        return self.kl_ctl.value if self.ref is not None else 0.0
-
-    def kl_estimator(self) -> str:
-        return self.cfg.kl.estimator
-
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        return rloo_advantages(rewards, self.group_size())
-
-    def loss_args(self) -> GroupLoss:
-        eps = self.cfg.rloo.clip_eps
-        return GroupLoss(beta=0.0, eps_low=eps, eps_high=eps, aggregation="token_sum")
-
-    def after_update(self, kl: torch.Tensor | None, n: int) -> None:
-        if kl is not None:
-            self.kl_ctl.update(kl.mean(), n_steps=n)
-
-    def extra(self) -> dict:
-        return {**super().extra(), "kl_controller": self.kl_ctl.state_dict()}
-
-    def load_extra(self, extra: dict) -> None:
-        super().load_extra(extra)
-        self.kl_ctl.load_state_dict(extra["kl_controller"])
-
-    def summary_fields(self) -> dict:
-        return {"beta": self.kl_ctl.value, "k": self.cfg.rloo.k}
+def rloo_algorithm(cfg: RLOOConfig) -> Algorithm:
+    """RLOO for tether.trainers.rl.RLRun: its iteration, the weighted reward sources, a reference unless β
+    is fixed at 0, the β controller (saved in checkpoints) and the summary's entries."""
+    kl_ctl = kl_controller(cfg.kl.beta, cfg.kl.adaptive, cfg.kl.target, cfg.kl.horizon)
+    return Algorithm(
+        stage="rloo",
+        iteration=functools.partial(rloo_iteration, kl_ctl=kl_ctl),
+        rewards=reward_terms(cfg),
+        reference=cfg.kl.beta > 0 or cfg.kl.adaptive,
+        group_size=cfg.rloo.k,
+        epochs=cfg.rloo.epochs,
+        max_approx_kl=cfg.rloo.max_approx_kl,
+        state={"kl_controller": kl_ctl},
+        summary=lambda: {"beta": kl_ctl.value, "k": cfg.rloo.k},
+    )
 
 
 def train_rloo(cfg: RLOOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:
@@ -84,4 +105,4 @@ def train_rloo(cfg: RLOOConfig, out: str | Path, resume: bool | str | Path = Fal
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
     with claim_run(out, "rloo", cfg, resume):  # the run directory's lock while it runs
-        return RLOOTrainer(cfg, out, resume).run()
+        return RLRun(cfg, out, resume, algorithm=rloo_algorithm(cfg)).train()
