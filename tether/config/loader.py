@@ -1,0 +1,380 @@
+"""The config loader: field rules (`ranged`), YAML with duplicate keys refused, `key=value` overrides, type
+checks that name the key, each config's `problems()`, and the resolved dump with its provenance.
+
+Every stage's config (tether.config.train, supervised, rl) and the lab's (tether.lab.config) is built here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+import subprocess
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tether.errors import TetherError
+from tether.files import write_text_atomic
+
+PROVENANCE_KEY = "provenance"  # written by `dump_config`, ignored by `load_config`
+
+
+# ------------------------------------------------------------------------------------------------ value rules
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a field's value must be besides its type, checked at load: a number in an interval, a non-empty
+    string, a list of so many items. The number and string parts apply to each item of a list field and are
+    skipped for None (an optional field left unset)."""
+
+    text: str = ""
+    """The rule as written in the field: "> 0", ">= 1", "[0, 1)" ((: open, [: closed), "non-empty" or ""."""
+    length: int | None = None
+    """A list field's exact number of items."""
+    min_length: int | None = None
+    """A list field's least number of items."""
+
+    def __post_init__(self):
+        if self.text and self.text != "non-empty" and _interval(self.text) is None:
+            raise ValueError(f"unreadable rule {self.text!r}")  # a typo in a config class, at import
+
+    def check(self, key: str, value: Any) -> None:
+        """TetherError naming `key` when `value` breaks the rule."""
+        if value is None:
+            return
+        if isinstance(value, list):
+            n = len(value)
+            if self.length is not None and n != self.length:
+                raise TetherError(f"config key {key} must have {self.length} items, got {n}: {value!r}")
+            if self.min_length is not None and n < self.min_length:
+                items = "item" if self.min_length == 1 else "items"
+                raise TetherError(f"config key {key} must have at least {self.min_length} {items}, got {n}")
+            for i, item in enumerate(value):
+                self.check(f"{key}[{i}]", item)
+            return
+        if self.text == "non-empty":
+            if not str(value).strip():
+                raise TetherError(f"config key {key} must be a non-empty string, got {value!r}")
+        elif self.text:
+            low, low_open, high, high_open = _interval(self.text)
+            if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+                shown = self.text if self.text[0] in "<>" else f"in {self.text}"
+                raise TetherError(f"config key {key} must be {shown}, got {value!r}")
+
+
+def _interval(text: str) -> tuple[float, bool, float, bool] | None:
+    """(low, low open, high, high open) of "> 0", ">= 1" or "[0, 1)"; None if unreadable."""
+    bound = re.fullmatch(r"(>=?) *(-?[\d.e+-]+)", text)
+    if bound:
+        return float(bound[2]), bound[1] == ">", math.inf, True
+    both = re.fullmatch(r"([\[(]) *(-?[\d.e+-]+) *, *(-?[\d.e+-]+) *([\])])", text)
+    if both:
+        return float(both[2]), both[1] == "(", float(both[3]), both[4] == ")"
+    return None
+
+
+def ranged(default: Any = dataclasses.MISSING, rule: str = "", *, length: int | None = None,
+           min_length: int | None = None) -> Any:
+    """A dataclass field whose value must also satisfy `Rule(rule, length, min_length)`; a list default is
+    copied for each instance. No default: a required field."""
+    meta = {"rule": Rule(rule, length, min_length)}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+SEED = "[0, 4294967296)"  # numpy's seeds are 32-bit unsigned integers
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):
+    """Build a `cls` config from a YAML file (optional) and `key=value` overrides, validating both."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+    for item in overrides or []:
+        key, value = parse_override(cls, item)
+        _set_dotted(raw, key, value)
+    return from_dict(cls, raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file, without the provenance section `dump_config` adds."""
+    path = Path(path)
+    try:
+        data = load_yaml(path.read_text())
+    except OSError as e:
+        raise TetherError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise TetherError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TetherError(f"{path}: a config must be a mapping of keys to values, got {type(data).__name__}")
+    data.pop(PROVENANCE_KEY, None)
+    return data
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last one silently,
+    so a forgotten earlier line would quietly stop applying)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` entries may be overridden by design
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark, f"duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load that refuses duplicate keys (yaml.YAMLError, with the line in its problem_mark)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
+def parse_override(cls: type, item: str) -> tuple[str, Any]:
+    """`"train.lr=3e-4"` → `("train.lr", 0.0003)`, typed by the field the dotted key names."""
+    if "=" not in item:
+        raise TetherError(f"override {item!r} is not of the form key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    hint = _field_type(cls, key)
+    return key, _parse_text(key, text, hint)
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = ""):
+    """Validate a nested mapping against the dataclass `cls` and build it (missing keys take defaults)."""
+    if not isinstance(raw, dict):
+        raise TetherError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise _unknown_key(cls, prefix + unknown[0], unknown[0])
+    kwargs = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name in raw:
+            kwargs[name] = _check(key, raw[name], hints[name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if dataclasses.is_dataclass(hints[name]):
+                kwargs[name] = _check(key, {}, hints[name])  # a section whose own keys may be required
+            else:
+                raise TetherError(f"missing required config key {key}")
+    cfg = cls(**kwargs)
+    _check_rules(cfg, prefix)  # the sections' own rules were checked as they were built
+    return cfg
+
+
+def validate(cfg, prefix: str = "") -> None:
+    """TetherError naming the key for the first value of `cfg` (a config dataclass built in Python, e.g. with
+    dataclasses.replace) that breaks its field's rule or a rule between fields; `load_config` checks the
+    same as it builds."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if dataclasses.is_dataclass(item):
+                validate(item, f"{prefix}{f.name}" + (f"[{i}]." if isinstance(value, list) else "."))
+    _check_rules(cfg, prefix)
+
+
+def _check_rules(cfg, prefix: str) -> None:
+    """The rules of `cfg`'s own fields (not of its sections), then its `problems()`."""
+    for f in dataclasses.fields(cfg):
+        if "rule" in f.metadata:
+            f.metadata["rule"].check(prefix + f.name, getattr(cfg, f.name))
+    for key, reason in cfg.problems() if hasattr(cfg, "problems") else ():
+        raise TetherError(f"config key {prefix}{key} {reason}")
+
+
+def _unknown_key(cls: type, dotted: str, name: str) -> TetherError:
+    """The error for a key `name` (written `dotted`) that `cls` has no field for: what to use instead when
+    the class says (`instead`, e.g. the RL stages' train.max_steps), else the keys it knows."""
+    hint = getattr(cls, "instead", {}).get(name)
+    if hint:
+        return TetherError(f"config key {dotted} does not apply to this stage: use {hint}")
+    known = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
+    return TetherError(f"unknown config key {dotted} (known: {known})")
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """The config as plain nested dicts/lists (what config.yaml holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def _field_type(cls: type, dotted: str):
+    hint: Any = cls
+    for i, part in enumerate(dotted.split(".")):
+        if not dataclasses.is_dataclass(hint):
+            parent = ".".join(dotted.split(".")[:i])
+            raise TetherError(f"unknown config key {dotted} ({parent} has no fields)")
+        hints = typing.get_type_hints(hint)
+        if part not in {f.name for f in dataclasses.fields(hint)}:
+            raise _unknown_key(hint, ".".join(dotted.split(".")[: i + 1]), part)
+        hint = hints[part]
+    return hint
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _parse_text(key: str, text: str, hint) -> Any:
+    """Turn an override's text into a value for a field of type `hint` (checked later by `_check`)."""
+    text = text.strip()
+    if hint is str:
+        return text
+    if _optional_inner(hint) is str:
+        return None if text.lower() in ("null", "none", "~") else text
+    try:
+        value = load_yaml(text) if text else None
+    except yaml.YAMLError:
+        raise TetherError(f"config key {key}: cannot parse {text!r}") from None
+    return value
+
+
+def _optional_inner(hint):
+    """X for `X | None`, else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0]
+    return None
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check(key: str, value: Any, hint) -> Any:
+    """`value` converted to `hint`, or TetherError naming `key`."""
+    bad = TetherError(f"config key {key}: expected {_type_name(hint)}, got {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value if value is not None else {}, prefix=key + ".")
+    inner = _optional_inner(hint)
+    if inner is not None:
+        return None if value is None else _check(key, value, inner)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise TetherError(f"config key {key}: {value!r} is not one of {choices}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        (item,) = typing.get_args(hint)
+        return [_check(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise bad
+        try:
+            number = float(value)  # YAML reads 1e-4 (no dot) as a string
+        except (ValueError, OverflowError):
+            raise bad from None
+        if not math.isfinite(number):
+            raise TetherError(f"config key {key} must be a finite number, got {value!r}")
+        return number
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TetherError(f"config key {key}: unsupported field type {hint!r}")  # a bug in a config class
+
+
+# ------------------------------------------------------------------------------------------------ dumping
+
+
+def dump_config(
+    cfg, run_dir: str | Path, data_files: list[str | None] | None = None, code: dict | None = None
+) -> Path:
+    """Write the resolved `cfg` and its provenance to RUN/config.yaml; returns the path.
+
+    Provenance: versions of tether, torch and transformers, the git commit of the tether source when it is
+    a git checkout, and the sha256 of each data file (so a run can be matched to the data it saw); `code`,
+    when given, as provenance.code: the user code the run imported ({spec: {"path", "sha256"}}, e.g.
+    tether.rewards.imported_code of a `module:function` reward).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = to_dict(cfg)
+    doc[PROVENANCE_KEY] = provenance(data_files or [])
+    if code:
+        doc[PROVENANCE_KEY]["code"] = code
+    path = run_dir / "config.yaml"
+    return write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
+
+
+def provenance(data_files: list[str | None]) -> dict[str, Any]:
+    """Versions, git commit and data hashes, for the record."""
+    import torch
+    import transformers
+
+    import tether
+
+    return {
+        "tether_version": str(tether.__version__),
+        "torch_version": str(torch.__version__),
+        "transformers_version": str(transformers.__version__),
+        "git_commit": git_commit(),
+        "data_sha256": {str(p): sha256_file(p) for p in data_files if p},
+    }
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout tether runs from (with '+dirty' for local changes); None outside git."""
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src, capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
