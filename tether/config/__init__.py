@@ -51,8 +51,7 @@ from tether.config.rl import (
     RewardTerm,
     RLOOAlgoConfig,
     RLOOConfig,
-    group_problems,
-    rl_problems,
+    RLStageConfig,
 )
 from tether.config.supervised import (
     DPOConfig,
@@ -72,5 +71,5 @@ __all__ = [
     "DPOEvalConfig", "RMConfig", "RMDataConfig", "SFTConfig", "SFTDataConfig", "GroupRewardConfig",
     "GroupRolloutConfig", "GroupStageConfig", "GRPOAlgoConfig", "GRPOConfig", "PPOAlgoConfig",
     "PPOConfig", "PPODataConfig", "PPOEvalConfig", "PPOKLConfig", "PPORewardConfig", "PPORolloutConfig",
-    "RewardTerm", "RLOOAlgoConfig", "RLOOConfig", "group_problems", "rl_problems",
+    "RewardTerm", "RLOOAlgoConfig", "RLOOConfig", "RLStageConfig",
 ]

@@ -104,6 +104,62 @@ class PPOKLConfig:
 
 
 @dataclasses.dataclass
+class PPOEvalConfig:
+    """The held-out evaluation at the end (and every train.eval_every iterations): policy vs SFT samples."""
+
+    max_prompts: int = ranged(200, ">= 1")
+    """Held-out prompts to evaluate on (the first ones of data.test)."""
+
+
+@dataclasses.dataclass
+class RLStageConfig:
+    """The fields every RL stage (PPO, GRPO, RLOO) has: models, prompts, rewards, sampling, evaluation and
+    the loop, whose train.eval_every, save_every and log_every count iterations. PPO takes the sections as
+    they are; GRPO and RLOO (GroupStageConfig) their group forms of reward and rollout."""
+
+    policy: str = ranged(rule="non-empty")
+    """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
+    reference is a copy of it."""
+    data: PPODataConfig
+    """Training and held-out prompts."""
+    reference: str | None = None
+    """Another model directory as the frozen reference of the KL penalty; none: a copy of `policy`."""
+    reward: PPORewardConfig = dataclasses.field(default_factory=PPORewardConfig)
+    """The reward source and its conditioning."""
+    tokenizer: str | None = None
+    """Tokenizer directory when it differs from the policy's."""
+    trust_remote_code: bool = False
+    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
+    iterations: int = ranged(100, ">= 1")
+    """Rollout-and-update iterations."""
+    rollout: PPORolloutConfig = dataclasses.field(default_factory=PPORolloutConfig)
+    """Sampling."""
+    eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
+    """Held-out evaluation."""
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """Weights' dtype; float32 gives exact CPU resume."""
+    seed: int = ranged(0, SEED)
+    """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
+    train: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(lr=1e-5, batch_size=16, micro_batch_size=16, save_every=0)
+    )
+    """Optimisation of the policy (and PPO's critic, in one AdamW), warm-up, clipping, checkpoints."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of each broken rule between the fields that every RL stage shares."""
+        if self.rollout.engine == "vllm" and self.lora.r > 0:  # its weight copy takes plain names only
+            yield "rollout.engine", "vllm does not take LoRA adapters yet: use lora.r=0 or rollout.engine=hf"
+        if self.lora.dropout > 0:
+            # π_old is scored without gradients, where LoRA dropout is off (tether.lora.train_while_grad), and
+            # π is trained with it on: the first minibatch's ratio π/π_old would be dropout noise, not 1 (in
+            # the clipping, clipfrac and the approx-KL early stop)
+            yield "lora.dropout", (f"must be 0 in an RL stage, got {self.lora.dropout}: π_old is scored "
+                                   "without dropout, so the ratio π/π_old would not start at 1")
+
+
+@dataclasses.dataclass
 class PPOAlgoConfig:
     """The PPO update on each iteration's experience (Schulman et al. 2017; losses in tether.losses)."""
 
@@ -129,15 +185,7 @@ class PPOAlgoConfig:
 
 
 @dataclasses.dataclass
-class PPOEvalConfig:
-    """The held-out evaluation at the end (and every train.eval_every iterations): policy vs SFT samples."""
-
-    max_prompts: int = ranged(200, ">= 1")
-    """Held-out prompts to evaluate on (the first ones of data.test)."""
-
-
-@dataclasses.dataclass
-class PPOConfig:
+class PPOConfig(RLStageConfig):
     """`tether ppo`: RL from a reward with a KL penalty to the SFT model (InstructGPT stage 3).
 
     train.batch_size is the PPO minibatch (responses per optimizer step) and train.micro_batch_size the
@@ -145,42 +193,13 @@ class PPOConfig:
     train.eval_every and save_every count iterations.
     """
 
-    policy: str = ranged(rule="non-empty")
-    """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
-    reference is a copy of it."""
-    data: PPODataConfig
-    """Training and held-out prompts."""
-    reference: str | None = None
-    """Another model directory as the frozen reference of the KL penalty; none: a copy of `policy`."""
-    reward: PPORewardConfig = dataclasses.field(default_factory=PPORewardConfig)
-    """The reward source and its conditioning."""
     critic: Literal["auto", "rm", "policy"] = "auto"
     """Value model: 'rm' a separate critic initialised from the reward model (InstructGPT), 'policy' one
     initialised from the SFT model with a new scalar head; 'auto': rm when reward.source is a directory."""
-    tokenizer: str | None = None
-    """Tokenizer directory when it differs from the policy's."""
-    trust_remote_code: bool = False
-    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
-    iterations: int = ranged(100, ">= 1")
-    """Rollout-and-update iterations."""
-    rollout: PPORolloutConfig = dataclasses.field(default_factory=PPORolloutConfig)
-    """Sampling."""
     kl: PPOKLConfig = dataclasses.field(default_factory=PPOKLConfig)
     """The KL penalty."""
     ppo: PPOAlgoConfig = dataclasses.field(default_factory=PPOAlgoConfig)
     """The PPO update."""
-    eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
-    """Held-out evaluation."""
-    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
-    """Weights' dtype; float32 gives exact CPU resume."""
-    seed: int = ranged(0, SEED)
-    """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
-    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
-    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
-    train: LoopConfig = dataclasses.field(
-        default_factory=lambda: LoopConfig(lr=1e-5, batch_size=16, micro_batch_size=16, save_every=0)
-    )
-    """Optimisation of policy and critic together (one AdamW), warm-up, clipping, checkpoints."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of each broken rule between the fields."""
@@ -188,19 +207,7 @@ class PPOConfig:
         if r.batch_size % t.batch_size:
             m = t.batch_size
             yield "rollout.batch_size", f"must be a multiple of train.batch_size ({m}), got {r.batch_size}"
-        yield from rl_problems(self)
-
-
-def rl_problems(cfg) -> Iterator[tuple[str, str]]:
-    """The rules between fields that every RL stage (PPO, GRPO, RLOO) shares."""
-    if cfg.rollout.engine == "vllm" and cfg.lora.r > 0:  # its weight copy takes plain names only
-        yield "rollout.engine", "vllm does not take LoRA adapters yet: use lora.r=0 or rollout.engine=hf"
-    if cfg.lora.dropout > 0:
-        # π_old is scored without gradients, where LoRA dropout is off (tether.lora.train_while_grad), and π
-        # is trained with it on: the first minibatch's ratio π/π_old would be dropout noise, not 1 (in the
-        # clipping, clipfrac and the approx-KL early stop)
-        yield "lora.dropout", (f"must be 0 in an RL stage, got {cfg.lora.dropout}: π_old is scored without "
-                               "dropout, so the ratio π/π_old would not start at 1")
+        yield from super().problems()
 
 
 # ------------------------------------------------------------------------------------------------ GRPO, RLOO
@@ -275,38 +282,34 @@ class GRPOAlgoConfig:
 
 
 @dataclasses.dataclass
-class GroupStageConfig:
-    """The fields GRPOConfig and RLOOConfig share: models, prompts, rewards, sampling, evaluation, loop."""
+class GroupStageConfig(RLStageConfig):
+    """GRPO's and RLOO's layer over RLStageConfig: weighted reward sums, G responses per prompt sampled
+    from rollout.batch_size prompts, and a larger default train.batch_size (responses per step)."""
 
-    policy: str = ranged(rule="non-empty")
-    """The SFT model directory: the policy starts from it and (unless `reference` is set) the frozen
-    reference is a copy of it."""
-    data: PPODataConfig
-    """Training and held-out prompts."""
-    reference: str | None = None
-    """Another model directory as the frozen reference of the KL penalty; none: a copy of `policy`."""
     reward: GroupRewardConfig = dataclasses.field(default_factory=GroupRewardConfig)
     """The reward sources, their weights and conditioning."""
-    tokenizer: str | None = None
-    """Tokenizer directory when it differs from the policy's."""
-    trust_remote_code: bool = False
-    """Let transformers run modelling code shipped inside a model directory; off: only its own classes."""
-    iterations: int = ranged(100, ">= 1")
-    """Rollout-and-update iterations."""
     rollout: GroupRolloutConfig = dataclasses.field(default_factory=GroupRolloutConfig)
     """Sampling."""
-    eval: PPOEvalConfig = dataclasses.field(default_factory=PPOEvalConfig)
-    """Held-out evaluation."""
-    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
-    """Weights' dtype; float32 gives exact CPU resume."""
-    seed: int = ranged(0, SEED)
-    """Seeds prompt order, sampling and minibatch order: the same seed gives the same weights on CPU."""
-    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
-    """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
     train: LoopConfig = dataclasses.field(
         default_factory=lambda: LoopConfig(lr=1e-5, batch_size=64, micro_batch_size=16, save_every=0)
     )
     """Optimisation of the policy, warm-up, clipping, checkpoints."""
+
+    size_key = ""  # the dotted key of the group size: grpo.group_size, rloo.k
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of each broken rule between the fields; the groups have `size_key` responses."""
+        yield from super().problems()
+        r, t = self.rollout, self.train
+        if r.temperature == 0:
+            yield "rollout.temperature", ("must be > 0 for a group method, got 0.0 (greedy): the "
+                                          "responses sampled for a prompt would all be the same, and so "
+                                          "every advantage 0")
+        section, name = self.size_key.split(".")
+        n = r.batch_size * getattr(getattr(self, section), name)
+        if n % t.batch_size:
+            per_iteration = f"rollout.batch_size × {self.size_key} = {n} responses"
+            yield "train.batch_size", f"must divide {per_iteration}, got {t.batch_size}"
 
 
 @dataclasses.dataclass
@@ -321,9 +324,7 @@ class GRPOConfig(GroupStageConfig):
     grpo: GRPOAlgoConfig = dataclasses.field(default_factory=GRPOAlgoConfig)
     """Group size, clipping, KL and aggregation."""
 
-    def problems(self) -> Iterator[tuple[str, str]]:
-        """(key, reason) of each broken rule between the fields."""
-        return group_problems(self, "grpo.group_size", self.grpo.group_size)
+    size_key = "grpo.group_size"
 
 
 @dataclasses.dataclass
@@ -356,19 +357,4 @@ class RLOOConfig(GroupStageConfig):
     rloo: RLOOAlgoConfig = dataclasses.field(default_factory=RLOOAlgoConfig)
     """Samples per prompt and the update."""
 
-    def problems(self) -> Iterator[tuple[str, str]]:
-        """(key, reason) of each broken rule between the fields."""
-        return group_problems(self, "rloo.k", self.rloo.k)
-
-
-def group_problems(cfg: GroupStageConfig, size_key: str, size: int) -> Iterator[tuple[str, str]]:
-    """The rules between fields of GRPO and RLOO, whose groups have `size` responses (key `size_key`)."""
-    yield from rl_problems(cfg)
-    r, t = cfg.rollout, cfg.train
-    if r.temperature == 0:
-        yield "rollout.temperature", ("must be > 0 for a group method, got 0.0 (greedy): the responses "
-                                      "sampled for a prompt would all be the same, and so every advantage 0")
-    n = r.batch_size * size
-    if n % t.batch_size:
-        per_iteration = f"rollout.batch_size × {size_key} = {n} responses"
-        yield "train.batch_size", f"must divide {per_iteration}, got {t.batch_size}"
+    size_key = "rloo.k"
