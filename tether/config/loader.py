@@ -183,6 +183,14 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = ""):
     return cfg
 
 
+def is_default(cfg, name: str) -> bool:
+    """Whether field `name` of the config dataclass `cfg` holds its declared default (a value the user may
+    have left alone; a rule between fields refuses only a changed value of a key that would not act)."""
+    f = next(f for f in dataclasses.fields(cfg) if f.name == name)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return getattr(cfg, name) == default
+
+
 def validate(cfg, prefix: str = "") -> None:
     """TetherError naming the key for the first value of `cfg` (a config dataclass built in Python, e.g. with
     dataclasses.replace) that breaks its field's rule or a rule between fields; `load_config` checks the

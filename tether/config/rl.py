@@ -7,8 +7,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Literal
 
-from tether.config.loader import SEED, ranged
-from tether.config.train import LoopConfig, LoRAConfig
+from tether.config.loader import SEED, is_default, ranged
+from tether.config.train import LoopConfig, LoRAConfig, schedule_problems
 
 # ------------------------------------------------------------------------------------------------ PPO
 
@@ -50,6 +50,12 @@ class PPORolloutConfig:
     """Who samples: 'hf' (tether.rollout on the policy itself) or 'vllm' (a vLLM engine per process, policy
     weights copied in each iteration; needs the vllm package and a CUDA GPU, else an error at start-up)."""
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a value that greedy decoding would ignore."""
+        if self.temperature == 0 and self.top_p < 1:
+            yield "top_p", (f"is {self.top_p}, but with temperature 0 (greedy) the most likely token is "
+                            "taken and top_p is never read: use temperature > 0, or top_p=1")
+
 
 @dataclasses.dataclass
 class PPORewardConfig:
@@ -74,6 +80,12 @@ class PPORewardConfig:
     no_eos_score: float = -1.0
     """The replacement score or the offset for responses without EOS (or a stop string)."""
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a value that no_eos would ignore."""
+        if self.no_eos == "keep" and not is_default(self, "no_eos_score"):
+            yield "no_eos_score", (f"is {self.no_eos_score}, but no_eos=keep keeps every score as it is: use "
+                                   "no_eos=replace or offset, or leave no_eos_score out")
+
 
 @dataclasses.dataclass
 class PPOKLConfig:
@@ -96,11 +108,16 @@ class PPOKLConfig:
     """Adaptive β: responses over which β may change by at most ±20%."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        """(key, reason) of an estimator that would train another objective as a reward."""
+        """(key, reason) of an estimator that would train another objective as a reward, and of adaptive-only
+        settings given to a fixed β."""
         from tether.losses.kl import REFUSED_IN_REWARD
 
         if self.estimator in REFUSED_IN_REWARD:
             yield "estimator", f"{self.estimator!r} is refused: {REFUSED_IN_REWARD[self.estimator]}"
+        for name in ("target", "horizon"):
+            if not self.adaptive and not is_default(self, name):
+                yield name, ("is read by the adaptive controller only, and β is fixed: set adaptive=true or "
+                             f"leave {name} out")
 
 
 @dataclasses.dataclass
@@ -157,6 +174,7 @@ class RLStageConfig:
             # the clipping, clipfrac and the approx-KL early stop)
             yield "lora.dropout", (f"must be 0 in an RL stage, got {self.lora.dropout}: π_old is scored "
                                    "without dropout, so the ratio π/π_old would not start at 1")
+        yield from schedule_problems(self)
 
 
 @dataclasses.dataclass
@@ -182,6 +200,10 @@ class PPOAlgoConfig:
     max_approx_kl: float | None = ranged(None, "> 0")
     """Stop the iteration's remaining epochs once an epoch's mean approx_kl (to the sampling policy) passes
     this; none: always run every epoch."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of an early stop that has no epochs to stop."""
+        yield from approx_kl_problems(self)
 
 
 @dataclasses.dataclass
@@ -235,6 +257,7 @@ class GroupRewardConfig(PPORewardConfig):
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of each broken rule between the fields."""
+        yield from super().problems()
         if not any([self.weight, *(t.weight for t in self.extra)]):
             yield "weight", "is 0 and so is every extra[i].weight: nothing to optimise"
 
@@ -279,6 +302,10 @@ class GRPOAlgoConfig:
     instead of adding β·k3 to the loss."""
     max_approx_kl: float | None = ranged(None, "> 0")
     """Stop an iteration's remaining epochs once an epoch's mean approx_kl passes this; none: run all."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of an early stop that has no epochs to stop."""
+        yield from approx_kl_problems(self)
 
 
 @dataclasses.dataclass
@@ -342,6 +369,10 @@ class RLOOAlgoConfig:
     max_approx_kl: float | None = ranged(None, "> 0")
     """Stop an iteration's remaining epochs once an epoch's mean approx_kl passes this; none: run all."""
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of an early stop that has no epochs to stop."""
+        yield from approx_kl_problems(self)
+
 
 @dataclasses.dataclass
 class RLOOConfig(GroupStageConfig):
@@ -358,3 +389,11 @@ class RLOOConfig(GroupStageConfig):
     """Samples per prompt and the update."""
 
     size_key = "rloo.k"
+
+
+def approx_kl_problems(algo) -> Iterator[tuple[str, str]]:
+    """The approx-KL early stop (tether.trainers.rl `update`) cuts the epochs after the one that passed the
+    bound: with one epoch there are none, and max_approx_kl would do nothing."""
+    if algo.max_approx_kl is not None and algo.epochs == 1:
+        yield "max_approx_kl", ("stops the epochs after the one whose approx_kl passes it, and epochs is 1: "
+                                "set epochs > 1, or max_approx_kl=null")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from tether.config.loader import SEED, ranged
-from tether.config.train import EpochLoopConfig, LoRAConfig
+from tether.config.train import EpochLoopConfig, LoRAConfig, schedule_problems
 
 
 @dataclasses.dataclass
@@ -48,6 +48,10 @@ class SFTConfig:
     """LoRA adapters instead of full fine-tuning (lora.r > 0)."""
     train: EpochLoopConfig = dataclasses.field(default_factory=lambda: EpochLoopConfig(lr=1e-4, epochs=3.0))
     """Optimisation, schedule, logging and checkpoints."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of each broken rule between the fields."""
+        return schedule_problems(self)
 
 
 @dataclasses.dataclass
@@ -96,6 +100,10 @@ class RMConfig:
     train: EpochLoopConfig = dataclasses.field(default_factory=lambda: EpochLoopConfig(lr=1e-4, epochs=1.0))
     """Optimisation, schedule, logging and checkpoints (InstructGPT trains its reward model for one epoch:
     more overfits the pairs)."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of each broken rule between the fields."""
+        return schedule_problems(self)
 
 
 # ------------------------------------------------------------------------------------------------ DPO
@@ -177,3 +185,4 @@ class DPOConfig:
             yield "data.use_soft_labels", f"needs loss_type sigmoid, not {self.loss_type}"
         if self.data.use_soft_labels and self.label_smoothing:
             yield "label_smoothing", "must be 0 with data.use_soft_labels: give one or the other"
+        yield from schedule_problems(self)

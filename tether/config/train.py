@@ -117,3 +117,11 @@ class LoRAConfig:
         if self.bias != "none":  # peft trains the base's own bias tensors, which disable_adapter() keeps
             yield "bias", (f"must be none, got {self.bias!r}: it trains the base model's biases in place, so "
                            "the adapters-off reference would no longer be the starting model")
+
+
+def schedule_problems(cfg) -> Iterator[tuple[str, str]]:
+    """The rule between a stage's data and its train block that every stage shares: evaluations (at the end
+    and every train.eval_every) run on data.test, so without it eval_every would do nothing."""
+    if cfg.train.eval_every and cfg.data.test is None:
+        yield "train.eval_every", (f"is {cfg.train.eval_every}, but data.test is not set, so nothing is "
+                                   "evaluated: set data.test, or train.eval_every=0")
