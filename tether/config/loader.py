@@ -30,8 +30,8 @@ PROVENANCE_KEY = "provenance"  # written by `dump_config`, ignored by `load_conf
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """What a field's value must be besides its type, checked at load: a number in an interval, a non-empty
-    string, a list of so many items. The number and string parts apply to each item of a list field and are
-    skipped for None (an optional field left unset)."""
+    string, a list (or mapping) of so many items. The number and string parts apply to each item of a list
+    field (each value of a mapping) and are skipped for None (an optional field left unset)."""
 
     text: str = ""
     """The rule as written in the field: "> 0", ">= 1", "[0, 1)" ((: open, [: closed), "non-empty" or ""."""
@@ -47,6 +47,14 @@ class Rule:
     def check(self, key: str, value: Any) -> None:
         """TetherError naming `key` when `value` breaks the rule."""
         if value is None:
+            return
+        if isinstance(value, dict):  # a mapping field (the lab's shares): its length and each value
+            if self.min_length is not None and len(value) < self.min_length:
+                items = "entry" if self.min_length == 1 else "entries"
+                n = self.min_length
+                raise TetherError(f"config key {key} must have at least {n} {items}, got {value!r}")
+            for name, item in value.items():
+                self.check(f"{key}.{name}", item)
             return
         if isinstance(value, list):
             n = len(value)
@@ -81,11 +89,12 @@ def _interval(text: str) -> tuple[float, bool, float, bool] | None:
 
 def ranged(default: Any = dataclasses.MISSING, rule: str = "", *, length: int | None = None,
            min_length: int | None = None) -> Any:
-    """A dataclass field whose value must also satisfy `Rule(rule, length, min_length)`; a list default is
-    copied for each instance. No default: a required field."""
+    """A dataclass field whose value must also satisfy `Rule(rule, length, min_length)`; a list or dict
+    default (of plain values) is copied for each instance; a list of sections takes dataclasses.field with a
+    default_factory and metadata={"rule": Rule(...)}. No default: a required field."""
     meta = {"rule": Rule(rule, length, min_length)}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -147,6 +156,17 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(text: str) -> Any:
     """yaml.safe_load that refuses duplicate keys (yaml.YAMLError, with the line in its problem_mark)."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """A new config of `cfg`'s class: `cfg` with `key=value` overrides applied and everything checked again as
+    at load. A key may step into a list by index or into a mapping by name (`labelers.0.temperature=0.5`,
+    `families.task=2`)."""
+    raw = to_dict(cfg)
+    for item in overrides:
+        key, value = parse_override(type(cfg), item)
+        _set_dotted(raw, key, value)
+    return from_dict(type(cfg), raw)
 
 
 def parse_override(cls: type, item: str) -> tuple[str, Any]:
@@ -231,6 +251,13 @@ def to_dict(cfg) -> dict[str, Any]:
 def _field_type(cls: type, dotted: str):
     hint: Any = cls
     for i, part in enumerate(dotted.split(".")):
+        origin = typing.get_origin(hint)
+        if origin is list and part.isdigit():  # an item of a list field
+            (hint,) = typing.get_args(hint)
+            continue
+        if origin is dict:  # a value of a mapping field
+            hint = typing.get_args(hint)[1]
+            continue
         if not dataclasses.is_dataclass(hint):
             parent = ".".join(dotted.split(".")[:i])
             raise TetherError(f"unknown config key {dotted} ({parent} has no fields)")
@@ -243,12 +270,19 @@ def _field_type(cls: type, dotted: str):
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
-    node = raw
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
+    node: Any = raw
+    for i, part in enumerate(parts):
+        if isinstance(node, list):  # a list present in `raw` (apply_overrides): step in by index
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(parts[:i])
+                raise TetherError(f"config key {dotted}: {where} has no item {part} (it has {len(node)})")
+            part = int(part)
+        elif i < len(parts) - 1 and not isinstance(node.get(part), dict | list):
             node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
 
 
 def _parse_text(key: str, text: str, hint) -> Any:
@@ -297,6 +331,11 @@ def _check(key: str, value: Any, hint) -> Any:
             raise bad
         (item,) = typing.get_args(hint)
         return [_check(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad
+        item = typing.get_args(hint)[1]
+        return {k: _check(f"{key}.{k}", v, item) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
