@@ -13,25 +13,23 @@ not. Then each value is checked against its field's rule (declared with the fiel
 each config's `problems()` (rules between fields), so that a bad value fails at load with one line naming
 the key, not later in training. A key written twice in a YAML file is an error naming the file and line.
 
-By what they configure: `loader` (rules, loading, overrides, validation, the dump), `train` (the training
-loop and LoRA), `supervised` (SFT, reward model, DPO), `rl` (PPO, GRPO, RLOO).
+By what they configure: `loader` (rules, loading, overrides, validation), `dump` (RUN/config.yaml with its
+provenance), `train` (the training loop and LoRA), `supervised` (SFT, reward model, DPO), `rl` (PPO, GRPO,
+RLOO).
 """
 
+from tether.config.dump import dump_config, git_commit, provenance, sha256_file
 from tether.config.loader import (
     PROVENANCE_KEY,
     SEED,
     Rule,
     UniqueKeyLoader,
-    dump_config,
     from_dict,
-    git_commit,
     load_config,
     load_yaml,
     parse_override,
-    provenance,
     ranged,
     read_yaml,
-    sha256_file,
     to_dict,
     validate,
 )
