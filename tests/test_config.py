@@ -2,7 +2,6 @@
 
 import ast
 import dataclasses
-import inspect
 import re
 from pathlib import Path
 
@@ -105,9 +104,10 @@ def test_dump_records_provenance_and_loads_back(tmp_path):
 
 
 def test_every_field_has_a_docstring():
-    """Each field of each config dataclass is followed by a string statement (its one-line 'why')."""
-    tree = ast.parse(inspect.getsource(config_module))
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    """Each field of each config dataclass, in every module of the tether.config package, is followed by a
+    string statement (its one-line 'why')."""
+    modules = sorted(Path(config_module.__file__).parent.glob("*.py"))
+    classes = [n for m in modules for n in ast.parse(m.read_text()).body if isinstance(n, ast.ClassDef)]
     checked = 0
     for cls in classes:
         body = cls.body
@@ -357,3 +357,37 @@ def test_intermixed_overrides_keep_their_order():
     assert args.overrides == ["train.lr=1", "train.lr=2", "x=y"] and (args.out, args.seed) == ("o", 3)
     args = build_parser().parse_args(["run", "ppo.kl.beta=1", "--algo", "grpo", "grpo.iterations=2"])
     assert args.overrides == ["ppo.kl.beta=1", "grpo.iterations=2"] and args.algo == "grpo"
+
+
+# ---------------------------------------------------------------------------------------------- keys that act
+
+# (stage, the key set to a value that would do nothing, words of the reason, the settings that make it idle,
+# the setting that makes it act). Each was accepted and ignored before: the loops evaluate only when data.test
+# is set (trainers/rl.py and trainers/supervised.py test `test_items` / `eval_items` first); the approx-KL
+# stop only cuts the epochs after the one that passed the bound (trainers/rl.py `update`), so with one epoch
+# there is nothing to cut; greedy decoding takes the argmax before top_p is read (rollout._draw);
+# no_eos=keep returns the scores untouched (rewards.NO_EOS); β stays fixed unless kl.adaptive, and only the
+# adaptive controller reads target and horizon.
+IDLE_KEYS = [
+    *((s, "train.eval_every=10", "data.test", ["data.test=null"], "data.test=t") for s in STAGES),
+    ("ppo", "ppo.max_approx_kl=0.1", "epochs > 1", ["ppo.epochs=1"], "ppo.epochs=2"),
+    ("grpo", "grpo.max_approx_kl=0.1", "epochs > 1", ["grpo.epochs=1"], "grpo.epochs=2"),
+    ("rloo", "rloo.max_approx_kl=0.1", "epochs > 1", ["rloo.epochs=1"], "rloo.epochs=2"),
+    ("ppo", "rollout.top_p=0.9", "temperature 0", ["rollout.temperature=0"], "rollout.temperature=1"),
+    ("ppo", "reward.no_eos_score=-2", "no_eos=keep", ["reward.no_eos=keep"], "reward.no_eos=offset"),
+    ("grpo", "reward.no_eos_score=-2", "no_eos=keep", ["reward.no_eos=keep"], "reward.no_eos=replace"),
+    ("ppo", "kl.target=3", "adaptive", [], "kl.adaptive=true"),
+    ("rloo", "kl.horizon=500", "adaptive", [], "kl.adaptive=true"),
+]
+
+
+@pytest.mark.parametrize(("stage", "item", "reason", "idle", "acting"), IDLE_KEYS)
+def test_a_key_that_would_not_act_is_refused_at_load(stage, item, reason, idle, acting):
+    """Every key a stage accepts acts: a value that the stage would ignore in this combination is one line
+    naming the key and what it needs, and the same value where it acts loads."""
+    cls, base = STAGES[stage]
+    key = item.split("=")[0]
+    with pytest.raises(TetherError, match=rf"config key {re.escape(key)} .*{re.escape(reason)}") as e:
+        load_config(cls, None, [*base, *idle, item])
+    assert "\n" not in str(e.value)
+    load_config(cls, None, [*base, *idle, acting, item])  # where the key acts, it loads

@@ -204,7 +204,7 @@ def no_stage_may_run(monkeypatch):
         ({"grpo": ["grpo.beta=0.1"]}, "grpo.* overrides"),  # algo is ppo: they would be dropped
         ({"algo": "dpo", "rm": ["train.lr=1e-3"]}, "rm.* overrides"),  # DPO trains no reward model
         ({"lab_dir": "some/lab", "lab": ["sft_train=10"]}, "lab.* overrides"),  # that lab is built already
-        ({"lab": ["hidden_size=-1"]}, "hidden_size: must be >= 1"),
+        ({"lab": ["hidden_size=-1"]}, "lab: config key hidden_size must be >= 1"),
         ({"comparison_samples": 1}, "config key comparison_samples must be >= 2"),
         ({"ppo": ["lora.r=4", "rollout.engine=vllm"]}, "ppo: config key rollout.engine"),
         ({"ppo": ["rollout.engine=vllm"]}, "ppo: rollout.engine=vllm needs"),  # no GPU here (monkeypatched)

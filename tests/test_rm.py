@@ -299,7 +299,8 @@ def test_config_file_loads():
 
 
 def test_without_a_test_set_the_summary_has_no_accuracy(paths, tmp_path):
-    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=2, save_every=0), "data.test=null"])
+    no_test = [*overrides(paths, max_steps=2, save_every=0, eval_every=0), "data.test=null"]
+    cfg = load_config(RMConfig, None, no_test)
     summary = json.loads((train_rm(cfg, tmp_path / "run") / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["train_items"] == 64 and "instruments" not in summary
 
@@ -325,7 +326,7 @@ def test_a_reward_model_reward_scores_as_the_reward_model_was_trained(paths, tmp
     tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(sft)
     more = ["data.chat_template=always", "data.max_length=8", "data.test=null", f"model={sft}"]
-    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0), *more])
+    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0, eval_every=0), *more])
     run = train_rm(cfg, tmp_path / "run")
     model, tok = load_reward_model(run / "model")
     assert tok.chat_template == CHAT_TEMPLATE
