@@ -49,12 +49,12 @@ def captured_step(trainer):
 
 def grpo_run(cfg: GRPOConfig, out) -> RLRun:
     """The run `train_grpo` would make (not yet trained)."""
-    return RLRun(cfg, out, algorithm=grpo_algorithm(cfg))
+    return RLRun(cfg, out, algorithm=grpo_algorithm)
 
 
 def rloo_run(cfg: RLOOConfig, out) -> RLRun:
     """The run `train_rloo` would make (not yet trained)."""
-    return RLRun(cfg, out, algorithm=rloo_algorithm(cfg))
+    return RLRun(cfg, out, algorithm=rloo_algorithm)
 
 
 def grpo_config(paths, *extra: str, **train) -> GRPOConfig:

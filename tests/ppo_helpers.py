@@ -58,4 +58,4 @@ def ppo_config(paths: dict[str, Path], *extra: str, **train) -> PPOConfig:
 
 def ppo_run(cfg: PPOConfig, out) -> RLRun:
     """The run `train_ppo` would make (not yet trained)."""
-    return RLRun(cfg, out, algorithm=ppo_algorithm(cfg))
+    return RLRun(cfg, out, algorithm=ppo_algorithm)

@@ -182,8 +182,8 @@ def test_rl_trainers_take_a_separate_reference(tmp_path):
     with_cfg = load_config(RLOOConfig, None,
                            [f"policy={files.perturbed}", f"reference={files.reference}", *base])
     without_cfg = load_config(RLOOConfig, None, [f"policy={files.perturbed}", *base])
-    with_ref = RLRun(with_cfg, tmp_path / "a", algorithm=rloo_algorithm(with_cfg))
-    without = RLRun(without_cfg, tmp_path / "b", algorithm=rloo_algorithm(without_cfg))
+    with_ref = RLRun(with_cfg, tmp_path / "a", algorithm=rloo_algorithm)
+    without = RLRun(without_cfg, tmp_path / "b", algorithm=rloo_algorithm)
     ref_logp = sequence_logprobs(t.build_reference(), t)
     assert torch.allclose(sequence_logprobs(with_ref.ref, t), ref_logp, atol=1e-6)
     assert torch.allclose(sequence_logprobs(without.ref, t), sequence_logprobs(without.policy, t), atol=1e-6)

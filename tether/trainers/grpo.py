@@ -107,4 +107,4 @@ def train_grpo(cfg: GRPOConfig, out: str | Path, resume: bool | str | Path = Fal
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
     with claim_run(out, "grpo", cfg, resume):  # the run directory's lock while it runs
-        return RLRun(cfg, out, resume, algorithm=grpo_algorithm(cfg)).train()
+        return RLRun(cfg, out, resume, algorithm=grpo_algorithm).train()

@@ -307,4 +307,4 @@ def train_ppo(cfg: PPOConfig, out: str | Path, resume: bool | str | Path = False
     `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
     with claim_run(out, "ppo", cfg, resume):  # the run directory's lock while it runs
-        return RLRun(cfg, out, resume, algorithm=ppo_algorithm(cfg)).train()
+        return RLRun(cfg, out, resume, algorithm=ppo_algorithm).train()

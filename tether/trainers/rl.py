@@ -2,7 +2,7 @@
 checkpoints. The algorithms are iteration functions (tether.trainers.ppo, grpo, rloo), each read top to
 bottom in the order of its math, calling the pieces here; an `Algorithm` record says what else it needs.
 
-    run = RLRun(cfg, "runs/grpo", algorithm=grpo_algorithm(cfg))
+    run = RLRun(cfg, "runs/grpo", algorithm=grpo_algorithm)
     run.train()    # iterations to cfg.iterations, evaluation and checkpoints on schedule, RUN/model, summary
 
 Set-up (`RLRun.__init__`): the whole prompt files are read and checked first (`read_prompts`), so bad data
@@ -120,12 +120,14 @@ def load_prompt_items(path: str, examples: list, tokenizer, cfg):
 
 
 class RLRun:
-    """Models, data, reward and loop of one RL run of `algorithm`; `train()` runs it to the end."""
+    """Models, data, reward and loop of one RL run of `algorithm(cfg)`; `train()` runs it to the end."""
 
-    def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False, *, algorithm: Algorithm):
+    def __init__(self, cfg, run_dir: str | Path, resume: bool | str | Path = False, *,
+                 algorithm: Callable[[Any], Algorithm]):
         self.start = time.perf_counter()
         validate(cfg)  # each value and the rules between them, as load_config checks them
         check_engine(cfg.rollout.engine)
+        algorithm = algorithm(cfg)  # e.g. ppo_algorithm: its own checks, after the config's
         self.cfg, self.algo, self.run_dir = cfg, algorithm, Path(run_dir)
         gold_scored = "gold" in [spec for spec, weight in algorithm.rewards if weight != 0]
         train_prompts = read_prompts(cfg.data.train, gold_scored)  # the whole files, before any model loads

@@ -105,4 +105,4 @@ def train_rloo(cfg: RLOOConfig, out: str | Path, resume: bool | str | Path = Fal
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
     with claim_run(out, "rloo", cfg, resume):  # the run directory's lock while it runs
-        return RLRun(cfg, out, resume, algorithm=rloo_algorithm(cfg)).train()
+        return RLRun(cfg, out, resume, algorithm=rloo_algorithm).train()
