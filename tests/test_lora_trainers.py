@@ -29,8 +29,8 @@ from tether.config import (
     SFTConfig,
     load_config,
 )
-from tether.data import collate_pairs
 from tether.errors import TetherError
+from tether.preferences import collate_pairs
 from tether.trainers import dpo, ppo, rl
 from tether.trainers.dpo import load_dpo_pairs, reference_logprobs, train_dpo
 from tether.trainers.ppo import train_ppo

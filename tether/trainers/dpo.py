@@ -34,17 +34,17 @@ from accelerate import PartialState
 from accelerate.utils import gather_object, set_seed
 
 from tether import lora
-from tether.config import DPOConfig, DPODataConfig, RMDataConfig, validate
-from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id, pair_shape
+from tether.config import DPOConfig, DPODataConfig, validate
+from tether.data import collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
 from tether.files import storage_error, write_json
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.precision import autocast, autocast_precision
+from tether.preferences import PairTokens, collate_pairs, load_pairs, pair_shape
 from tether.rollout import completion_logprobs, sample
 from tether.trainers.base import Loop, claim_run, prepare_run_dir
-from tether.trainers.rm import load_pairs
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
@@ -55,23 +55,21 @@ KL_SEED_OFFSET = 7919  # the KL samples' generator: seed + this, the same prompt
 
 @dataclass
 class DPOPair:
-    """A tokenised pair, its label and (when precomputed) the reference's log-probs of its two responses."""
+    """A tokenised pair (with its label) and, when precomputed, the reference's log-probs of its responses."""
 
     tokens: PairTokens
-    label: float = 1.0  # P(chosen ≻ rejected); 1 is a sure preference
     ref: tuple[float, float] | None = None  # (log π_ref(y_w|x), log π_ref(y_l|x)), reduced like the policy's
+
+    @property
+    def label(self) -> float:
+        """P(chosen ≻ rejected); 1 is a sure preference."""
+        return self.tokens.label
 
 
 def load_dpo_pairs(path, tokenizer, d: DPODataConfig) -> list[DPOPair]:
-    """Read, validate (errors name file:line) and tokenise a preference file, as the reward model does."""
-    as_rm = RMDataConfig(
-        train=str(path),
-        max_length=d.max_length,
-        too_long=d.too_long,
-        chat_template=d.chat_template,
-        use_soft_labels=d.use_soft_labels,
-    )
-    return [DPOPair(p.tokens, p.label) for p in load_pairs(path, tokenizer, as_rm)]
+    """Read, validate (errors name file:line) and tokenise a preference file (tether.preferences)."""
+    pairs = load_pairs(path, tokenizer, d.max_length, d.too_long, d.chat_template, d.use_soft_labels)
+    return [DPOPair(p) for p in pairs]
 
 
 def check_config(cfg: DPOConfig) -> None:
