@@ -43,6 +43,7 @@ from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.precision import autocast, autocast_precision
 from tether.preferences import PairTokens, collate_pairs, load_pairs, pair_shape
+from tether.reference import load_reference
 from tether.rollout import completion_logprobs, sample
 from tether.trainers.base import Loop, claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
@@ -313,16 +314,6 @@ class DPOTask:
 # ------------------------------------------------------------------------------------------------ train
 
 
-def load_reference(cfg: DPOConfig, policy, device):
-    """π_ref on `device`. With LoRA (`policy` a peft model) it is the policy's own weights with the adapters
-    off (no copy), unless cfg.reference names other weights: those are loaded as a separate frozen model, as
-    without LoRA."""
-    if lora.is_peft(policy) and lora.same_model(cfg.reference, cfg.policy):
-        return lora.AdaptersOff(policy)
-    ref = load_causal_lm(cfg.reference or cfg.policy, cfg.dtype, cfg.trust_remote_code).eval()
-    return ref.requires_grad_(False).to(device)
-
-
 def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:
     """Train `cfg.policy` by DPO (or a variant) on `cfg.data` against `cfg.reference`; returns the run dir.
 
@@ -352,7 +343,9 @@ def _train_dpo(cfg: DPOConfig, run_dir: Path, resume) -> Path:
     device = PartialState(cpu=cfg.train.device == "cpu").device  # where the Loop will put the policy
     if lora.enabled(cfg.lora):  # on the device now: the adapters-off reference may score before the Loop
         policy = lora.add_adapters(policy, cfg.lora, "causal", cfg.policy).to(device)
-    reference = load_reference(cfg, policy, device)
+    # π_ref: the model at cfg.reference, else the policy's weights read again (with LoRA: its adapters off)
+    reference = load_reference(policy, cfg.policy, cfg.reference, dtype=cfg.dtype,
+                               trust_remote_code=cfg.trust_remote_code, device=device)
     if cfg.precompute_reference:
         splits = {"train": train, **({"test": test} if test else {})}
         attach_reference(cfg, run_dir, reference, splits, pad_id(tokenizer), device)
