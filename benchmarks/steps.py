@@ -111,7 +111,7 @@ def full_pairs(path: str, tokenizer, length: int, n: int):
     """The first `n` PairTokens whose longer row is exactly `length` tokens, with a prompt ≤ length / 2."""
     import logging
 
-    from tether.data import PreferenceExample, tokenize_preferences
+    from tether.preferences import PreferenceExample, tokenize_preferences
 
     logging.getLogger("tether.data").setLevel(logging.ERROR)  # one "cut" notice per pair otherwise
 
@@ -202,12 +202,12 @@ def stage_sft(bench: Bench):
 
 def stage_rm(bench: Bench):
     from tether.reward_model import create_reward_model
-    from tether.trainers.rm import RMPair, RMTask
+    from tether.trainers.rm import RMTask
 
     model, _ = create_reward_model(bench.model_path)
     loop = bench.loop(model, bench.args.pairs)
     task = RMTask(bench.pad, loop.cfg.micro_batch_size)
-    items = [RMPair(p) for p in bench.pairs]
+    items = list(bench.pairs)
     return supervised_steps(bench, loop, task, items, bench.args.pairs), {
         "rows": 2 * bench.args.pairs, "passes": {"train": 1}}
 

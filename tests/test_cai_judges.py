@@ -145,7 +145,7 @@ def test_llm_judge_is_a_probability_and_symmetric(llm_judge):
 def test_llm_judge_card_on_human_pairs(llm_judge, tmp_path):
     """A preference file's pairs: shown in a seeded order, the card measures agreement with the human side."""
     from tether.cai import label_and_write, pairs_from_file
-    from tether.data import load_preferences
+    from tether.preferences import load_preferences
 
     path = tmp_path / "prefs.jsonl"
     path.write_text("".join(f'{{"prompt": "{p}", "chosen": "{a}", "rejected": "{b}"}}\n'

@@ -12,14 +12,11 @@ import torch
 from plumbing_helpers import tiny_tokenizer, word_id, write_jsonl
 
 from tether.data import (
-    PairTokens,
     PromptTokens,
     SFTTokens,
-    collate_pairs,
     collate_prompts,
     collate_sft,
     encode_prompt,
-    load_preferences,
     load_prompts,
     load_sft,
     pad,
@@ -29,6 +26,7 @@ from tether.data import (
     tokenize_sft,
 )
 from tether.errors import DataError
+from tether.preferences import PairTokens, collate_pairs, load_preferences
 
 A, B, C, D, EOS, PAD = word_id("a"), word_id("b"), word_id("c"), word_id("d"), 3, 0
 

@@ -162,7 +162,7 @@ def test_soft_labels_and_hard_labels_against_hand_computation(paths):
     policy = load_causal_lm(str(paths["policy"]), "float32")
     ref = load_causal_lm(str(paths["other"]), "float32")
     items = items_of(paths, "train", "data.use_soft_labels=true")[:3]
-    items[2].label = 0.5
+    items[2].tokens.label = 0.5
     hs = [h_by_hand(policy, ref, x) for x in items]
     assert all(abs(h) > 0.05 for h in hs)  # the test would not tell soft from hard labels otherwise
     terms = [x.label * ell(0.5 * h) + (1 - x.label) * ell(-0.5 * h) for x, h in zip(items, hs, strict=True)]
@@ -209,7 +209,7 @@ def test_precomputed_reference_log_probs_equal_per_step_ones(paths, tmp_path):
     batch = items[3:9]
     cached = DPOTask(cfg, tiny_tokenizer(), reference=None)
     per_step = DPOTask(cfg, tiny_tokenizer(), reference=ref)
-    plain = [DPOPair(x.tokens, x.label) for x in batch]  # no ref: scored at the step
+    plain = [DPOPair(x.tokens) for x in batch]  # no ref: scored at the step
     assert "ref_chosen" in cached.collate(batch) and "ref_chosen" not in per_step.collate(plain)
     a, ma = cached.loss(policy, cached.collate(batch), num_units=6)
     b, mb = per_step.loss(policy, per_step.collate(plain), num_units=6)

@@ -12,9 +12,10 @@ import json
 import pytest
 
 from tether.cli import main
-from tether.data import load_preferences, load_prompts
+from tether.data import load_prompts
 from tether.errors import DataError
 from tether.hh_rlhf import import_hh_rlhf, read_pairs
+from tether.preferences import load_preferences
 
 H, A = "\n\nHuman: ", "\n\nAssistant: "
 BREAD = {"chosen": f"{H}How do I bake bread?{A}Mix flour and water.",

@@ -18,7 +18,7 @@ from test_dpo import overrides as dpo_overrides
 from test_dpo import reversal_pairs
 from transformers import AutoModelForCausalLM
 
-from tether import lora
+from tether import lora, reference
 from tether.config import (
     DPOConfig,
     GRPOConfig,
@@ -29,8 +29,8 @@ from tether.config import (
     SFTConfig,
     load_config,
 )
-from tether.data import collate_pairs
 from tether.errors import TetherError
+from tether.preferences import collate_pairs
 from tether.trainers import dpo, rl
 from tether.trainers.dpo import load_dpo_pairs, reference_logprobs, train_dpo
 from tether.trainers.ppo import train_ppo
@@ -74,7 +74,8 @@ def test_dpo_with_lora_uses_the_policy_with_adapters_off_as_reference(dpo_paths,
                                                                        monkeypatch):
     loads = []
     load = dpo.load_causal_lm
-    monkeypatch.setattr(dpo, "load_causal_lm", lambda *a: loads.append(a) or load(*a))
+    for module in (dpo, reference):  # the policy's load and any reference's (tether.reference)
+        monkeypatch.setattr(module, "load_causal_lm", lambda *a: loads.append(a) or load(*a))
     cfg = load_config(DPOConfig, None, [*dpo_overrides(dpo_paths, max_steps=4, save_every=2), *LORA])
     out = train_dpo(cfg, tmp_path / "run")
     assert len(loads) == 1  # the policy only: no copy of it as the reference
@@ -101,7 +102,8 @@ def test_dpo_with_lora_uses_the_policy_with_adapters_off_as_reference(dpo_paths,
 def test_dpo_with_lora_and_another_reference_loads_that_reference(dpo_paths, tmp_path, monkeypatch):
     loads = []
     load = dpo.load_causal_lm
-    monkeypatch.setattr(dpo, "load_causal_lm", lambda *a: loads.append(a[0]) or load(*a))
+    for module in (dpo, reference):  # the policy's load, then the reference's (tether.reference)
+        monkeypatch.setattr(module, "load_causal_lm", lambda *a: loads.append(a[0]) or load(*a))
     more = [f"reference={dpo_paths['other']}", "eval.kl_prompts=0"]
     cfg = load_config(DPOConfig, None, [*dpo_overrides(dpo_paths, max_steps=1, save_every=0), *LORA, *more])
     train_dpo(cfg, tmp_path / "run")
@@ -119,6 +121,8 @@ def test_rloo_with_lora_keeps_the_base_and_loads_no_reference_copy(tmp_path, cap
     loads = []
     load = rl.load_policy
     monkeypatch.setattr(rl, "load_policy", lambda cfg: loads.append(cfg.policy) or load(cfg))
+    load_lm = reference.load_causal_lm  # where a reference or evaluation base would be loaded
+    monkeypatch.setattr(reference, "load_causal_lm", lambda *a: loads.append(a[0]) or load_lm(*a))
     refs = []
     init = rl.RLRun.__init__
 

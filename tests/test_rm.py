@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from tether.commands import rm as rm_command
 from tether.config import RMConfig, RMDataConfig, load_config
-from tether.data import PairTokens, collate_pairs, load_preferences, tokenize_preferences
 from tether.errors import DataError, TetherError
+from tether.preferences import PairTokens, collate_pairs, load_preferences, tokenize_preferences
 from tether.reward_model import (
     create_reward_model,
     encode_pair_text,
@@ -35,7 +35,7 @@ from tether.reward_model import (
 from tether.rewards import load_reward
 from tether.trainers import checkpoint as ckpt
 from tether.trainers.base import Loop, read_metrics
-from tether.trainers.rm import RMPair, RMTask, load_pairs, train_rm
+from tether.trainers.rm import RMTask, load_rm_pairs, train_rm
 
 REST = [w for w in WORDS if w not in ("a", "b", "c")]
 
@@ -159,8 +159,8 @@ def test_loss_matches_bradley_terry_by_hand(rm):
     margin (the default task) reduce each term to ℓ(r_w − r_l)."""
     model, _ = rm
     items = [
-        RMPair(PairTokens([4, 5], [6, 3], [7, 8, 3]), label=0.8, margin=0.5),
-        RMPair(PairTokens([9], [10, 11, 12, 3], [13, 3]), label=1.0, margin=-0.25),
+        PairTokens([4, 5], [6, 3], [7, 8, 3], label=0.8, margin=0.5),
+        PairTokens([9], [10, 11, 12, 3], [13, 3], label=1.0, margin=-0.25),
     ]
 
     def alone(prompt, response):
@@ -169,7 +169,7 @@ def test_loss_matches_bradley_terry_by_hand(rm):
             return float(token_scores(model, ids, torch.ones_like(ids))[0, -1])
 
     r = [
-        (alone(x.tokens.prompt_ids, x.tokens.chosen_ids), alone(x.tokens.prompt_ids, x.tokens.rejected_ids))
+        (alone(x.prompt_ids, x.chosen_ids), alone(x.prompt_ids, x.rejected_ids))
         for x in items
     ]
 
@@ -259,8 +259,8 @@ def test_labels_and_margins_stay_with_their_pair_when_one_is_skipped(tmp_path):
     ]
     path = write_jsonl(tmp_path / "p.jsonl", recs)
     d = RMDataConfig(train=str(path), max_length=4, too_long="skip", use_soft_labels=True, margin_field="m")
-    got = load_pairs(path, tiny_tokenizer(), d)
-    assert [(x.tokens.prompt_ids, x.label, x.margin) for x in got] == [([5], 0.9, 1.0), ([6], 0.6, 3.0)]
+    got = load_rm_pairs(path, tiny_tokenizer(), d)
+    assert [(x.prompt_ids, x.label, x.margin) for x in got] == [([5], 0.9, 1.0), ([6], 0.6, 3.0)]
 
 
 @pytest.mark.parametrize(

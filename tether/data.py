@@ -1,11 +1,11 @@
-"""JSONL datasets, tokenisation and collators: the one data path of lab and real data.
+"""JSONL datasets, tokenisation and collators: the one data path of lab and real data (preference pairs:
+tether.preferences).
 
 Formats (one JSON object per line of UTF-8 text, gzip-compressed or not; blank lines are ignored):
 - SFT: {"prompt": str, "completion": str} or {"messages": [{"role", "content"}, ...]} whose last message is
   the assistant's (the completion; the messages before it are the prompt, so only the last turn is trained).
-- preferences: {"prompt", "chosen", "rejected"}; prompt is a string or a messages list, chosen/rejected
-  strings. A pair whose chosen and rejected are the same text states no preference (its loss is log 2
-  whatever the model): such ties are counted, reported once and left out; a file of ties only is an error.
+- preferences: {"prompt", "chosen", "rejected"}, optionally a "label" and a margin column; read, tokenised
+  and collated by tether.preferences with the readers and validators here.
 - prompts: {"prompt"} (string or messages, not empty) plus any metadata (kept in `PromptExample.meta`).
 A message's role is "system", "user" or "assistant", and a prompt never ends on an assistant turn (the
 response to be trained or sampled follows it). A gzip file is recognised by its first two bytes (1f 8b),
@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from tether.errors import DataError, TetherError
 
@@ -48,15 +47,6 @@ ROLES = ("system", "user", "assistant")
 class SFTExample:
     prompt: Prompt
     completion: str
-    path: str
-    line: int
-
-
-@dataclass
-class PreferenceExample:
-    prompt: Prompt
-    chosen: str
-    rejected: str
     path: str
     line: int
 
@@ -157,7 +147,8 @@ def lone_surrogate_field(value, where: str = "") -> str | None:
     return None
 
 
-def _text(path, line, obj, key) -> str:
+def text_column(path, line, obj, key) -> str:
+    """The string in column `key`; DataError when it is missing or not a string."""
     if key not in obj:
         raise DataError(path, line, f"missing column {key!r} (columns: {', '.join(sorted(obj))})")
     value = obj[key]
@@ -166,8 +157,9 @@ def _text(path, line, obj, key) -> str:
     return value
 
 
-def _nonempty(path, line, obj, key) -> str:
-    value = _text(path, line, obj, key)
+def nonempty_text(path, line, obj, key) -> str:
+    """`text_column`, refused when it is blank."""
+    value = text_column(path, line, obj, key)
     if not value.strip():
         raise DataError(path, line, f"empty {key}")
     return value
@@ -191,14 +183,15 @@ def _check_prompt_end(path, line, prompt: Prompt) -> None:
                         "system turn")
 
 
-def _prompt(path, line, obj) -> Prompt:
+def prompt_column(path, line, obj) -> Prompt:
+    """The "prompt" column: text, or a messages list that does not end on an assistant turn."""
     if "prompt" not in obj:
         raise DataError(path, line, f"missing column 'prompt' (columns: {', '.join(sorted(obj))})")
     if isinstance(obj["prompt"], list):
         prompt = _messages(path, line, obj["prompt"], "prompt")
         _check_prompt_end(path, line, prompt)
         return prompt
-    return _text(path, line, obj, "prompt")
+    return text_column(path, line, obj, "prompt")
 
 
 def load_sft(path: str | Path) -> list[SFTExample]:
@@ -215,8 +208,8 @@ def load_sft(path: str | Path) -> list[SFTExample]:
             _check_prompt_end(path, line, msgs[:-1])
             out.append(SFTExample(msgs[:-1], last["content"], str(path), line))
         elif "prompt" in obj or "completion" in obj:
-            prompt = _prompt(path, line, obj)
-            completion = _text(path, line, obj, "completion")
+            prompt = prompt_column(path, line, obj)
+            completion = text_column(path, line, obj, "completion")
             if not completion.strip():
                 raise DataError(path, line, "empty completion")
             out.append(SFTExample(prompt, completion, str(path), line))
@@ -227,30 +220,11 @@ def load_sft(path: str | Path) -> list[SFTExample]:
     return out
 
 
-def load_preferences(path: str | Path) -> list[PreferenceExample]:
-    """Preference pairs: prompt (text or messages), chosen, rejected. Ties (chosen == rejected) are left out
-    with one warning that counts them; DataError when every pair is one."""
-    out = []
-    for line, obj in read_jsonl(path):
-        prompt = _prompt(path, line, obj)
-        chosen = _nonempty(path, line, obj, "chosen")
-        rejected = _nonempty(path, line, obj, "rejected")
-        out.append(PreferenceExample(prompt, chosen, rejected, str(path), line))
-    ties = [ex.line for ex in out if ex.chosen == ex.rejected]
-    if len(ties) == len(out):
-        raise DataError(path, None, f"every pair ({len(out)}) has chosen == rejected: no preference to learn")
-    if ties:
-        log.warning("%s: %d of %d pairs have chosen == rejected (first at %s:%d); left out: a tie states no "
-                    "preference (its loss is log 2 whatever the model)", path, len(ties), len(out), path,
-                    ties[0])
-    return [ex for ex in out if ex.chosen != ex.rejected]
-
-
 def load_prompts(path: str | Path) -> list[PromptExample]:
     """Prompts for sampling (not empty); every other column is kept as metadata (e.g. for a gold reward)."""
     out = []
     for line, obj in read_jsonl(path):
-        prompt = _prompt(path, line, obj)
+        prompt = prompt_column(path, line, obj)
         if isinstance(prompt, str) and not prompt.strip():
             raise DataError(path, line, "empty prompt: nothing to sample a response to")
         meta = {k: v for k, v in obj.items() if k != "prompt"}
@@ -318,18 +292,6 @@ class SFTTokens:
 
 
 @dataclass
-class PairTokens:
-    prompt_ids: list[int]
-    chosen_ids: list[int]  # EOS included
-    rejected_ids: list[int]
-
-
-def pair_shape(pair: PairTokens) -> tuple[int, int]:
-    """(rows, tokens per row) of a pair in `collate_pairs`: two rows as long as prompt + its longer side."""
-    return 2, len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
-
-
-@dataclass
 class PromptTokens:
     prompt_ids: list[int]
     example: PromptExample
@@ -355,7 +317,7 @@ class Skips:
             log.warning("cut %d %s to fit the maximum length", self.truncated, what)
 
 
-def _check_prompt_length(ex, n: int, limit: int, too_long: str, skips: Skips, what: str) -> bool:
+def check_prompt_length(ex, n: int, limit: int, too_long: str, skips: Skips, what: str) -> bool:
     """True to keep the record; raises in 'error' mode, counts in 'skip' mode."""
     if n < limit:
         return True
@@ -375,32 +337,13 @@ def tokenize_sft(
     for ex in examples:
         p = encode_nonempty_prompt(tokenizer, ex, chat_template)
         c = encode_completion(tokenizer, ex.completion)
-        if not _check_prompt_length(ex, len(p), max_length, too_long, skips, "a completion"):
+        if not check_prompt_length(ex, len(p), max_length, too_long, skips, "a completion"):
             continue
         if len(p) + len(c) > max_length:
             c = c[: max_length - len(p)]
             skips.truncated += 1
         out.append(SFTTokens(p, c))
     skips.report("SFT records")
-    return out, skips
-
-
-def tokenize_preferences(
-    examples: Sequence[PreferenceExample], tokenizer, max_length: int, too_long: str = "error",
-    chat_template: str = "auto",
-) -> tuple[list[PairTokens], Skips]:
-    """Prompt, chosen and rejected ids per pair; responses are cut so that prompt + response fits."""
-    out, skips = [], Skips()
-    for ex in examples:
-        p = encode_nonempty_prompt(tokenizer, ex, chat_template)
-        if not _check_prompt_length(ex, len(p), max_length, too_long, skips, "a response"):
-            continue
-        room = max_length - len(p)
-        chosen, rejected = encode_completion(tokenizer, ex.chosen), encode_completion(tokenizer, ex.rejected)
-        if len(chosen) > room or len(rejected) > room:
-            skips.truncated += 1
-        out.append(PairTokens(p, chosen[:room], rejected[:room]))
-    skips.report("preference pairs")
     return out, skips
 
 
@@ -463,13 +406,6 @@ def collate_sft(items: Sequence[SFTTokens], pad_value: int, side: str = "right")
     """An SFT batch: input_ids, attention_mask, loss_mask, each (B, T)."""
     prompts, completions = [x.prompt_ids for x in items], [x.completion_ids for x in items]
     return collate_completions(prompts, completions, pad_value, side)
-
-
-def collate_pairs(items: Sequence[PairTokens], pad_value: int, side: str = "right") -> dict[str, Tensor]:
-    """A preference batch of 2B rows, the B chosen rows first, then the B rejected rows in the same order."""
-    prompts = [x.prompt_ids for x in items] * 2
-    responses = [x.chosen_ids for x in items] + [x.rejected_ids for x in items]
-    return collate_completions(prompts, responses, pad_value, side)
 
 
 def collate_prompts(items: Sequence[PromptTokens], pad_value: int) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 Harmless Assistant with Reinforcement Learning from Human Feedback").
 
     summary = import_hh_rlhf("harmless-base/test.jsonl.gz", "data/hh", test_fraction=0.2, seed=0)
-    pairs = tether.data.load_preferences("data/hh/train.jsonl")
+    pairs = tether.preferences.load_preferences("data/hh/train.jsonl")
 
 Each HH record is {"chosen": transcript, "rejected": transcript}, a transcript being "\\n\\nHuman: ..." and
 "\\n\\nAssistant: ..." turns; the two transcripts share every turn but the last Assistant one. A record

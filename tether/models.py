@@ -84,3 +84,17 @@ def quiet_transformers(errors_only: bool = False):
         hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str):
+    """Only errors from logger `name` inside the block (e.g. no per-pair cut/skip notices of tether.data)."""
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

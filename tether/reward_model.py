@@ -188,9 +188,10 @@ def training_settings(model_dir: str | Path) -> tuple[str, int | None]:
 def encode_pair_text(
     tokenizer, prompt: Prompt, completion: str, chat_template: str = "auto", max_length: int | None = None
 ) -> list[int]:
-    """Prompt ids + completion ids + EOS, exactly as `tether.data.tokenize_preferences` builds a response row
-    (an empty prompt becomes BOS): with max_length the completion is cut to fit, as in training, and a prompt
-    that leaves no room for it is a TetherError (training refused or skipped such rows); None cuts nothing."""
+    """Prompt ids + completion ids + EOS, exactly as `tether.preferences.tokenize_preferences` builds a
+    response row (an empty prompt becomes BOS): with max_length the completion is cut to fit, as in training,
+    and a prompt that leaves no room for it is a TetherError (training refused or skipped such rows); None
+    cuts nothing."""
     ex = SimpleNamespace(prompt=prompt, path="<prompt>", line=None)
     p, c = encode_nonempty_prompt(tokenizer, ex, chat_template), encode_completion(tokenizer, completion)
     if max_length is None:

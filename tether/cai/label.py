@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tether.cai.card import agreement_with, position_bias_rate, write_card
 from tether.cai.judges import ConstitutionJudge
-from tether.data import load_preferences
 from tether.files import write_text_atomic
 from tether.lab.jsonl import dumps
+from tether.preferences import load_preferences
 
 
 @dataclass

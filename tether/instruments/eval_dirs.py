@@ -85,10 +85,11 @@ def evaluate_policy_dirs(policy_dir: str, base_dir: str, cfg: EvalConfig, out: s
 
 
 def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) -> dict:
-    from tether.data import load_preferences, load_prompts, load_sft, tokenize_prompts, tokenize_sft
+    from tether.data import load_prompts, load_sft, tokenize_prompts, tokenize_sft
     from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET
     from tether.instruments.judges import GoldJudge, ScoreJudge
     from tether.instruments.policy import evaluate_policy
+    from tether.preferences import load_preferences
     from tether.rewards import gold, is_lab_prompt, load_reward
 
     start = time.perf_counter()

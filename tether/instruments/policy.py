@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from tether.data import PreferenceExample, PromptExample, PromptTokens, SFTTokens, encode_nonempty_prompt
+from tether.data import PromptExample, PromptTokens, SFTTokens, encode_nonempty_prompt
 from tether.instruments.capability import capability_accuracy, heldout_perplexity
 from tether.instruments.evaluate import Samples, sample_responses
 from tether.instruments.hacking import HackingConfig, reward_hacking
@@ -26,6 +26,7 @@ from tether.instruments.stats import mean_stderr, not_measured, pearson
 from tether.instruments.sycophancy import sycophancy_rate
 from tether.instruments.text_stats import repetition
 from tether.instruments.win_rate import win_rate
+from tether.preferences import PreferenceExample
 
 NO_RM = "no reward model given (--rm)"
 

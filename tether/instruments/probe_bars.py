@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tether.data import load_preferences, load_sft
+from tether.data import load_sft
 from tether.errors import DataError
+from tether.preferences import load_preferences
 from tether.reward_model import score_texts
 
 

@@ -34,17 +34,18 @@ from accelerate import PartialState
 from accelerate.utils import gather_object, set_seed
 
 from tether import lora
-from tether.config import DPOConfig, DPODataConfig, RMDataConfig, validate
-from tether.data import PairTokens, collate_pairs, collate_prompts, eos_id, pad_id, pair_shape
+from tether.config import DPOConfig, DPODataConfig, validate
+from tether.data import collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
 from tether.files import storage_error, write_json
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.precision import autocast, autocast_precision
+from tether.preferences import PairTokens, collate_pairs, load_pairs, pair_shape
+from tether.reference import load_reference
 from tether.rollout import completion_logprobs, sample
 from tether.trainers.base import Loop, claim_run, prepare_run_dir
-from tether.trainers.rm import load_pairs
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
@@ -55,23 +56,21 @@ KL_SEED_OFFSET = 7919  # the KL samples' generator: seed + this, the same prompt
 
 @dataclass
 class DPOPair:
-    """A tokenised pair, its label and (when precomputed) the reference's log-probs of its two responses."""
+    """A tokenised pair (with its label) and, when precomputed, the reference's log-probs of its responses."""
 
     tokens: PairTokens
-    label: float = 1.0  # P(chosen ≻ rejected); 1 is a sure preference
     ref: tuple[float, float] | None = None  # (log π_ref(y_w|x), log π_ref(y_l|x)), reduced like the policy's
+
+    @property
+    def label(self) -> float:
+        """P(chosen ≻ rejected); 1 is a sure preference."""
+        return self.tokens.label
 
 
 def load_dpo_pairs(path, tokenizer, d: DPODataConfig) -> list[DPOPair]:
-    """Read, validate (errors name file:line) and tokenise a preference file, as the reward model does."""
-    as_rm = RMDataConfig(
-        train=str(path),
-        max_length=d.max_length,
-        too_long=d.too_long,
-        chat_template=d.chat_template,
-        use_soft_labels=d.use_soft_labels,
-    )
-    return [DPOPair(p.tokens, p.label) for p in load_pairs(path, tokenizer, as_rm)]
+    """Read, validate (errors name file:line) and tokenise a preference file (tether.preferences)."""
+    pairs = load_pairs(path, tokenizer, d.max_length, d.too_long, d.chat_template, d.use_soft_labels)
+    return [DPOPair(p) for p in pairs]
 
 
 def check_config(cfg: DPOConfig) -> None:
@@ -315,16 +314,6 @@ class DPOTask:
 # ------------------------------------------------------------------------------------------------ train
 
 
-def load_reference(cfg: DPOConfig, policy, device):
-    """π_ref on `device`. With LoRA (`policy` a peft model) it is the policy's own weights with the adapters
-    off (no copy), unless cfg.reference names other weights: those are loaded as a separate frozen model, as
-    without LoRA."""
-    if lora.is_peft(policy) and lora.same_model(cfg.reference, cfg.policy):
-        return lora.AdaptersOff(policy)
-    ref = load_causal_lm(cfg.reference or cfg.policy, cfg.dtype, cfg.trust_remote_code).eval()
-    return ref.requires_grad_(False).to(device)
-
-
 def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:
     """Train `cfg.policy` by DPO (or a variant) on `cfg.data` against `cfg.reference`; returns the run dir.
 
@@ -354,7 +343,9 @@ def _train_dpo(cfg: DPOConfig, run_dir: Path, resume) -> Path:
     device = PartialState(cpu=cfg.train.device == "cpu").device  # where the Loop will put the policy
     if lora.enabled(cfg.lora):  # on the device now: the adapters-off reference may score before the Loop
         policy = lora.add_adapters(policy, cfg.lora, "causal", cfg.policy).to(device)
-    reference = load_reference(cfg, policy, device)
+    # π_ref: the model at cfg.reference, else the policy's weights read again (with LoRA: its adapters off)
+    reference = load_reference(policy, cfg.policy, cfg.reference, dtype=cfg.dtype,
+                               trust_remote_code=cfg.trust_remote_code, device=device)
     if cfg.precompute_reference:
         splits = {"train": train, **({"test": test} if test else {})}
         attach_reference(cfg, run_dir, reference, splits, pad_id(tokenizer), device)

@@ -35,7 +35,6 @@ The config must have: policy, reference, tokenizer, dtype, seed, iterations, dat
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from tether.errors import DataError, TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import decode_responses, evaluate_judged
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
+from tether.reference import load_reference
 from tether.rewards import (
     RunningMoments,
     WeightedReward,
@@ -332,23 +332,18 @@ class RLRun:
     def load_reference(self, policy):
         """The frozen π_ref: the model at cfg.reference, or else a copy of the starting policy. With LoRA the
         copy is the policy itself with its adapters off (a different cfg.reference is still loaded)."""
-        if lora.is_peft(policy) and lora.same_model(self.cfg.reference, self.cfg.policy):
-            return lora.AdaptersOff(policy)
-        if self.cfg.reference:
-            model, _ = load_policy(dataclasses.replace(self.cfg, policy=self.cfg.reference))
-            return model.requires_grad_(False)
-        return copy.deepcopy(policy).requires_grad_(False)
+        c = self.cfg
+        return load_reference(policy, c.policy, c.reference, dtype=c.dtype,
+                              trust_remote_code=c.trust_remote_code, copy=True)
 
     def base_model(self):
         """The model to compare with: the reference, or (when training did not need one) a fresh copy of
         cfg.reference or cfg.policy loaded for this evaluation only."""
         if self.ref is not None:
             return self.ref
-        policy = self.loop.accelerator.unwrap_model(self.policy)
-        if lora.is_peft(policy) and lora.same_model(self.cfg.reference, self.cfg.policy):
-            return lora.AdaptersOff(policy)
-        model, _ = load_policy(dataclasses.replace(self.cfg, policy=self.cfg.reference or self.cfg.policy))
-        return model.requires_grad_(False).to(self.device)
+        c, policy = self.cfg, self.loop.accelerator.unwrap_model(self.policy)
+        return load_reference(policy, c.policy, c.reference, dtype=c.dtype,
+                              trust_remote_code=c.trust_remote_code, device=self.device)
 
     def evaluate(self) -> dict:
         """Held-out prompts: one policy and one base sample each; KL-from-base, win-rate vs base, mean

@@ -13,12 +13,9 @@ with its tokenizer) and summary.json with {"instruments": {"rm_test_accuracy": {
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,21 +23,13 @@ from accelerate.utils import gather_object, set_seed
 
 from tether import lora
 from tether.config import RMConfig, RMDataConfig
-from tether.data import (
-    PairTokens,
-    Skips,
-    collate_pairs,
-    load_preferences,
-    pad_id,
-    pair_shape,
-    read_jsonl,
-    tokenize_preferences,
-)
-from tether.errors import DataError, TetherError
+from tether.data import pad_id
+from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
+from tether.preferences import PairTokens, collate_pairs, load_pairs, pair_shape
 from tether.reward_model import create_reward_model, sequence_scores
 from tether.trainers.base import Loop, claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
@@ -48,72 +37,14 @@ from tether.trainers.supervised import to_device, train_supervised
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RMPair:
-    """A tokenised pair with what the loss needs besides tokens."""
-
-    tokens: PairTokens
-    label: float = 1.0  # probability that chosen is preferred (1: a sure preference)
-    margin: float = 0.0  # subtracted from r_chosen − r_rejected
-
-
 # ------------------------------------------------------------------------------------------------ data
 
 
-def _number(path, line, obj, key: str) -> float:
-    if key not in obj:
-        raise DataError(path, line, f"missing column {key!r} (columns: {', '.join(sorted(obj))})")
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise DataError(path, line, f"column {key!r} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def read_pair_extras(path, d: RMDataConfig) -> dict[int, tuple[float, float]]:
-    """{line: (label, margin)} from the columns the config asks for (1.0 and 0.0 when it asks for none)."""
-    extras = {}
-    if not (d.use_soft_labels or d.margin_field):
-        return extras
-    for line, obj in read_jsonl(path):
-        label = _number(path, line, obj, "label") if d.use_soft_labels else 1.0
-        if not 0.0 <= label <= 1.0:
-            raise DataError(path, line, f"column 'label' must be a probability in [0, 1], got {label}")
-        margin = _number(path, line, obj, d.margin_field) if d.margin_field else 0.0
-        extras[line] = (label, margin)
-    return extras
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str):
-    """Only errors from logger `name` inside the block (e.g. no per-pair cut/skip warnings)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def load_pairs(path, tokenizer, d: RMDataConfig) -> list[RMPair]:
-    """Read, validate and tokenise a preference file (errors name file:line).
-
-    Pairs are tokenised one at a time so that each keeps its own label and margin when some are skipped;
-    the skip/cut counts are reported once for the file.
-    """
-    examples = load_preferences(path)
-    extras = read_pair_extras(path, d)
-    out, skips = [], Skips()
-    with quiet_logger("tether.data"):
-        for ex in examples:
-            got, s = tokenize_preferences([ex], tokenizer, d.max_length, d.too_long, d.chat_template)
-            skips.truncated += s.truncated
-            if not got:
-                skips.add_skip(ex.path, ex.line)
-                continue
-            out.append(RMPair(got[0], *extras.get(ex.line, (1.0, 0.0))))
-    skips.report(f"preference pairs of {path}")
-    return out
+def load_rm_pairs(path, tokenizer, d: RMDataConfig) -> list[PairTokens]:
+    """The pairs of a preference file, each with the label and margin the config asks for
+    (tether.preferences.load_pairs)."""
+    return load_pairs(path, tokenizer, d.max_length, d.too_long, d.chat_template, d.use_soft_labels,
+                      d.margin_field)
 
 
 # ------------------------------------------------------------------------------------------------ task
@@ -135,18 +66,18 @@ class RMTask:
         self.pad_value, self.micro_batch_size, self.center_coef = pad_value, micro_batch_size, center_coef
         self.soft_labels, self.margins = soft_labels, margins
 
-    def collate(self, items: Sequence[RMPair]) -> dict[str, torch.Tensor]:
+    def collate(self, items: Sequence[PairTokens]) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask (2B, T): B chosen rows then B rejected rows; label, margin (B,)."""
-        batch = collate_pairs([x.tokens for x in items], self.pad_value, side="right")
+        batch = collate_pairs(items, self.pad_value, side="right")
         batch["label"] = torch.tensor([x.label for x in items], dtype=torch.float32)
         batch["margin"] = torch.tensor([x.margin for x in items], dtype=torch.float32)
         return batch
 
-    def count(self, items: Sequence[RMPair]) -> int:
+    def count(self, items: Sequence[PairTokens]) -> int:
         return len(items)
 
-    def shape(self, item: RMPair) -> tuple[int, int]:
-        return pair_shape(item.tokens)
+    def shape(self, item: PairTokens) -> tuple[int, int]:
+        return pair_shape(item)
 
     def scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) rewards, (B,) each, from one forward pass over all 2B rows."""
@@ -166,7 +97,7 @@ class RMTask:
         return mean_loss * (chosen.shape[0] / num_units), metrics  # the batch's sum over num_units
 
     @torch.no_grad()
-    def evaluate(self, loop: Loop, items: Sequence[RMPair]) -> dict[str, float]:
+    def evaluate(self, loop: Loop, items: Sequence[PairTokens]) -> dict[str, float]:
         """Held-out pairwise accuracy (ties count wrong), mean margin r_w − r_l, ECE of σ(r_w − r_l) and the
         mean loss; each process scores its share, the scores are gathered before the statistics."""
         model = loop.model
@@ -217,8 +148,8 @@ def _train_rm(cfg: RMConfig, run_dir: Path, resume) -> Path:
     if lora.enabled(cfg.lora):  # adapters on the trunk, the new score head trained in full
         model = lora.add_adapters(model, cfg.lora, "seq_cls", cfg.model)
     d = cfg.data
-    train = load_pairs(d.train, tokenizer, d)
-    test = load_pairs(d.test, tokenizer, d) if d.test else None
+    train = load_rm_pairs(d.train, tokenizer, d)
+    test = load_rm_pairs(d.test, tokenizer, d) if d.test else None
     if not train:
         raise TetherError(f"{d.train}: no training pairs left after skipping")
 
