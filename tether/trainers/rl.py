@@ -44,12 +44,19 @@ from accelerate.utils import DistributedType, set_seed
 from tether import lora
 from tether.config import dump_config, validate
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
-from tether.errors import DataError, TetherError
+from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
 from tether.kl_control import AdaptiveKLController, FixedKLController
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
-from tether.rewards import RunningMoments, gold, imported_code, is_lab_prompt, penalize_unended
+from tether.rewards import (
+    RunningMoments,
+    gold,
+    imported_code,
+    penalize_unended,
+    require_lab_prompts,
+    uses_gold,
+)
 from tether.rollout import Rollout, sample
 from tether.rollout_vllm import check_engine
 from tether.trainers.base import (
@@ -79,11 +86,8 @@ def read_prompts(path: str, gold_scored: bool) -> list:
     one must be a lab prompt (DataError at the first that is not), since the gold reward scores those only."""
     examples = load_prompts(path)
     if gold_scored:
-        for ex in examples:
-            if not is_lab_prompt(ex.prompt):
-                what = " (a messages list)" if isinstance(ex.prompt, list) else ""
-                problem = f"not a lab prompt{what}: the gold reward scores lab prompts only"
-                raise DataError(ex.path, ex.line, problem + " (reward.source or a reward term is 'gold')")
+        why = "the gold reward scores lab prompts only (reward.source or a reward term is 'gold')"
+        require_lab_prompts(examples, why)
     return examples
 
 
@@ -136,6 +140,8 @@ class RLTrainer:
         gold_scored = "gold" in self.reward_specs(cfg)  # the whole prompt files, before any model loads:
         train_prompts = read_prompts(cfg.data.train, gold_scored)
         test_prompts = read_prompts(cfg.data.test, gold_scored) if cfg.data.test else []
+        self.lab = uses_gold(cfg.eval.gold, train_prompts)  # the gold reward logged in training too
+        uses_gold(cfg.eval.gold, test_prompts)  # eval.gold=lab: a held-out prompt not the lab's stops here
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         resume = prepare_run_dir(self.run_dir, resume, cfg, self.stage)
@@ -160,7 +166,6 @@ class RLTrainer:
         if self.ref is not None:
             self.ref.to(self.device)
         self.reward = self.load_reward_fn()
-        self.lab = all(is_lab_prompt(x.prompt) for x in train_prompts)  # gold reward known for all: log it
         self.moments = RunningMoments()
         self.iteration, self.last_eval = 0, {}
         self.setup()
@@ -392,6 +397,7 @@ class RLTrainer:
                 proxy=self.proxy_scores,
                 max_new_tokens=self.cfg.rollout.max_new_tokens,
                 seed=self.cfg.seed,
+                gold=self.cfg.eval.gold,
             )
 
     def log_eval(self) -> None:
