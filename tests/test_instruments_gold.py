@@ -188,3 +188,23 @@ def test_rl_eval_gold_decides_the_judge_and_the_logged_gold(capsys, tmp_path, mo
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     golds = [m["gold"] for m in metrics if "gold" in m]
     assert golds and all((g is None) == (mode == "none") for g in golds), golds
+
+
+@pytest.mark.parametrize(("stored", "want"), [("eval:\n  max_prompts: 16\n  gold: none\n", "none"),
+                                              ("eval:\n  gold: lab\n", "lab"),
+                                              ("eval:\n  max_kl_samples: 4\n", "auto")])  # DPO: none stored
+def test_tether_run_evaluates_as_the_stage_was_judged(tmp_path, monkeypatch, stored, want):
+    """`tether run ppo.eval.gold=none`: the final evaluation (RUN/eval, whose win-rate the run's summary
+    reports) takes the stage's eval.gold from RUN/<algo>/config.yaml as it ran."""
+    from types import SimpleNamespace
+
+    from tether.pipeline import RunConfig, Shared, evaluate_stage
+
+    seen = []
+    monkeypatch.setattr(tether.instruments.eval_dirs, "evaluate_policy_dirs",
+                        lambda policy, base, cfg, out: seen.append(cfg.gold) or {})
+    (tmp_path / "ppo").mkdir()
+    (tmp_path / "ppo" / "config.yaml").write_text(stored)
+    shared = Shared(SimpleNamespace(root=tmp_path / "lab"), tmp_path / "sft", tmp_path / "p.jsonl", None, {})
+    evaluate_stage(tmp_path, RunConfig(), shared, 0.1)
+    assert seen == [want]
