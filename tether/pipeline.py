@@ -351,15 +351,25 @@ def _run_pipeline(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -
     return summary
 
 
+def stage_gold(stage_dir: Path) -> str:
+    """The stage's eval.gold as it ran (STAGE/config.yaml), so that the final evaluation is judged as the
+    stage's own was; "auto" for a stage without the setting (DPO)."""
+    import yaml
+
+    stored = yaml.safe_load((stage_dir / "config.yaml").read_text()) or {}
+    return (stored.get("eval") or {}).get("gold", "auto")
+
+
 def evaluate_stage(run_dir: Path, cfg: RunConfig, shared: Shared, beta: float) -> dict:
     """`tether eval` of the stage-3 policy in RUN/<algo> against the SFT model into RUN/eval (every
     instrument and the reward-hacking verdict; its KL and win-rate are the trainers' own, drawn with the
-    same seeds)."""
+    same seeds and judged by the stage's eval.gold)."""
     from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
 
     print(f"tether run: evaluating the policy in {run_dir / cfg.algo} against SFT", flush=True)
     rm = str(shared.rm_dir) if shared.rm_dir else None
-    config = EvalConfig(rm=rm, lab=str(shared.lab.root), beta=beta, seed=cfg.seed)
+    gold = stage_gold(run_dir / cfg.algo)
+    config = EvalConfig(rm=rm, lab=str(shared.lab.root), beta=beta, seed=cfg.seed, gold=gold)
     policy = str(run_dir / cfg.algo / "model")
     return evaluate_policy_dirs(policy, str(shared.sft_model), config, str(run_dir / "eval"))
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from tether.errors import TetherError
+from tether.errors import DataError, TetherError
 
 RewardFn = Callable[[Sequence, Sequence[str]], torch.Tensor]
 
@@ -84,6 +84,34 @@ def is_lab_prompt(prompt) -> bool:
     except (ValueError, AttributeError):
         return False
     return True
+
+
+GOLD_MODES = ("auto", "lab", "none")  # the values of the `gold` setting of an evaluation (`uses_gold`)
+
+
+def require_lab_prompts(examples: Sequence, why: str) -> None:
+    """DataError naming FILE:LINE of the first example (a tether.data.PromptExample) whose prompt is not a
+    lab prompt; `why` says what needs lab prompts."""
+    for ex in examples:
+        if not is_lab_prompt(ex.prompt):
+            what = " (a messages list)" if isinstance(ex.prompt, list) else ""
+            raise DataError(ex.path, ex.line, f"not a lab prompt{what}: {why}")
+
+
+def uses_gold(mode: str, examples: Sequence) -> bool:
+    """Whether the lab's gold reward judges an evaluation on `examples` (tether.data.PromptExample) and is
+    reported beside the proxy reward: the one place this is decided.
+
+    mode "auto": when every prompt is a lab prompt; "lab": always, and a DataError at the first prompt that
+    is not a lab prompt; "none": never (the proxy, or a given judge, judges)."""
+    if mode == "auto":
+        return all(is_lab_prompt(ex.prompt) for ex in examples)
+    if mode == "lab":
+        require_lab_prompts(examples, "gold is 'lab' (use gold=auto or gold=none for other prompts)")
+        return True
+    if mode == "none":
+        return False
+    raise TetherError(f"gold must be one of {', '.join(GOLD_MODES)}; got {mode!r}")
 
 
 class FunctionReward:

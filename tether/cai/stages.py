@@ -17,9 +17,9 @@ from tether import rundir
 from tether.cai.constitution import load_constitution
 from tether.cai.judges import LabRater, load_judge
 from tether.cai.label import Pair, label_pairs, pairs_from_file, sample_pairs, write_labels
-from tether.errors import DataError, TetherError
+from tether.errors import TetherError
 from tether.files import write_json, write_text_atomic
-from tether.rewards import is_lab_prompt
+from tether.rewards import require_lab_prompts
 
 
 def load_policy(policy_dir: str | Path):
@@ -90,10 +90,7 @@ def run_revision(constitution: str | Path | None, critic: str, out: str | Path, 
     con = load_constitution(constitution)
     examples = load_prompts(prompts)[:limit]
     if critic == "lab":  # it edits lab replies by the lab rater's reading of them: lab prompts only
-        for ex in examples:
-            if not is_lab_prompt(ex.prompt):
-                raise DataError(ex.path, ex.line, "not a lab prompt: the lab critic revises lab prompts only "
-                                "(use --critic llm:MODEL_DIR)")
+        require_lab_prompts(examples, "the lab critic revises lab prompts only (use --critic llm:MODEL_DIR)")
         critic_ = LabCritic(LabRater(con, seed=seed))
     elif critic.startswith("llm:") and critic[4:]:
         critic_ = LLMCritic(*load_policy(critic[4:]), max_new_tokens=critic_tokens, seed=seed)

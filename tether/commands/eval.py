@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demos", metavar="FILE", help="held-out demonstrations for perplexity")
     parser.add_argument("--judge", metavar="DIR", help="a causal LM as pairwise judge of the win-rate")
     parser.add_argument("--beta", type=float, help="the policy's KL coefficient (default: from its run)")
+    parser.add_argument(
+        "--gold", choices=("auto", "lab", "none"),
+        help="the lab's gold reward judges and is reported: auto (default) when every prompt is a lab "
+        "prompt, lab always (other prompts are an error), none never (the RM or --judge judges)",
+    )
     parser.add_argument("--out", metavar="DIR", help="output directory (default: runs/eval-<time>)")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from tether.instruments.report import terminal_table
 
     cfg = load_config(EvalConfig, None, list(args.overrides))
-    for key in ("rm", "lab", "prompts", "prefs", "demos", "judge", "beta"):
+    for key in ("rm", "lab", "prompts", "prefs", "demos", "judge", "beta", "gold"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     out = Path(args.out) if args.out else Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"

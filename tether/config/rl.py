@@ -126,6 +126,8 @@ class PPOEvalConfig:
 
     max_prompts: int = ranged(200, ">= 1")
     """Held-out prompts to evaluate on (the first ones of data.test)."""
+    gold: Literal["auto", "lab", "none"] = "auto"
+    """Gold reward as judge and logged figure: auto if every prompt is the lab's; lab: they must be; none."""
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tether import rundir
 from tether.errors import TetherError
@@ -35,6 +36,9 @@ class EvalConfig:
     """Held-out demonstrations for heldout_perplexity (default with --lab: the lab's sft.test.jsonl)."""
     judge: str | None = None
     """A causal LM directory to judge the win-rate pairwise (default: gold on the lab, else the RM)."""
+    gold: Literal["auto", "lab", "none"] = "auto"
+    """The lab's gold reward as judge and reported reward: auto when every prompt is a lab prompt; lab
+    always (a prompt that is not the lab's is an error); none never (the RM or --judge judges)."""
     beta: float | None = None
     """The policy's KL coefficient (default: read from the policy run's summary.json or config.yaml)."""
     max_prompts: int = 200
@@ -86,11 +90,10 @@ def evaluate_policy_dirs(policy_dir: str, base_dir: str, cfg: EvalConfig, out: s
 
 def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) -> dict:
     from tether.data import load_prompts, load_sft, tokenize_prompts, tokenize_sft
-    from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET
-    from tether.instruments.judges import GoldJudge, ScoreJudge
+    from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, choose_judge
     from tether.instruments.policy import evaluate_policy
     from tether.preferences import load_preferences
-    from tether.rewards import gold, is_lab_prompt, load_reward
+    from tether.rewards import is_lab_prompt, load_reward, uses_gold
 
     start = time.perf_counter()
     lab_paths = None
@@ -107,24 +110,24 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     prefs_path = cfg.prefs or (str(lab_paths.data("prefs", "test")) if lab_paths and cfg.rm else None)
     demos_path = cfg.demos or (str(lab_paths.data("sft", "test")) if lab_paths else None)
 
-    policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
     examples = load_prompts(prompts_path)[: cfg.max_prompts]
+    uses_gold(cfg.gold, examples)  # gold=lab: a prompt that is not the lab's stops here, before models load
+    policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
     items, _ = tokenize_prompts(examples, tokenizer, cfg.max_prompt_length, too_long="skip")
     if not items:
         raise TetherError(f"{prompts_path}: no usable prompts")
-    lab = all(is_lab_prompt(x.example.prompt) for x in items)
     proxy_fn = load_reward(cfg.rm, device=cfg.device) if cfg.rm else None
     proxy = (lambda p, r: proxy_fn(p, r).tolist()) if proxy_fn else None
+    llm_judge = None
     if cfg.judge:
         from tether.instruments.llm_judge import load_llm_judge
 
-        judge = load_llm_judge(cfg.judge, device=cfg.device)
-    elif lab:
-        judge = GoldJudge()
-    elif proxy is not None:
-        judge = ScoreJudge(proxy, "rm", soft=False)
-    else:
-        raise TetherError("outside the lab the win-rate needs a judge: give --rm DIR or --judge DIR")
+        llm_judge = load_llm_judge(cfg.judge, device=cfg.device)
+    judge, gold = choose_judge(
+        cfg.gold, items, proxy, proxy_name="rm", judge=llm_judge, hint=" (give --rm DIR or --judge DIR)"
+    )
+    # the behavioural instruments' labels: parsed from lab prompts (whatever judges), else read from fields
+    lab = all(is_lab_prompt(x.example.prompt) for x in items)
     demos = None
     if demos_path:
         demos, _ = tokenize_sft(load_sft(demos_path), tokenizer, cfg.max_length, too_long="skip")
@@ -138,7 +141,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         items,
         judge=judge,
         proxy=proxy,
-        gold=(lambda p, r: gold(p, r).tolist()) if lab else None,
+        gold=gold,
         lab=lab,
         demos=demos,
         prefs=prefs,

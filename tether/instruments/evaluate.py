@@ -1,8 +1,12 @@
-"""Evaluate a policy against its base on held-out prompts: samples, KL-from-base, win-rate, mean rewards.
+"""The one evaluator of a policy against its base on held-out prompts: samples, KL-from-base, win-rate and
+mean rewards, for every caller (the RL trainers' evaluation, `tether eval`, `tether run`).
 
 "base" is the model the policy started from and is held to by the KL (π_SFT in the InstructGPT pipeline).
 Each held-out prompt gets one policy sample and one base sample (temperature 1, top-p 1: the models'
 own distributions), so the win-rate compares like with like and the KL is that of the trained policy.
+`choose_judge` decides who judges the win-rate and whether the lab's gold reward is reported, from a `gold`
+setting (auto | lab | none, tether.rewards.uses_gold); `evaluate_judged` is both together, as the trainers
+call it; tether/instruments/policy.py adds the other instruments on the same samples.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from tether.data import PromptTokens, collate_prompts, eos_id, pad_id
+from tether.errors import TetherError
 from tether.instruments.judges import Judge, ScoreFn
 from tether.instruments.kl import kl_from_base
 from tether.instruments.stats import mean_stderr
@@ -27,6 +32,8 @@ class Samples:
     prompts: list  # the prompts as given in the data (text or messages)
     rollouts: list[Rollout]
     responses: list[str]
+    proxy: list[float] | None = None  # the proxy reward of each response (`evaluate_against_base`)
+    gold: list[float] | None = None  # the gold reward of each response
 
 
 def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
@@ -71,11 +78,12 @@ def sample_responses(
     return Samples([x.example.prompt for x in items], rollouts, responses)
 
 
-def _mean(score: ScoreFn | None, samples: Samples) -> float | None:
-    if score is None:
-        return None
-    values = [float(v) for v in score(samples.prompts, samples.responses)]
-    return mean_stderr(values)[0]
+def _scores(score: ScoreFn | None, samples: Samples) -> list[float] | None:
+    return None if score is None else [float(v) for v in score(samples.prompts, samples.responses)]
+
+
+def _mean(scores: list[float] | None) -> float | None:
+    return None if scores is None else mean_stderr(scores)[0]
 
 
 # Evaluation samples use their own seeds, apart from the training ones, and a fixed sampling batch, so that
@@ -100,7 +108,9 @@ def evaluate_against_base(
 ) -> dict:
     """{"instruments": {"kl_from_base", "win_rate_vs_base"}, "rewards": {"policy"/"base": {"proxy", "gold"}},
     "samples": {"policy", "base"}}: KL from policy samples (closed-form token KL summed per response), the
-    judge's win-rate of policy over base samples, and mean proxy (e.g. reward model) and gold rewards."""
+    judge's win-rate of policy over base samples, and mean proxy (e.g. reward model) and gold rewards (None
+    without that score). Policy samples are seeded with `seed`, base samples with seed + 1; the samples
+    carry each response's proxy and gold scores."""
     pol = sample_responses(
         policy, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
     )
@@ -111,11 +121,48 @@ def evaluate_against_base(
         "kl_from_base": kl_from_base(policy, base, pol.rollouts),
         "win_rate_vs_base": win_rate(judge, pol.prompts, pol.responses, ref.responses),
     }
+    for s in (pol, ref):
+        s.proxy, s.gold = _scores(proxy, s), _scores(gold, s)
     rewards = {
-        "policy": {"proxy": _mean(proxy, pol), "gold": _mean(gold, pol)},
-        "base": {"proxy": _mean(proxy, ref), "gold": _mean(gold, ref)},
+        "policy": {"proxy": _mean(pol.proxy), "gold": _mean(pol.gold)},
+        "base": {"proxy": _mean(ref.proxy), "gold": _mean(ref.gold)},
     }
     return {"instruments": instruments, "rewards": rewards, "samples": {"policy": pol, "base": ref}}
+
+
+def gold_scores(prompts, responses) -> list[float]:
+    """The lab's gold reward of each response (tether.rewards.gold), as floats."""
+    from tether.rewards import gold
+
+    return gold(prompts, responses).tolist()
+
+
+def choose_judge(
+    gold: str,
+    items: Sequence[PromptTokens],
+    proxy: ScoreFn | None,
+    *,
+    proxy_name: str = "proxy",
+    judge: Judge | None = None,
+    hint: str = "",
+) -> tuple[Judge, ScoreFn | None]:
+    """(the win-rate's judge, the gold score or None): the gold reward judges and is reported when
+    tether.rewards.uses_gold(gold, prompts) says so; a given `judge` (e.g. an LLM judge) judges whatever
+    `gold` says; else the proxy judges (1 / ½ / 0 as its scores compare), named `proxy_name`. TetherError
+    when nothing can judge (`hint` says what to give)."""
+    from tether.instruments.judges import GoldJudge, ScoreJudge
+    from tether.rewards import uses_gold
+
+    use_gold = uses_gold(gold, [x.example for x in items])
+    gold_fn = gold_scores if use_gold else None
+    if judge is not None:
+        return judge, gold_fn
+    if use_gold:
+        return GoldJudge(), gold_fn
+    if proxy is None:
+        why = "gold is 'none'" if gold == "none" else "the prompts are not all lab prompts"
+        raise TetherError(f"{why}: the win-rate needs a proxy reward or a judge to judge it{hint}")
+    return ScoreJudge(proxy, proxy_name, soft=False), gold_fn
 
 
 def evaluate_judged(
@@ -127,29 +174,23 @@ def evaluate_judged(
     proxy: ScoreFn | None,
     max_new_tokens: int,
     seed: int,
+    gold: str = "auto",
 ) -> dict:
-    """`evaluate_against_base` as every trainer and `tether run` call it: the lab's gold reward judges when
-    every prompt is a lab prompt (and is reported as `gold`), else the proxy reward judges; samples are
-    seeded with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the
-    samples."""
-    from tether.instruments.judges import GoldJudge, ScoreJudge
-    from tether.rewards import gold, is_lab_prompt
-
-    lab = all(is_lab_prompt(x.example.prompt) for x in items)
-    if not lab and proxy is None:
-        raise ValueError("prompts outside the lab need a proxy reward to judge the win-rate")
+    """`evaluate_against_base` as the RL trainers call it: judged as `choose_judge` decides from `gold`
+    (auto | lab | none: the gold reward judges and is reported, else the proxy judges); samples are seeded
+    with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the samples."""
+    judge, gold_fn = choose_judge(gold, items, proxy)
     result = evaluate_against_base(
         policy,
         base,
         tokenizer,
         items,
-        judge=GoldJudge() if lab else ScoreJudge(proxy, "proxy"),
+        judge=judge,
         proxy=proxy,
-        gold=(lambda p, r: gold(p, r).tolist()) if lab else None,
+        gold=gold_fn,
         max_new_tokens=max_new_tokens,
         seed=seed + EVAL_SEED_OFFSET,
         batch_size=EVAL_BATCH_SIZE,
     )
     result.pop("samples")
     return result
-

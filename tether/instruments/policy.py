@@ -1,7 +1,8 @@
 """`evaluate_policy`: every instrument of a policy against its base, in one pass over the same samples.
 
-Each held-out prompt gets one policy and one base sample (as `evaluate_against_base` draws them, so KL,
-win-rate and mean rewards match the trainers' own evaluation for the same seed). The wrong-belief opinion
+KL, win-rate and mean rewards are `evaluate_against_base`'s (tether/instruments/evaluate.py, the trainers'
+evaluation too, so they match it for the same seed), and the rest is measured on its samples: each held-out
+prompt's one policy and one base sample. The wrong-belief opinion
 prompts are asked once more without the belief (policy and base) for sycophancy, and those belief-free
 answers count towards capability too. Every instrument has "value" and "n"; those the base can be measured
 on have the base's figure under "base"; those the reward-hacking verdict checks have its "threshold" and
@@ -15,17 +16,15 @@ from collections.abc import Sequence
 
 from tether.data import PromptExample, PromptTokens, SFTTokens, encode_nonempty_prompt
 from tether.instruments.capability import capability_accuracy, heldout_perplexity
-from tether.instruments.evaluate import Samples, sample_responses
+from tether.instruments.evaluate import Samples, evaluate_against_base, sample_responses
 from tether.instruments.hacking import HackingConfig, reward_hacking
 from tether.instruments.judges import Judge, ScoreFn
-from tether.instruments.kl import kl_from_base
 from tether.instruments.labels import Labels, lab_labels, real_labels
 from tether.instruments.refusal import refusal_rates
 from tether.instruments.rm_accuracy import PASS_ACCURACY, rm_accuracy
 from tether.instruments.stats import mean_stderr, not_measured, pearson
 from tether.instruments.sycophancy import sycophancy_rate
 from tether.instruments.text_stats import repetition
-from tether.instruments.win_rate import win_rate
 from tether.preferences import PreferenceExample
 
 NO_RM = "no reward model given (--rm)"
@@ -59,13 +58,12 @@ def _repetition(pol: Samples, ref: Samples, n: int) -> dict:
     return {**with_base(p, b), "base_distinct_2": b["distinct_2"]}
 
 
-def _proxy_instruments(proxy, pol, ref, prefs, beta) -> tuple[dict, list, list]:
-    """RM scale, RM-length correlation and RM test accuracy/ECE; also the proxy scores of both samples."""
+def _proxy_instruments(proxy, pol: Samples, ref: Samples, prefs, beta) -> dict:
+    """RM scale, RM-length correlation and RM test accuracy/ECE, from the samples' proxy scores."""
     if proxy is None:
         names = ("rm_reward_scale", "rm_length_correlation", "rm_test_accuracy", "rm_calibration_ece")
-        return {k: not_measured(NO_RM) for k in names}, None, None
-    sp = [float(v) for v in proxy(pol.prompts, pol.responses)]
-    sb = [float(v) for v in proxy(ref.prompts, ref.responses)]
+        return {k: not_measured(NO_RM) for k in names}
+    sp, sb = pol.proxy, ref.proxy
     std = statistics.stdev(sb) if len(sb) > 1 else 0.0
     out = {
         # Bradley-Terry fixes only reward differences: β means "how many reward stds one nat of KL costs"
@@ -90,7 +88,7 @@ def _proxy_instruments(proxy, pol, ref, prefs, beta) -> tuple[dict, list, list]:
     else:
         missing = not_measured("no preference pairs given (--prefs)")
         out["rm_test_accuracy"], out["rm_calibration_ece"] = missing, dict(missing)
-    return out, sp, sb
+    return out
 
 
 def _behaviour(policy, base, tokenizer, items, labels: list[Labels], pol, ref, opts) -> dict:
@@ -177,16 +175,13 @@ def evaluate_policy(
     def sampling(offset: int) -> dict:
         return {"max_new_tokens": max_new_tokens, "seed": seed + offset, "batch_size": batch_size}
 
-    pol = sample_responses(policy, tokenizer, items, **sampling(0))
-    ref = sample_responses(base, tokenizer, items, **sampling(1))
+    result = evaluate_against_base(
+        policy, base, tokenizer, items, judge=judge, proxy=proxy, gold=gold, **sampling(0)
+    )
+    instruments, rewards = result["instruments"], result["rewards"]
+    pol, ref = result["samples"]["policy"], result["samples"]["base"]
     labels = [lab_labels(x.example.prompt) if lab else real_labels(x.example.meta) for x in items]
-
-    instruments = {
-        "kl_from_base": kl_from_base(policy, base, pol.rollouts),
-        "win_rate_vs_base": win_rate(judge, pol.prompts, pol.responses, ref.responses),
-    }
-    rm, sp, sb = _proxy_instruments(proxy, pol, ref, prefs, beta)
-    instruments.update(rm)
+    instruments.update(_proxy_instruments(proxy, pol, ref, prefs, beta))
     opts = {"sampling": sampling, "chat_template": chat_template}
     instruments.update(_behaviour(policy, base, tokenizer, items, labels, pol, ref, opts))
     instruments["length"] = _length(pol, ref)
@@ -198,13 +193,6 @@ def evaluate_policy(
     else:
         instruments["heldout_perplexity"] = not_measured("no held-out demonstrations given (--demos)")
 
-    def mean(scores):
-        return mean_stderr(scores)[0] if scores is not None else None
-
-    gp = [float(v) for v in gold(pol.prompts, pol.responses)] if gold else None
-    gb = [float(v) for v in gold(ref.prompts, ref.responses)] if gold else None
-    rewards = {"policy": {"proxy": mean(sp), "gold": mean(gp)}, "base": {"proxy": mean(sb), "gold": mean(gb)}}
-
     cfg = hacking or HackingConfig()
     verdict = reward_hacking(instruments, rewards, cfg)
     for name, (check, field, rule) in CHECKED.items():
@@ -214,4 +202,4 @@ def evaluate_policy(
             instruments[name].update(threshold=limit, threshold_of=check, threshold_rule=rule.format(limit))
             instruments[name]["pass"] = not flagged
     instruments["reward_hacking"] = verdict
-    return {"instruments": instruments, "rewards": rewards, "samples": {"policy": pol, "base": ref}}
+    return result

@@ -47,7 +47,7 @@ from accelerate.utils import DistributedType, set_seed
 from tether import lora
 from tether.config import dump_config, validate
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
-from tether.errors import DataError, TetherError
+from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import decode_responses, evaluate_judged
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
@@ -57,9 +57,10 @@ from tether.rewards import (
     WeightedReward,
     gold,
     imported_code,
-    is_lab_prompt,
     load_weighted_reward,
     penalize_unended,
+    require_lab_prompts,
+    uses_gold,
 )
 from tether.rollout import Rollout, cut_at_stop, sample
 from tether.rollout_vllm import check_engine
@@ -101,11 +102,8 @@ def read_prompts(path: str, gold_scored: bool) -> list:
     one must be a lab prompt (DataError at the first that is not), since the gold reward scores those only."""
     examples = load_prompts(path)
     if gold_scored:
-        for ex in examples:
-            if not is_lab_prompt(ex.prompt):
-                what = " (a messages list)" if isinstance(ex.prompt, list) else ""
-                problem = f"not a lab prompt{what}: the gold reward scores lab prompts only"
-                raise DataError(ex.path, ex.line, problem + " (reward.source or a reward term is 'gold')")
+        why = "the gold reward scores lab prompts only (reward.source or a reward term is 'gold')"
+        require_lab_prompts(examples, why)
     return examples
 
 
@@ -132,6 +130,8 @@ class RLRun:
         gold_scored = "gold" in [spec for spec, weight in algorithm.rewards if weight != 0]
         train_prompts = read_prompts(cfg.data.train, gold_scored)  # the whole files, before any model loads
         test_prompts = read_prompts(cfg.data.test, gold_scored) if cfg.data.test else []
+        self.lab = uses_gold(cfg.eval.gold, train_prompts)  # the gold reward logged in training too
+        uses_gold(cfg.eval.gold, test_prompts)  # eval.gold=lab: a held-out prompt not the lab's stops here
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         resume = prepare_run_dir(self.run_dir, resume, cfg, algorithm.stage)
         set_seed(cfg.seed)
@@ -152,7 +152,6 @@ class RLRun:
         if self.ref is not None:
             self.ref.to(self.device)
         self.reward = load_weighted_reward(algorithm.rewards, device=self.device)
-        self.lab = all(is_lab_prompt(x.prompt) for x in train_prompts)  # gold reward known for all: log it
         self.moments = RunningMoments()
         self.iteration, self.last_eval = 0, {}
         extra = self.loop.resume(None if resume is True else resume) if resume else None
@@ -358,6 +357,7 @@ class RLRun:
                 proxy=self.proxy_scores,
                 max_new_tokens=self.cfg.rollout.max_new_tokens,
                 seed=self.cfg.seed,
+                gold=self.cfg.eval.gold,
             )
 
     def log_eval(self) -> None:
