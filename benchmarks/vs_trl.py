@@ -410,6 +410,9 @@ def main(argv=None) -> int:
             print(f"        mean completion tokens (the {args.steps[1]}-step runs): TRL "
                   f"{trl_r['completion_tokens'] or float('nan'):.1f}, tether "
                   f"{tether_r['completion_tokens'] or float('nan'):.1f}")
+    if any(r["s_per_step"] <= 0 for pair in results for r in pair):
+        print("a run of N2 steps took no longer than the run of N1: start-up varied more than steps cost; "
+              "these figures are noise (use quiet cores or more steps)")
     print("lead = TRL s/step / tether s/step; memory = tether peak RSS / TRL peak RSS. Load average at the "
           f"end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; {time.perf_counter() - started:.0f} s in all; "
           f"runs in {work}")
