@@ -1,0 +1,117 @@
+"""benchmarks/vs_trl.py's pure parts: the pair-selection rule, seconds per step from two runs, the shared
+reward, the files both tools read and tether's configs. Nothing is trained and TRL is not imported (the
+module imports it only inside the child that runs under TRL's own interpreter)."""
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tether.config import DPOConfig, GRPOConfig, RMConfig, SFTConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "benchmarks" / "vs_trl.py")
+vs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vs)
+
+H, A = "\n\nHuman:", "\n\nAssistant:"
+
+
+def record(prompt_turns: str, chosen: str, rejected: str, rejected_turns: str | None = None) -> dict:
+    return {"chosen": prompt_turns + A + chosen, "rejected": (rejected_turns or prompt_turns) + A + rejected}
+
+
+def write_gz(path: Path, records: list[dict]) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def test_pairs_are_the_first_that_share_the_prompt_with_two_different_answers_and_a_short_prompt(tmp_path):
+    """Records 0-7, by hand:
+    0 kept: two turns; the prompt is everything up to and including the last "\\n\\nAssistant:", so it keeps
+      the first assistant turn, and the responses keep their leading space;
+    1 dropped: the rejected transcript's first human turn differs (no shared prompt);
+    2 dropped: the rejected answer is blank;
+    3 dropped: chosen and rejected answers are the same text (a tie, which tether leaves out);
+    4 dropped: prompt of exactly 600 characters (the rule is "under 600");
+    5 kept: prompt of 599 characters;
+    6 kept; 7 would be kept but n = 3 stops before it."""
+    two_turns = H + " hi" + A + " hello" + H + " how are you?"
+    pad4 = H + " " + "x" * (600 - len(H) - 1 - len(A))  # + A: 600 characters
+    pad5 = H + " " + "x" * (599 - len(H) - 1 - len(A))
+    records = [
+        record(two_turns, " fine", " bad"),
+        record(H + " one", " a", " b", rejected_turns=H + " two"),
+        record(H + " q", " a", "  "),
+        record(H + " q", " same", " same"),
+        record(pad4, " a", " b"),
+        record(pad5, " a", " b"),
+        record(H + " last", " yes", " no"),
+        record(H + " never read", " yes", " no"),
+    ]
+    path = write_gz(tmp_path / "hh.jsonl.gz", records)
+    got = vs.select_pairs(path, 3)
+    assert got[0] == {"prompt": two_turns + A, "chosen": " fine", "rejected": " bad"}
+    assert [len(p["prompt"]) for p in got[1:]] == [599, len(H + " last" + A)]
+    assert got[2] == {"prompt": H + " last" + A, "chosen": " yes", "rejected": " no"}
+    with pytest.raises(SystemExit, match="only 4 pairs"):
+        vs.select_pairs(path, 5)
+
+
+def test_seconds_per_step_cancel_what_both_runs_pay_once():
+    """A process that pays 10 s of start-up and 4 s a step: 2 steps take 18 s, 6 steps 34 s, so
+    (34 − 18) / (6 − 2) = 4 s/step, the 10 s gone."""
+    assert vs.per_step(2, 18.0, 6, 34.0) == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        vs.per_step(3, 18.0, 3, 34.0)
+
+
+def test_length_reward_is_characters_capped_at_200_over_200():
+    """50 characters → 50/200 = 0.25; 200 → 1; 250 → capped, 1; empty → 0."""
+    assert vs.length_reward(["p"] * 4, ["a" * 50, "a" * 200, "a" * 250, ""]) == [0.25, 1.0, 1.0, 0.0]
+
+
+def test_data_files_hold_the_same_pairs_for_every_stage(tmp_path):
+    """Two pairs: sft.jsonl has 4 rows (both prompts with their chosen, then with their rejected answer);
+    prompts.jsonl keeps each prompt's last 300 characters (a 350-character prompt loses its first 50)."""
+    long_prompt = "y" * 50 + "z" * 300
+    pairs = [{"prompt": "p1", "chosen": " c1", "rejected": " r1"},
+             {"prompt": long_prompt, "chosen": " c2", "rejected": " r2"}]
+    vs.write_data(pairs, tmp_path)
+
+    def rows(name):
+        return [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
+
+    assert rows("pairs.jsonl") == pairs
+    sft = [(r["prompt"], r["completion"]) for r in rows("sft.jsonl")]
+    assert sft == [("p1", " c1"), (long_prompt, " c2"), ("p1", " r1"), (long_prompt, " r2")]
+    assert rows("prompts.jsonl") == [{"prompt": "p1"}, {"prompt": "z" * 300}]
+
+
+STAGE_CLASSES = [("sft", SFTConfig, 8), ("rm", RMConfig, 4), ("dpo", DPOConfig, 4), ("grpo", GRPOConfig, 8)]
+
+
+@pytest.mark.parametrize("stage, cls, rows", STAGE_CLASSES)
+def test_tether_configs_load_and_make_one_step_of_the_benchmark_batch(tmp_path, stage, cls, rows):
+    """Each config the script writes is accepted by tether's loader (an unknown key or a refused value would
+    end the run), at fp32 without checkpointing, and a step is one optimizer step over the benchmark's batch:
+    8 SFT rows, 4 pairs, or 2 prompts × G 4 = 8 GRPO samples in one minibatch, one epoch."""
+    path = tmp_path / f"{stage}.yaml"
+    path.write_text(json.dumps(vs.tether_config(stage, "some/model", tmp_path, 5, 2)))
+    cfg = load_config(cls, path)
+    assert cfg.dtype == "float32" and cfg.train.mixed_precision == "no"
+    assert cfg.train.gradient_checkpointing is False
+    assert (cfg.train.batch_size, cfg.train.micro_batch_size, cfg.train.threads) == (rows, rows, 2)
+    assert cfg.data.chat_template == "never"
+    if stage == "grpo":
+        assert (cfg.iterations, cfg.rollout.batch_size * cfg.grpo.group_size, cfg.grpo.epochs) == (5, 8, 1)
+        assert (cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.grpo.beta) == (64, 1.0, 0.04)
+        assert cfg.reward.source == "vs_trl:length_reward" and cfg.reward.no_eos == "keep"
+    else:
+        assert (cfg.train.max_steps, cfg.data.max_length) == (5, 256)
+    if stage == "dpo":
+        assert cfg.precompute_reference is False
