@@ -20,11 +20,9 @@ re-read from the configured model on --resume). RUN/model holds the merged weigh
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +30,7 @@ import torch
 from tether import rundir
 from tether.config import validate
 from tether.errors import TetherError
+from tether.quiet import quiet_peft, quiet_transformers
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -64,14 +63,6 @@ def check_lora(lora_cfg) -> None:
     validate(lora_cfg, "lora.")
 
 
-@contextlib.contextmanager
-def _quiet_peft():
-    """peft asks transformers for the deprecated `is_gradient_checkpointing`: hide that FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-        yield
-
-
 def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | None = None):
     """`model` (a transformers model) with LoRA adapters: a PeftModel whose only trainable parameters are
     the adapters (and, for task "seq_cls", the score head). Adapter A is drawn from torch's global RNG
@@ -91,7 +82,7 @@ def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | 
         modules_to_save=[HEAD] if task == "seq_cls" else None,
     )
     try:
-        with _quiet_peft():
+        with quiet_peft():
             peft_model = get_peft_model(model, config)
     except ValueError as e:
         raise TetherError(f"lora: {e}") from None
@@ -174,7 +165,7 @@ def same_model(reference: str | None, policy: str) -> bool:
 def save_adapter(model, directory: Path, state_dict=None) -> None:
     """The adapter (and a seq_cls head) as adapter_model.safetensors + adapter_config.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    with _quiet_peft():
+    with quiet_peft():
         model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
     readme = directory / "README.md"  # peft's model-card template: nothing of ours in it
     if readme.is_file():
@@ -197,7 +188,7 @@ def load_adapter_weights(model, directory: Path) -> None:
 
 def merged_copy(model):
     """A plain transformers model with W + (alpha/r)·B A in every adapted layer; `model` is unchanged."""
-    with _quiet_peft():
+    with quiet_peft():
         return copy.deepcopy(model).merge_and_unload()
 
 
@@ -209,8 +200,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def write_merged(model, tokenizer, out: Path) -> Path:
     """Merged weights (safetensors) + tokenizer in `out`, written to a temporary directory and renamed."""
-    from tether.models import quiet_transformers
-
     out = Path(out)
     tmp = out.with_name(f".tmp-{out.name}")
     if tmp.exists():
@@ -262,7 +251,7 @@ def load_adapter_dir(path: str | Path, base: str | Path | None = None, dtype=tor
         else:
             model = load_causal_lm(base, dtype)
         tokenizer = load_tokenizer(path if (path / "tokenizer_config.json").is_file() else base)
-        with _quiet_peft():
+        with quiet_peft():
             peft_model = PeftModel.from_pretrained(model, path)
     except (OSError, ValueError, KeyError) as e:
         raise TetherError(f"cannot load the adapter {path} over {base}: {e}") from None

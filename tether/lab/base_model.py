@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from tether.lab.behaviours import PRETRAIN_FLAWS, sample_response
 from tether.lab.config import LabConfig
 from tether.lab.world import PromptInfo, sample_prompt, vocabulary
-from tether.models import build_tiny_llama, build_word_tokenizer, quiet_transformers
+from tether.models import build_tiny_llama, build_word_tokenizer
+from tether.quiet import quiet_transformers
 
 
 def lab_tokenizer():

@@ -13,7 +13,6 @@ with its tokenizer) and summary.json with {"instruments": {"rm_test_accuracy": {
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -41,6 +40,7 @@ from tether.files import write_json
 from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
+from tether.quiet import quiet_logger
 from tether.reward_model import create_reward_model, sequence_scores
 from tether.trainers.base import Loop, claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
@@ -81,18 +81,6 @@ def read_pair_extras(path, d: RMDataConfig) -> dict[int, tuple[float, float]]:
         margin = _number(path, line, obj, d.margin_field) if d.margin_field else 0.0
         extras[line] = (label, margin)
     return extras
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str):
-    """Only errors from logger `name` inside the block (e.g. no per-pair cut/skip warnings)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def load_pairs(path, tokenizer, d: RMDataConfig) -> list[RMPair]:
