@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from plumbing_helpers import tiny_model, word_id
 
 from tether.data import pad
-from tether.rollout import _draw, sample, score_responses
+from tether.models import build_word_tokenizer
+from tether.rollout import Rollout, _draw, decode_responses, sample, score_responses
 
 EOS, PAD = 3, 0
 PROMPTS = [[word_id("a")], [word_id("b"), word_id("c"), word_id("d")], [word_id("e"), word_id("f")]]
@@ -124,3 +125,19 @@ def test_draw_frequencies_follow_the_distribution_and_top_p():
     freq = torch.bincount(tokens, minlength=3).double() / 20000
     assert freq[2] == 0
     assert torch.allclose(freq, torch.tensor([0.625, 0.375, 0.0], dtype=torch.float64), atol=0.015)
+
+
+def test_decode_strips_eos_and_padding():
+    """Row 1: 'a b' + EOS (mask 1 1 1); row 2: 'c' + EOS then a pad (mask 1 1 0)."""
+    tok = build_word_tokenizer("a b c d e f".split())  # a..f are ids 4..9
+    a, b, c, eos, pad = 4, 5, 6, 3, 0
+    r = Rollout(
+        torch.tensor([[a], [a]]),
+        torch.ones(2, 1, dtype=torch.long),
+        torch.tensor([[a, b, eos], [c, eos, pad]]),
+        torch.tensor([[1, 1, 1], [1, 1, 0]]),
+        torch.zeros(2, 3),
+        torch.tensor([True, True]),
+        1.0,
+    )
+    assert decode_responses(tok, r) == ["a b", "c"]

@@ -149,6 +149,14 @@ def sample(
     )
 
 
+def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
+    """Response text of each row: its masked tokens without EOS and other special tokens."""
+    out = []
+    for ids, mask in zip(rollout.response_ids, rollout.response_mask, strict=True):
+        out.append(tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True).strip())
+    return out
+
+
 def _keeps_logits(model) -> bool:
     """Whether forward() takes transformers' `logits_to_keep` (the LM head applied to some positions only)."""
     from tether.lora import unwrap

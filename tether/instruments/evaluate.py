@@ -17,7 +17,7 @@ from tether.instruments.judges import Judge, ScoreFn
 from tether.instruments.kl import kl_from_base
 from tether.instruments.stats import mean_stderr
 from tether.instruments.win_rate import win_rate
-from tether.rollout import Rollout, sample
+from tether.rollout import Rollout, decode_responses, sample
 
 
 @dataclass
@@ -27,14 +27,6 @@ class Samples:
     prompts: list  # the prompts as given in the data (text or messages)
     rollouts: list[Rollout]
     responses: list[str]
-
-
-def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
-    """Response text of each row: its masked tokens without EOS and other special tokens."""
-    out = []
-    for ids, mask in zip(rollout.response_ids, rollout.response_mask, strict=True):
-        out.append(tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True).strip())
-    return out
 
 
 @torch.no_grad()

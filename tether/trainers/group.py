@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from tether.instruments.evaluate import decode_responses
 from tether.rewards import WeightedReward, load_weighted_reward
+from tether.rollout import decode_responses
 from tether.trainers.distributed import gathered_rows
 from tether.trainers.group_step import (
     GroupExperience,

@@ -32,8 +32,8 @@ import torch
 
 from tether.config import PPOConfig
 from tether.errors import TetherError
-from tether.instruments.evaluate import decode_responses
 from tether.rewards import is_reward_model_dir, load_reward
+from tether.rollout import decode_responses
 from tether.trainers.base import claim_run
 from tether.trainers.ppo_step import Experience, explained_variance, make_experience, minibatch_loss
 from tether.trainers.rl import RLTrainer, iteration_seed, kl_controller
