@@ -5,15 +5,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import torch
 
 import tether
 from tether.data import PromptExample, PromptTokens
 from tether.instruments import ScoreJudge
-from tether.instruments.evaluate import decode_responses, evaluate_against_base
+from tether.instruments.evaluate import evaluate_against_base
 from tether.instruments.report import terminal_table, write_report
 from tether.models import build_tiny_llama, build_word_tokenizer
-from tether.rollout import Rollout
 
 SCHEMA = json.loads((Path(tether.__file__).parent / "summary.schema.json").read_text())
 WORDS = "a b c d e f".split()
@@ -29,22 +27,6 @@ def _items(prompts):
 
 def _length(prompts, responses):
     return [float(len(r.split())) for r in responses]
-
-
-def test_decode_strips_eos_and_padding():
-    """Row 1: 'a b' + EOS (mask 1 1 1); row 2: 'c' + EOS then a pad (mask 1 1 0)."""
-    tok = build_word_tokenizer(WORDS)
-    a, b, c, eos, pad = 4, 5, 6, 3, 0
-    r = Rollout(
-        torch.tensor([[a], [a]]),
-        torch.ones(2, 1, dtype=torch.long),
-        torch.tensor([[a, b, eos], [c, eos, pad]]),
-        torch.tensor([[1, 1, 1], [1, 1, 0]]),
-        torch.zeros(2, 3),
-        torch.tensor([True, True]),
-        1.0,
-    )
-    assert decode_responses(tok, r) == ["a b", "c"]
 
 
 def test_evaluate_same_model_has_zero_kl_and_rewards_match_samples():

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tether import cli
 from tether.errors import TetherError
 from tether.lab import FAMILIES, LabConfig, build_lab, gold_reward, open_lab, score_file, vocabulary
-from tether.lab.base_model import sample
+from tether.lab.base_model import sample_texts
 from tether.lab.build import DATA_FILES
 from tether.lab.jsonl import write_jsonl
 
@@ -89,7 +89,7 @@ def test_pretrained_model_loads_and_samples_in_the_world_vocabulary(lab):
         tokenizer.convert_ids_to_tokens(tokenizer("describe the sea . answer:")["input_ids"])[-1] == "answer:"
     )
     prompts = [r["prompt"] for r in read(lab.paths.data("prompts", "test"))]
-    texts = sample(model, tokenizer, prompts, max_new_tokens=12, seed=0)
+    texts = sample_texts(model, tokenizer, prompts, max_new_tokens=12, seed=0)
     assert len(texts) == len(prompts) and all(set(t.split()) <= set(vocabulary()) for t in texts)
     # plain HF generation works too
     ids = tokenizer(prompts[0], return_tensors="pt")["input_ids"]
@@ -106,8 +106,8 @@ def test_batched_sampling_matches_one_prompt_at_a_time(lab):
         "count the fruits : apple pear apple pear plum . answer:",
         "describe the sea . answer:",
     ]
-    together = sample(model, tokenizer, prompts, max_new_tokens=10, temperature=1e-4)
-    alone = [sample(model, tokenizer, [p], max_new_tokens=10, temperature=1e-4)[0] for p in prompts]
+    together = sample_texts(model, tokenizer, prompts, max_new_tokens=10, temperature=1e-4)
+    alone = [sample_texts(model, tokenizer, [p], max_new_tokens=10, temperature=1e-4)[0] for p in prompts]
     assert together == alone
 
 
@@ -177,7 +177,12 @@ def test_score_command(lab, tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_default_lab(tmp_path):
     """The full default lab: sizes, a mildly biased labeler mix (>= 75% agreement with gold), a base model
-    that is fluent but poor (well below the demonstrations on gold), and its build time (printed)."""
+    that is fluent but poor (well below the demonstrations on gold), and its build time (printed).
+
+    The margin: the default base model's samples have gold mean −0.327 ± 0.010 (8000 samples, measured with
+    this sampler and with the lab's former multinomial one: −0.326 and −0.328), the demonstrations 0.178,
+    a gap of 0.50; the card's mean is over 200 samples (gold sd 0.92, stderr 0.065), so a margin of 0.5 holds
+    for about half of all draws. 0.3 is three stderr inside the gap."""
     result = build_lab(tmp_path / "lab", LabConfig(), seed=0, progress=False)
     card = result.card
     print(
@@ -187,7 +192,7 @@ def test_default_lab(tmp_path):
     assert card["agreement"]["overall"]["value"] >= 0.75
     assert all(effect["effect"] > 0 for effect in card["bias_effects"].values())
     gold = card["gold_means"]
-    assert gold["pretrained_samples"]["all"] < gold["demonstrations"]["all"] - 0.5
+    assert gold["pretrained_samples"]["all"] < gold["demonstrations"]["all"] - 0.3
     assert 0.4e6 < card["model"]["parameters"] < 5e6
 
 

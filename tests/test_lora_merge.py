@@ -1,6 +1,6 @@
-"""`tether merge` and tether.lora's files on a tiny Llama with hand-set adapters (no training): merged weights
-are base + (alpha/r)·B·A, the merged model's logits equal the adapted model's, the directory loads with
-`from_pretrained`, and a bad adapter directory is one clear error with nothing written."""
+"""`tether merge` (tether.lora_merge) and tether.lora's files on a tiny Llama with hand-set adapters (no
+training): merged weights are base + (alpha/r)·B·A, the merged model's logits equal the adapted model's, the
+directory loads with `from_pretrained`, and a bad adapter directory is one clear error, nothing written."""
 
 import json
 
@@ -10,7 +10,7 @@ from lora_helpers import merged_is_base_plus_adapter
 from plumbing_helpers import tiny_model, tiny_tokenizer, write_model_dir
 from transformers import AutoModelForCausalLM
 
-from tether import cli, lora
+from tether import cli, lora, lora_merge
 from tether.config import LoRAConfig
 from tether.errors import TetherError
 
@@ -71,7 +71,7 @@ def test_merge_with_a_moved_base_needs_base(adapted, tmp_path, capsys):
 
 def test_not_an_adapter_directory_is_refused(tmp_path):
     with pytest.raises(TetherError, match="not an adapter directory"):
-        lora.merge_adapter(tmp_path, tmp_path / "out")
+        lora_merge.merge_adapter(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -99,6 +99,7 @@ def test_an_adapter_over_a_gguf_base_merges(tmp_path, monkeypatch):
     lora.save_adapter(model, tmp_path / "adapter")
     recorded = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert recorded["base_model_name_or_path"] == str(resolve_model(gguf).resolve())
-    merged = AutoModelForCausalLM.from_pretrained(lora.merge_adapter(tmp_path / "adapter", tmp_path / "m"))
+    merged_dir = lora_merge.merge_adapter(tmp_path / "adapter", tmp_path / "m")
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     ids = torch.tensor([[1, 5, 9, 3]])
     assert torch.equal(merged(ids).logits, base(ids).logits)

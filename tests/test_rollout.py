@@ -5,13 +5,16 @@ plain forward pass and `log_softmax(logits / T)` written out here; the token-dra
 against probabilities worked out by hand.
 """
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from plumbing_helpers import tiny_model, word_id
 
 from tether.data import pad
-from tether.rollout import _draw, sample, score_responses
+from tether.models import build_word_tokenizer
+from tether.rollout import Rollout, _draw, decode_responses, sample, score_responses
 
 EOS, PAD = 3, 0
 PROMPTS = [[word_id("a")], [word_id("b"), word_id("c"), word_id("d")], [word_id("e"), word_id("f")]]
@@ -124,3 +127,65 @@ def test_draw_frequencies_follow_the_distribution_and_top_p():
     freq = torch.bincount(tokens, minlength=3).double() / 20000
     assert freq[2] == 0
     assert torch.allclose(freq, torch.tensor([0.625, 0.375, 0.0], dtype=torch.float64), atol=0.015)
+
+
+def test_decode_strips_eos_and_padding():
+    """Row 1: 'a b' + EOS (mask 1 1 1); row 2: 'c' + EOS then a pad (mask 1 1 0)."""
+    tok = build_word_tokenizer("a b c d e f".split())  # a..f are ids 4..9
+    a, b, c, eos, pad = 4, 5, 6, 3, 0
+    r = Rollout(
+        torch.tensor([[a], [a]]),
+        torch.ones(2, 1, dtype=torch.long),
+        torch.tensor([[a, b, eos], [c, eos, pad]]),
+        torch.tensor([[1, 1, 1], [1, 1, 0]]),
+        torch.zeros(2, 3),
+        torch.tensor([True, True]),
+        1.0,
+    )
+    assert decode_responses(tok, r) == ["a b", "c"]
+
+
+def test_a_banned_token_is_never_drawn_and_the_rest_is_renormalised():
+    """p = (0.5, 0.2, 0.2, 0.1), token 0 banned. Masking its logit to −inf leaves softmax over tokens 1..3
+    = p_i / (1 − p_0) = (0.2, 0.2, 0.1) / 0.5 = (0.4, 0.4, 0.2). Exactly: the kept tokens in descending order
+    (stable sort: 1, 2, 3) have CDF (0.4, 0.8, 1.0), and each row's token is the first whose CDF exceeds its
+    uniform u, the u that a generator of the same seed yields (one float64 per row). In frequency: 20000
+    draws land within 0.015 of (0, 0.4, 0.4, 0.2) (standard error ≤ 0.0035). The recorded log-prob stays
+    log p (the model's, unrenormalised: what score_responses recomputes), as with top-p."""
+    p = torch.tensor([0.5, 0.2, 0.2, 0.1])
+    logits = torch.log(p)[None].expand(20000, 4)
+    tokens, logps = _draw(logits, 1.0, 1.0, torch.Generator().manual_seed(4), banned=torch.tensor([0]))
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    expected = torch.where(u < 0.4, 1, torch.where(u < 0.8, 2, 3))
+    assert torch.equal(tokens, expected)
+    freq = torch.bincount(tokens, minlength=4).double() / 20000
+    assert freq[0] == 0
+    assert torch.allclose(freq, torch.tensor([0.0, 0.4, 0.4, 0.2], dtype=torch.float64), atol=0.015)
+    assert torch.allclose(logps, torch.log(p)[tokens], atol=1e-6)
+
+
+def test_banning_the_most_likely_token_makes_greedy_take_the_next():
+    """Greedy (T = 0) with logits (3, 1, 2): argmax 0; with 0 banned, argmax over {1, 2} is 2, recorded at
+    log softmax(3, 1, 2)[2] = 2 − log(e³ + e + e²)."""
+    logits = torch.tensor([[3.0, 1.0, 2.0]])
+    token, logp = _draw(logits, 0.0, 1.0, None, banned=torch.tensor([0]))
+    assert token.tolist() == [2]
+    assert logp.item() == pytest.approx(2 - math.log(math.e**3 + math.e + math.e**2), abs=1e-6)
+
+
+def test_sample_never_emits_banned_tokens(model):
+    """At temperature 3 the tiny model's 16 tokens are all likely; banning half of them (not EOS) leaves
+    none of them in any row, and the recorded log-probs are still the model's own (score_responses)."""
+    banned = [1, 2, 4, 5, 6, 7, 8, 9]
+    r = _sample(model, PROMPTS * 8, temperature=3.0, max_new_tokens=10, banned_token_ids=banned)
+    drawn = r.response_ids[r.response_mask.bool()]
+    assert drawn.numel() > 0 and not torch.isin(drawn, torch.tensor(banned)).any()
+    assert torch.allclose(score_responses(model, r), r.logprobs, atol=1e-5)
+    free = _sample(model, PROMPTS * 8, temperature=3.0, max_new_tokens=10)  # without the ban they do occur
+    assert torch.isin(free.response_ids[free.response_mask.bool()], torch.tensor(banned)).any()
+
+
+@pytest.mark.parametrize("banned", [[16], [-1], list(range(16))])
+def test_banned_ids_outside_the_vocabulary_or_all_of_it_are_refused(model, banned):
+    with pytest.raises(ValueError, match="banned_token_ids"):
+        _sample(model, PROMPTS, banned_token_ids=banned)

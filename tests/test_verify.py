@@ -19,8 +19,7 @@ from tether.commands.verify import to_table
 from tether.config import RLOOConfig, load_config
 from tether.data import PromptExample, collate_prompts, eos_id, tokenize_prompts
 from tether.errors import TetherError
-from tether.instruments.evaluate import decode_responses
-from tether.rollout import sample
+from tether.rollout import decode_responses, sample
 from tether.theory import optimal_policy
 from tether.trainers.dpo import load_dpo_pairs
 from tether.trainers.rl import RLRun

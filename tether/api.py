@@ -29,7 +29,7 @@ from tether.config import (
 from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
 from tether.instruments.probe import probe_reward_model
 from tether.instruments.probe_run import run_probe
-from tether.lora import load_adapter_dir, merge_adapter
+from tether.lora_merge import load_adapter_dir, merge_adapter
 from tether.pipeline import RunConfig, run_pipeline
 from tether.reward_model import create_reward_model, load_reward_model, score_texts
 from tether.rewards import load_reward, load_weighted_reward

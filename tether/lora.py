@@ -3,7 +3,6 @@
     model = add_adapters(model, cfg.lora, "causal", cfg.policy)   # base frozen, adapters trainable
     ref = AdaptersOff(model)          # π_ref: the same weights with the adapters switched off
     save_lora_final(model, tokenizer, run_dir)   # RUN/model merged (HF-loadable), RUN/adapter the adapter
-    merge_adapter("runs/dpo/adapter", "merged/")  # `tether merge`
 
 LoRA (Hu et al. 2021, eq. 3) replaces the update of a frozen weight W by (alpha/r)·B A with A (r × in) and
 B (out × r), B starting at 0, so the adapted model starts equal to the base. Because the base weights never
@@ -15,23 +14,20 @@ A reward model (task "seq_cls") also trains its new scalar `score` head in full 
 Files: checkpoints hold the adapter only (adapter_model.safetensors, adapter_config.json; the base is
 re-read from the configured model on --resume). RUN/model holds the merged weights, so the next stage (and
 `from_pretrained`) loads it like any model; RUN/adapter holds the adapter and tokenizer, which `tether merge`
-(or `load_adapter_dir`) turns back into a full model over the base named in adapter_config.json.
+(tether.lora_merge) turns back into a full model over the base named in adapter_config.json.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
 
-from tether import rundir
 from tether.config import validate
 from tether.errors import TetherError
+from tether.quiet import quiet_peft, quiet_transformers
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -64,14 +60,6 @@ def check_lora(lora_cfg) -> None:
     validate(lora_cfg, "lora.")
 
 
-@contextlib.contextmanager
-def _quiet_peft():
-    """peft asks transformers for the deprecated `is_gradient_checkpointing`: hide that FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-        yield
-
-
 def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | None = None):
     """`model` (a transformers model) with LoRA adapters: a PeftModel whose only trainable parameters are
     the adapters (and, for task "seq_cls", the score head). Adapter A is drawn from torch's global RNG
@@ -91,7 +79,7 @@ def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | 
         modules_to_save=[HEAD] if task == "seq_cls" else None,
     )
     try:
-        with _quiet_peft():
+        with quiet_peft():
             peft_model = get_peft_model(model, config)
     except ValueError as e:
         raise TetherError(f"lora: {e}") from None
@@ -174,7 +162,7 @@ def same_model(reference: str | None, policy: str) -> bool:
 def save_adapter(model, directory: Path, state_dict=None) -> None:
     """The adapter (and a seq_cls head) as adapter_model.safetensors + adapter_config.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    with _quiet_peft():
+    with quiet_peft():
         model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
     readme = directory / "README.md"  # peft's model-card template: nothing of ours in it
     if readme.is_file():
@@ -197,7 +185,7 @@ def load_adapter_weights(model, directory: Path) -> None:
 
 def merged_copy(model):
     """A plain transformers model with W + (alpha/r)·B A in every adapted layer; `model` is unchanged."""
-    with _quiet_peft():
+    with quiet_peft():
         return copy.deepcopy(model).merge_and_unload()
 
 
@@ -209,8 +197,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def write_merged(model, tokenizer, out: Path) -> Path:
     """Merged weights (safetensors) + tokenizer in `out`, written to a temporary directory and renamed."""
-    from tether.models import quiet_transformers
-
     out = Path(out)
     tmp = out.with_name(f".tmp-{out.name}")
     if tmp.exists():
@@ -232,51 +218,3 @@ def save_lora_final(model, tokenizer, run_dir: Path) -> Path:
     tokenizer.save_pretrained(tmp)
     _replace_dir(tmp, run_dir / "adapter")
     return write_merged(model, tokenizer, run_dir / "model")
-
-
-def is_adapter_dir(path: str | Path) -> bool:
-    return (Path(path) / ADAPTER_CONFIG).is_file()
-
-
-def load_adapter_dir(path: str | Path, base: str | Path | None = None, dtype=torch.float32):
-    """(PeftModel, tokenizer) of an adapter directory over its base model (`base`, else the one named in
-    adapter_config.json); a reward-model adapter (SEQ_CLS) is loaded over the base as a reward model."""
-    from peft import PeftModel
-
-
-    path = Path(path)
-    if not is_adapter_dir(path):
-        raise TetherError(f"{path} is not an adapter directory (no {ADAPTER_CONFIG})")
-    info = json.loads((path / ADAPTER_CONFIG).read_text())
-    base = base or info.get("base_model_name_or_path")
-    if not base or not Path(base).exists():
-        raise TetherError(f"{path}: its base model {base!r} is not here (give --base DIR or FILE.gguf)")
-    from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
-
-    base = resolve_model(base)
-    try:
-        if info.get("task_type") == "SEQ_CLS":
-            from tether.reward_model import create_reward_model
-
-            model, _ = create_reward_model(base, dtype="float32" if dtype == torch.float32 else "auto")
-        else:
-            model = load_causal_lm(base, dtype)
-        tokenizer = load_tokenizer(path if (path / "tokenizer_config.json").is_file() else base)
-        with _quiet_peft():
-            peft_model = PeftModel.from_pretrained(model, path)
-    except (OSError, ValueError, KeyError) as e:
-        raise TetherError(f"cannot load the adapter {path} over {base}: {e}") from None
-    return peft_model.eval(), tokenizer
-
-
-def merge_adapter(adapter_dir: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
-    """Write the merged model of an adapter directory (RUN/adapter) to `out`: safetensors weights and the
-    tokenizer, loadable by `from_pretrained` (a reward model by AutoModelForSequenceClassification).
-
-    `out` must be new or an earlier merge's output (tether.rundir), and is locked while this runs. The model
-    is written completely into OUT/.tmp-merged first; then the files the earlier merge wrote are replaced by
-    these, and other files in OUT (a user's notes) stay. Returns `out`."""
-    with rundir.claim(out, "merge") as path:
-        model, tokenizer = load_adapter_dir(adapter_dir, base)
-        rundir.install(path, write_merged(model, tokenizer, path / ".tmp-merged"))
-    return Path(out)

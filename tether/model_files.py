@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from tether.errors import TetherError
-from tether.models import quiet_transformers
+from tether.quiet import quiet_transformers
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}
 

@@ -7,7 +7,6 @@ Llama-style model made from a config (no downloads). Both save to a directory th
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -66,35 +65,3 @@ def build_tiny_llama(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model
-
-
-@contextlib.contextmanager
-def quiet_transformers(errors_only: bool = False):
-    """No transformers progress bars while saving and loading inside a run (they would break tqdm's);
-    `errors_only` also hides its warnings (e.g. the load report listing a head that is new on purpose)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    if errors_only:
-        hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str):
-    """Only errors from logger `name` inside the block (e.g. no per-pair cut/skip notices of tether.data)."""
-    import logging
-
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -37,8 +37,8 @@ from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, 
 from tether.errors import TetherError
 from tether.model_files import DTYPES as _DTYPES
 from tether.model_files import load_tokenizer, weights_dir
-from tether.models import quiet_transformers
 from tether.packing import run_packed
+from tether.quiet import quiet_transformers
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,15 @@ Each step draws one uniform number per row from `generator` (a CPU generator, wh
 device) and inverts the CDF of the (temperature-scaled, top-p-truncated) next-token distribution, so a
 seed fixes the samples. A row stops at its EOS (kept, mask 1); later positions hold the pad id with mask 0.
 
+Banned tokens (`banned_token_ids`, e.g. the lab's <pad> <bos> <unk>) are never drawn: their logits are
+set to −inf before temperature, top-p and the draw (a logits mask, as transformers' logits processors
+apply before its warpers), so the other tokens' probabilities are renormalised, p_i / (1 − Σ_banned p).
+
 Log-probs are those of the temperature-scaled distribution softmax(logits / T) at the sampled token —
-what `score_responses` recomputes with a forward pass, so the PPO ratio is 1 before an update. Top-p
-only restricts which tokens can be drawn; it does not renormalise the recorded log-probs. With T ≠ 1 a KL
-computed from them is the KL of the sampling distribution. T = 0 means greedy decoding, with log-probs at
-T = 1.
+what `score_responses` recomputes with a forward pass, so the PPO ratio is 1 before an update. Top-p and
+banned tokens only restrict which tokens can be drawn; they do not renormalise the recorded log-probs.
+With T ≠ 1 a KL computed from them is the KL of the sampling distribution. T = 0 means greedy decoding
+(argmax over the tokens not banned), with log-probs at T = 1.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,13 +65,18 @@ class Rollout:
         return self.response_mask.sum(-1)
 
 
-def _draw(logits: torch.Tensor, temperature: float, top_p: float, generator) -> tuple[torch.Tensor, ...]:
-    """One token per row from next-token logits (B, V) → (tokens (B,), log-probs (B,))."""
+def _draw(
+    logits: torch.Tensor, temperature: float, top_p: float, generator, banned: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """One token per row from next-token logits (B, V) → (tokens (B,), log-probs (B,)). `banned` (K,): ids
+    whose logits are masked to −inf for the draw; the log-probs are those of the unmasked logits."""
+    masked = logits if banned is None else logits.index_fill(-1, banned, -torch.inf)  # (B, V)
     if temperature == 0:
-        token = logits.argmax(-1)  # (B,)
+        token = masked.argmax(-1)  # (B,)
         return token, F.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
     logp_all = F.log_softmax(logits / temperature, -1)  # (B, V)
-    probs, order = logp_all.exp().sort(dim=-1, descending=True, stable=True)  # (B, V)
+    logp_draw = logp_all if banned is None else F.log_softmax(masked / temperature, -1)  # (B, V)
+    probs, order = logp_draw.exp().sort(dim=-1, descending=True, stable=True)  # (B, V)
     if top_p < 1.0:
         before = probs.cumsum(-1) - probs  # mass of the more likely tokens
         probs = torch.where(before < top_p, probs, torch.zeros_like(probs))  # the most likely always stays
@@ -77,6 +87,19 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float, generator) -> 
     last_kept = (probs > 0).sum(-1, keepdim=True) - 1  # rounding must not step past the kept tokens
     token = order.gather(-1, torch.minimum(idx, last_kept)).squeeze(-1)  # (B,)
     return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
+
+
+def _banned(ids: Sequence[int], vocab_size: int, device) -> torch.Tensor | None:
+    """The banned ids as a (K,) tensor (None when there are none); ValueError when one is outside the
+    vocabulary or they leave no token to draw."""
+    ids = sorted(set(ids))
+    if not ids:
+        return None
+    if ids[0] < 0 or ids[-1] >= vocab_size:
+        raise ValueError(f"banned_token_ids must lie in [0, {vocab_size}), got {ids}")
+    if len(ids) == vocab_size:
+        raise ValueError(f"banned_token_ids ban all {vocab_size} tokens: none is left to draw")
+    return torch.tensor(ids, dtype=torch.long, device=device)
 
 
 def _cache_argument(model) -> str:
@@ -106,8 +129,10 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    banned_token_ids: Sequence[int] = (),
 ) -> Rollout:
-    """Sample up to `max_new_tokens` per left-padded prompt (B, P), reusing the KV cache."""
+    """Sample up to `max_new_tokens` per left-padded prompt (B, P), reusing the KV cache; tokens in
+    `banned_token_ids` are never drawn (the module docstring says how)."""
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     if temperature < 0 or not 0 < top_p <= 1:
@@ -121,11 +146,12 @@ def sample(
     cache_arg = _cache_argument(model)
     pos = position_ids(attn)  # (B, P)
     out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+    banned = _banned(banned_token_ids, out.logits.shape[-1], device)  # (K,) or None
     next_pos = pos[:, -1:] + 1  # (B, 1): rows are left-padded, so the last column is each row's last token
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     tokens, logps, masks = [], [], []
     for t in range(max_new_tokens):
-        token, logp = _draw(out.logits[:, -1].float(), temperature, top_p, generator)  # (B,), (B,)
+        token, logp = _draw(out.logits[:, -1].float(), temperature, top_p, generator, banned)  # (B,), (B,)
         active = ~finished
         tokens.append(torch.where(active, token, torch.full_like(token, pad_token_id)))
         logps.append(torch.where(active, logp, torch.zeros_like(logp)))
@@ -148,6 +174,14 @@ def sample(
         ended=finished,
         temperature=temperature,
     )
+
+
+def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
+    """Response text of each row: its masked tokens without EOS and other special tokens."""
+    out = []
+    for ids, mask in zip(rollout.response_ids, rollout.response_mask, strict=True):
+        out.append(tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True).strip())
+    return out
 
 
 def _keeps_logits(model) -> bool:

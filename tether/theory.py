@@ -26,8 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tether.errors import TetherError
-
 PRIOR_SUM_TOLERANCE = 1e-6
 
 
@@ -62,11 +60,11 @@ def _as_vector(x, name: str) -> torch.Tensor:
         try:
             t = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError) as e:
-            raise TetherError(f"{name} must be a list of numbers ({e})") from None
+            raise ValueError(f"{name} must be a list of numbers ({e})") from None
     if t.dim() != 1 or t.numel() == 0:
-        raise TetherError(f"{name} must be a non-empty 1-D list of numbers, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must be a non-empty 1-D list of numbers, got shape {tuple(t.shape)}")
     if torch.isnan(t).any():
-        raise TetherError(f"{name} contains NaN")
+        raise ValueError(f"{name} contains NaN")
     return t
 
 
@@ -74,25 +72,25 @@ def _check_inputs(prior, reward, beta, normalize: bool) -> tuple[torch.Tensor, t
     p = _as_vector(prior, "prior")
     r = _as_vector(reward, "reward")
     if p.numel() != r.numel():
-        raise TetherError(f"prior has {p.numel()} entries but reward has {r.numel()}")
+        raise ValueError(f"prior has {p.numel()} entries but reward has {r.numel()}")
     if torch.isinf(p).any() or (p < 0).any():
-        raise TetherError("prior must be finite and non-negative")
+        raise ValueError("prior must be finite and non-negative")
     if torch.isinf(r).any():
-        raise TetherError("reward must be finite")
+        raise ValueError("reward must be finite")
     total = float(p.sum())
     if total <= 0:
-        raise TetherError("prior sums to 0")
+        raise ValueError("prior sums to 0")
     if abs(total - 1.0) > PRIOR_SUM_TOLERANCE and not normalize:
-        raise TetherError(
+        raise ValueError(
             f"prior sums to {total:.8g}, not 1 (±{PRIOR_SUM_TOLERANCE:g}); "
             "pass --normalize (normalize=True) to rescale it"
         )
     try:
         b = float(beta)
     except (TypeError, ValueError):
-        raise TetherError(f"beta must be a number, got {beta!r}") from None
+        raise ValueError(f"beta must be a number, got {beta!r}") from None
     if math.isnan(b) or b < 0:
-        raise TetherError(f"beta must be >= 0 (0 and inf allowed), got {beta!r}")
+        raise ValueError(f"beta must be >= 0 (0 and inf allowed), got {beta!r}")
     return p / total, r, b
 
 
@@ -113,7 +111,8 @@ def optimal_policy(prior, reward, beta, normalize: bool = False) -> OptimalPolic
 
     β = 0 puts all mass on the highest reward among responses with p > 0, ties split in proportion to p
     (the limit of π* as β → 0); then β·log Z = max r and KL = −log p(best set). β = inf returns the prior,
-    with β·log Z = E_p[r] (its limit) and KL = 0. Raises TetherError (a ValueError) on bad input.
+    with β·log Z = E_p[r] (its limit) and KL = 0. Raises ValueError on bad input (pure math: this module
+    imports nothing from tether, so not TetherError; the CLI turns it into one line).
     """
     p, r, b = _check_inputs(prior, reward, beta, normalize)
     support = p > 0
@@ -167,10 +166,10 @@ def dpo_implicit_reward(policy, prior, beta) -> torch.Tensor:
     pi = _as_vector(policy, "policy")
     ref = _as_vector(prior, "prior")
     if pi.numel() != ref.numel():
-        raise TetherError(f"policy has {pi.numel()} entries but prior has {ref.numel()}")
+        raise ValueError(f"policy has {pi.numel()} entries but prior has {ref.numel()}")
     b = float(beta)
     if not (b > 0 and math.isfinite(b)):
-        raise TetherError(f"beta must be finite and > 0, got {beta!r}")
+        raise ValueError(f"beta must be finite and > 0, got {beta!r}")
     return b * (pi.log() - ref.log())
 
 

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tether.lora import merge_adapter
+    from tether.lora_merge import merge_adapter
 
     out = merge_adapter(args.adapter, args.out, base=args.base)
     print(f"merged model: {out}")

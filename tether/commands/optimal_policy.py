@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     names = args.names or [f"y{i + 1}" for i in range(len(args.prior))]
     if len(names) != len(args.prior):
         raise TetherError(f"--names has {len(names)} entries but --prior has {len(args.prior)}")
-    results = optimal_policies(args.prior, args.reward, args.beta, normalize=args.normalize)
+    try:
+        results = optimal_policies(args.prior, args.reward, args.beta, normalize=args.normalize)
+    except ValueError as e:  # tether.theory is pure math and raises ValueError; here it is the user's input
+        raise TetherError(str(e)) from None
     if args.normalize:
         total = sum(args.prior)
         args.prior = [p / total for p in args.prior]

@@ -22,7 +22,7 @@ from tether.instruments.judges import Judge, ScoreFn
 from tether.instruments.kl import kl_from_base
 from tether.instruments.stats import mean_stderr
 from tether.instruments.win_rate import win_rate
-from tether.rollout import Rollout, sample
+from tether.rollout import Rollout, decode_responses, sample
 
 
 @dataclass
@@ -34,14 +34,6 @@ class Samples:
     responses: list[str]
     proxy: list[float] | None = None  # the proxy reward of each response (`evaluate_against_base`)
     gold: list[float] | None = None  # the gold reward of each response
-
-
-def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
-    """Response text of each row: its masked tokens without EOS and other special tokens."""
-    out = []
-    for ids, mask in zip(rollout.response_ids, rollout.response_mask, strict=True):
-        out.append(tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True).strip())
-    return out
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """The run's verdict for people: a terminal table, a self-contained report.html (plots as embedded PNG,
-tether/instruments/plots.py) and summary.md beside it (tether/instruments/report_md.py)."""
+tether/instruments/plots.py) and summary.md beside it (tether/instruments/report_md.py); both take their rows
+from tether/instruments/report_rows.py."""
 
 from __future__ import annotations
 
@@ -9,88 +10,8 @@ import math
 from pathlib import Path
 
 from tether.files import write_text_atomic
-
-
-def _num(x, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
-def _value(inst: dict) -> str:
-    if isinstance(inst.get("value"), bool):  # a verdict (reward_hacking): true = flagged
-        return "flagged" if inst["value"] else "clear"
-    value = _num(inst.get("value"))
-    if inst.get("unit") and inst.get("value") is not None:
-        value += f" {inst['unit']}"
-    return value
-
-
-def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
-    """(name, value, detail, verdict) for each instrument, in the summary's order."""
-    rows = []
-    for name, inst in summary["instruments"].items():
-        detail = []
-        if inst.get("value") is None and "reason" in inst:
-            detail.append(f"not measured: {inst['reason']}")
-        if "base" in inst and not isinstance(inst["base"], str):
-            detail.append(f"base {_num(inst['base'])}")
-        if "stderr" in inst:
-            detail.append(f"± {_num(inst['stderr'])} (stderr)")
-        if inst.get("ci95"):
-            lo, hi = inst["ci95"]
-            detail.append(f"95% CI [{_num(lo)}, {_num(hi)}]")
-        if inst.get("distinct_2") is not None:
-            detail.append(f"distinct-2 {_num(inst['distinct_2'])} (base {_num(inst.get('base_distinct_2'))})")
-        if "beta" in inst:
-            detail.append(f"beta {_num(inst['beta'], 4)}, beta/scale {_num(inst.get('beta_over_scale'))}")
-        if "judge" in inst:
-            detail.append(f"judge {inst['judge']}")
-        if "threshold_rule" in inst:
-            detail.append(f"pass: {inst['threshold_rule']}")
-        elif "threshold" in inst:
-            detail.append(f"threshold {_num(inst['threshold'], 2)}")
-        if isinstance(inst.get("reasons"), list):
-            detail.append(f"{len(inst['reasons'])} reason(s) below")
-        if "n" in inst:
-            detail.append(f"n={inst['n'] if inst['n'] is not None else '-'}")
-        verdict = "" if "pass" not in inst else ("PASS" if inst["pass"] else "FAIL")
-        rows.append((name, _value(inst), ", ".join(detail), verdict))
-    return rows
-
-
-def verdict_reasons(summary: dict) -> list[str]:
-    """The reward-hacking verdict's reasons (empty when there is no verdict or it is clear)."""
-    return list((summary["instruments"].get("reward_hacking") or {}).get("reasons") or [])
-
-
-def sample_rows(samples: list[dict] | None, per_group: int = 3) -> list[tuple[str, str, str, str]]:
-    """(group, prompt, base, policy) for the first `per_group` samples of each lab family (else of all)."""
-    from tether.rewards import is_lab_prompt
-
-    groups: dict[str, list] = {}
-    for s in samples or []:
-        group = "all"
-        if is_lab_prompt(s["prompt"]):
-            from tether.lab import parse_prompt
-
-            group = parse_prompt(s["prompt"]).family
-        if len(groups.setdefault(group, [])) < per_group:
-            groups[group].append((group, str(s["prompt"]), s["base"], s["policy"]))
-    return [row for rows in groups.values() for row in rows]
-
-
-def reward_rows(summary: dict) -> list[tuple[str, str, str]]:
-    rows = []
-    for kind in ("gold", "proxy"):
-        pol, base = summary["rewards"]["policy"].get(kind), summary["rewards"]["base"].get(kind)
-        if pol is not None or base is not None:
-            rows.append((f"{kind} reward", _num(pol), _num(base)))
-    return rows
+from tether.instruments.report_md import summary_markdown
+from tether.instruments.report_rows import instrument_rows, num, reward_rows, sample_rows, verdict_reasons
 
 
 def terminal_table(summary: dict) -> str:
@@ -110,7 +31,7 @@ def terminal_table(summary: dict) -> str:
         lines.append("")
         lines += [f"reward hacking: {r}" for r in reasons]
     lines.append("")
-    lines.append(f"beta {_num(summary.get('beta'), 4)}   wall time {_num(summary.get('wall_seconds'), 1)} s")
+    lines.append(f"beta {num(summary.get('beta'), 4)}   wall time {num(summary.get('wall_seconds'), 1)} s")
     return "\n".join(lines)
 
 
@@ -215,7 +136,7 @@ def report_body(summary: dict, curves: dict | None, samples: list[dict] | None, 
         parts.append(f"<h2>Reward hacking</h2><ul class='fail'>{reasons}</ul>")
     parts.append("<h2>Mean reward on held-out prompts</h2>")
     parts.append(html_table(["", "policy", "base"], reward_rows(summary)))
-    beta, wall = _num(summary.get("beta"), 4), _num(summary.get("wall_seconds"), 1)
+    beta, wall = num(summary.get("beta"), 4), num(summary.get("wall_seconds"), 1)
     parts.append(f"<p>beta = {esc(beta)}, wall time {esc(wall)} s</p>")
     images = curve_images(curves or {}, x_label)
     if images:
@@ -239,8 +160,6 @@ def write_report(
     """Self-contained report.html — the instruments table with verdicts and the reward-hacking reasons,
     mean rewards, training curves (PNG), sample generations of base and policy side by side per family
     ({"prompt", "base", "policy"} records), the raw summary — and summary.md beside it."""
-    from tether.instruments.report_md import summary_markdown
-
     path = Path(path)
     write_text_atomic(path.with_name("summary.md"), summary_markdown(summary, title, samples))
     return write_text_atomic(path, html_page(title, report_body(summary, curves, samples, x_label)))

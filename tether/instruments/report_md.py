@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tether.instruments.report import _num, instrument_rows, reward_rows, sample_rows, verdict_reasons
+from tether.instruments.report_rows import instrument_rows, num, reward_rows, sample_rows, verdict_reasons
 
 
 def md_cell(x) -> str:
@@ -25,7 +25,7 @@ def summary_markdown(summary: dict, title: str, samples: list[dict] | None = Non
     if rewards:
         lines += ["", "## Mean reward on held-out prompts", ""]
         lines += md_table(["", "policy", "base"], rewards)
-    lines += ["", f"beta {_num(summary.get('beta'), 4)}, wall time {_num(summary.get('wall_seconds'), 1)} s"]
+    lines += ["", f"beta {num(summary.get('beta'), 4)}, wall time {num(summary.get('wall_seconds'), 1)} s"]
     gens = sample_rows(samples, per_group=1)
     if gens:
         lines += ["", "## Sample generations", ""]

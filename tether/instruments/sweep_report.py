@@ -7,8 +7,9 @@ import html
 from pathlib import Path
 
 from tether.files import write_text_atomic
-from tether.instruments.report import _num, html_page, html_table
+from tether.instruments.report import html_page, html_table
 from tether.instruments.report_md import md_table
+from tether.instruments.report_rows import num
 
 RUN_HEADERS = ["β", "KL (nats)", "± stderr", "proxy reward", "gold reward", "win-rate vs base", "verdict"]
 BON_HEADERS = ["n", "KL (nats)", "√KL", "proxy reward", "gold reward"]
@@ -24,11 +25,11 @@ def run_rows(sweep: dict) -> list[tuple]:
     return [
         (
             f"{r['beta']:g}" + (" (recommended)" if r["beta"] == sweep.get("recommended_beta") else ""),
-            _num(r.get("kl_from_base")),
-            _num(r.get("kl_stderr")),
-            _num(r.get("proxy_reward")),
-            _num(r.get("gold_reward")),
-            _num(r.get("win_rate_vs_base")),
+            num(r.get("kl_from_base")),
+            num(r.get("kl_stderr")),
+            num(r.get("proxy_reward")),
+            num(r.get("gold_reward")),
+            num(r.get("win_rate_vs_base")),
             _verdict(r),
         )
         for r in sweep["runs"]
@@ -37,7 +38,7 @@ def run_rows(sweep: dict) -> list[tuple]:
 
 def bon_rows(sweep: dict) -> list[tuple]:
     return [
-        (b["n"], _num(b["kl"]), _num(b["sqrt_kl"]), _num(b["proxy_reward"]), _num(b.get("gold_reward")))
+        (b["n"], num(b["kl"]), num(b["sqrt_kl"]), num(b["proxy_reward"]), num(b.get("gold_reward")))
         for b in sweep.get("best_of_n", [])
     ]
 
@@ -103,7 +104,7 @@ def sweep_markdown(sweep: dict) -> str:
     if sweep.get("best_of_n"):
         lines += ["", "## Best-of-n from SFT (KL = log n − (n−1)/n)", ""]
         lines += md_table(BON_HEADERS, bon_rows(sweep))
-    lines += ["", f"wall time {_num(sweep.get('wall_seconds'), 1)} s"]
+    lines += ["", f"wall time {num(sweep.get('wall_seconds'), 1)} s"]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,6 @@ documents (prompt tokens included), one pass over freshly generated documents.
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 from collections.abc import Sequence
@@ -15,10 +14,13 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from tether.data import pad
 from tether.lab.behaviours import PRETRAIN_FLAWS, sample_response
 from tether.lab.config import LabConfig
 from tether.lab.world import PromptInfo, sample_prompt, vocabulary
-from tether.models import build_tiny_llama, build_word_tokenizer, quiet_transformers
+from tether.models import build_tiny_llama, build_word_tokenizer
+from tether.quiet import quiet_transformers
+from tether.rollout import decode_responses, sample
 
 
 def lab_tokenizer():
@@ -116,7 +118,7 @@ def pretrain(config: LabConfig, seed: int, progress: bool = True):
 
 
 @torch.no_grad()
-def sample(
+def sample_texts(
     model,
     tokenizer,
     prompts: Sequence[str],
@@ -125,56 +127,30 @@ def sample(
     seed: int = 0,
     batch_size: int = 512,
 ) -> list[str]:
-    """One sampled response per prompt (ancestral sampling at `temperature`, no top-k/top-p), stopping at
-    <eos>; deterministic given `seed`. Responses are decoded without special tokens."""
+    """One sampled response per prompt, by `tether.rollout.sample` (ancestral sampling at `temperature`, no
+    top-p) in batches of `batch_size` that draw from one generator seeded with `seed`: deterministic given
+    `seed`. A response ends at <eos>; <pad>, <bos> and <unk>, which no lab document contains, are banned.
+    Prompts are tokenised as the documents were (no <bos>); responses are decoded without special tokens."""
     generator = torch.Generator().manual_seed(seed)
-    # transformers 5 renamed `past_key_values` to `cache` (argument and output field)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    specials = (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id)
+    banned = [t for t in specials if t is not None]
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(prompts), batch_size):
         ids = [tokenizer(p)["input_ids"] for p in prompts[start : start + batch_size]]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)  # (B, P), left-padded
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, x in enumerate(ids):
-            input_ids[i, width - len(x) :] = torch.tensor(x)
-            mask[i, width - len(x) :] = 1
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        done = torch.zeros(len(ids), dtype=torch.bool)
-        new_tokens = []
-        past = None
-        step_ids = input_ids
-        for _ in range(max_new_tokens):
-            result = model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=position_ids,
-                use_cache=True,
-                **{cache_arg: past},
-            )
-            past = getattr(result, cache_arg)
-            logits = result.logits[:, -1, :].float() / temperature  # (B, V)
-            logits[:, pad] = -math.inf  # never emit padding or <bos>/<unk>
-            logits[:, tokenizer.bos_token_id] = -math.inf
-            logits[:, tokenizer.unk_token_id] = -math.inf
-            token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)  # (B,)
-            token = token.masked_fill(done, pad)
-            new_tokens.append(token)
-            done |= token == eos
-            if done.all():
-                break
-            step_ids = token[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # finished rows: ignored
-            position_ids = position_ids[:, -1:] + 1
-        tokens = torch.stack(new_tokens, dim=1)  # (B, N)
-        for row in tokens.tolist():
-            words = []
-            for t in row:
-                if t in (eos, pad):
-                    break
-                words.append(t)
-            out.append(tokenizer.decode(words, skip_special_tokens=True).strip())
+        input_ids, mask = pad(ids, tokenizer.pad_token_id, side="left")  # (B, P)
+        rollout = sample(
+            model,
+            input_ids.to(device),
+            mask.to(device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            generator=generator,
+            banned_token_ids=banned,
+        )
+        out += decode_responses(tokenizer, rollout)
     return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from tether import rundir
 from tether.errors import TetherError
 from tether.files import fsync_dir, write_text_atomic
-from tether.lab.base_model import draw_prompts, pretrain, sample, save_model
+from tether.lab.base_model import draw_prompts, pretrain, sample_texts, save_model
 from tether.lab.behaviours import habit, respond
 from tether.lab.config import LabConfig
 from tether.lab.gold import gold_reward
@@ -167,7 +167,7 @@ def build_lab(
     calls = iter(range(1, 1_000_000))
 
     def sampler(texts: list[str]) -> list[str]:
-        return sample(
+        return sample_texts(
             model,
             tokenizer,
             texts,

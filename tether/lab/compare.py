@@ -22,12 +22,10 @@ import random
 import time
 from pathlib import Path
 
-import torch
-
 from tether import rundir
 from tether.errors import TetherError
 from tether.files import write_json, write_text_atomic
-from tether.lab.base_model import draw_prompts, sample
+from tether.lab.base_model import draw_prompts, sample_texts
 from tether.lab.build import open_lab
 from tether.lab.config import LabConfig
 from tether.lab.gold import gold_reward
@@ -91,11 +89,10 @@ def compare_samples(
     tokenizer = load_tokenizer(policy_dir)
     infos = draw_prompts(random.Random(f"{seed}-compare"), config, prompts)
     texts = [i.text for i in infos]
-    with torch.no_grad():
-        drawn = [
-            sample(model, tokenizer, texts, config.max_response_words, temperature, seed=seed * 1000 + k)
-            for k in range(samples)
-        ]
+    drawn = [
+        sample_texts(model, tokenizer, texts, config.max_response_words, temperature, seed=seed * 1000 + k)
+        for k in range(samples)
+    ]
     pairs, dropped = pick_pairs(infos, drawn)
     records = label_pairs(random.Random(f"{seed}-compare-labels"), pairs, config.labeler_mix())
 

@@ -50,9 +50,9 @@ from tether.activations import enable_gradient_checkpointing
 from tether.config import DPOConfig, GRPOConfig, LoopConfig, PPOConfig, RLOOConfig, RMConfig, SFTConfig
 from tether.errors import TetherError
 from tether.files import storage_error, write_text_atomic
-from tether.models import quiet_transformers  # noqa: F401  (trainers import it from here)
 from tether.precision import autocast as precision_block
 from tether.precision import autocast_precision
+from tether.quiet import quiet_transformers
 from tether.trainers import checkpoint as ckpt
 
 log = logging.getLogger(__name__)

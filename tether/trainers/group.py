@@ -132,3 +132,8 @@ def group_minibatch_loss(
 def sequence_kl(exp: GroupExperience) -> float | None:
     """Mean over responses of the sequence KL estimate at sampling time, nats (None without a reference)."""
     return None if exp.kl is None else float(exp.kl.sum(-1).mean())
+
+
+def reward_terms(cfg) -> list[tuple[str, float]]:
+    """(source, weight) of each reward term of a GRPO or RLOO config."""
+    return [(cfg.reward.source, cfg.reward.weight), *((t.source, t.weight) for t in cfg.reward.extra)]

@@ -46,6 +46,7 @@ from tether.trainers.group import (
     equal_reward_share,
     group_minibatch_loss,
     make_group_experience,
+    reward_terms,
     sequence_kl,
 )
 from tether.trainers.rl import Algorithm, RLRun
@@ -94,11 +95,6 @@ def grpo_algorithm(cfg: GRPOConfig) -> Algorithm:
         max_approx_kl=g.max_approx_kl,
         summary=lambda: {"beta": g.beta, "group_size": g.group_size, "kl_in_reward": g.kl_in_reward},
     )
-
-
-def reward_terms(cfg) -> list[tuple[str, float]]:
-    """(source, weight) of each reward term of a GRPO or RLOO config."""
-    return [(cfg.reward.source, cfg.reward.weight), *((t.source, t.weight) for t in cfg.reward.extra)]
 
 
 def train_grpo(cfg: GRPOConfig, out: str | Path, resume: bool | str | Path = False) -> Path:

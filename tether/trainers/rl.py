@@ -49,7 +49,7 @@ from tether.config import dump_config, validate
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
 from tether.errors import TetherError
 from tether.files import write_json
-from tether.instruments.evaluate import decode_responses, evaluate_judged
+from tether.instruments.evaluate import evaluate_judged
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
 from tether.reference import load_reference
 from tether.rewards import (
@@ -62,7 +62,7 @@ from tether.rewards import (
     require_lab_prompts,
     uses_gold,
 )
-from tether.rollout import Rollout, cut_at_stop, sample
+from tether.rollout import Rollout, cut_at_stop, decode_responses, sample
 from tether.rollout_vllm import check_engine
 from tether.trainers.base import Loop, TrainingInterrupted, prepare_run_dir, save_final, set_threads
 from tether.trainers.distributed import gathered_rows, shard_seed

@@ -42,9 +42,9 @@ from tether.trainers.group import (
     equal_reward_share,
     group_minibatch_loss,
     make_group_experience,
+    reward_terms,
     sequence_kl,
 )
-from tether.trainers.grpo import reward_terms
 from tether.trainers.rl import Algorithm, RLRun
 
 

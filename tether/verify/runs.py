@@ -184,7 +184,7 @@ def train(cfg, out: Path) -> Path:
 def run_one(run: Run, task: ExactTask, files: Files, out: Path) -> tuple[torch.Tensor, float]:
     """Train `run` into `out`; (exact log-probs (N,) of the trained policy, the trainer's wall seconds)."""
     from tether.model_files import load_causal_lm
-    from tether.models import quiet_logger
+    from tether.quiet import quiet_logger
 
     cfg = config(run, task, files)
     start = time.perf_counter()

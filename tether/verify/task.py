@@ -37,7 +37,8 @@ import torch
 from tether.data import position_ids
 from tether.errors import TetherError
 from tether.losses import token_logprobs
-from tether.models import build_tiny_llama, quiet_transformers
+from tether.models import build_tiny_llama
+from tether.quiet import quiet_transformers
 from tether.theory import optimal_policy
 
 EOS = "<eos>"
