@@ -30,6 +30,10 @@ def _value(inst: dict) -> str:
     return value
 
 
+# a verdict cell → its colour class in report.html
+_CLASS = {"PASS": "pass", "FAIL": "fail", "better": "pass", "worse": "fail"}
+
+
 def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     """(name, value, detail, verdict) for each instrument, in the summary's order."""
     rows = []
@@ -52,6 +56,8 @@ def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             detail.append(f"judge {inst['judge']}")
         if "threshold_rule" in inst:
             detail.append(f"pass: {inst['threshold_rule']}")
+        elif "no_change" in inst:
+            detail.append(f"no change {_num(inst['no_change'], 2)}")
         elif "threshold" in inst:
             detail.append(f"threshold {_num(inst['threshold'], 2)}")
         if isinstance(inst.get("reasons"), list):
@@ -59,6 +65,7 @@ def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
         if "n" in inst:
             detail.append(f"n={inst['n'] if inst['n'] is not None else '-'}")
         verdict = "" if "pass" not in inst else ("PASS" if inst["pass"] else "FAIL")
+        verdict = inst.get("verdict", verdict)  # better / no measurable difference / worse, where measured
         rows.append((name, _value(inst), ", ".join(detail), verdict))
     return rows
 
@@ -208,7 +215,7 @@ def report_body(summary: dict, curves: dict | None, samples: list[dict] | None, 
     rows = instrument_rows(summary)
     parts = [
         "<h2>Instruments</h2>",
-        html_table(["instrument", "value", "detail", "verdict"], rows, [r[3].lower() for r in rows]),
+        html_table(["instrument", "value", "detail", "verdict"], rows, [_CLASS.get(r[3], "") for r in rows]),
     ]
     reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict_reasons(summary))
     if reasons:

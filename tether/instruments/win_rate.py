@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tether.instruments.judges import Judge
-from tether.instruments.stats import wilson_interval
+from tether.instruments.stats import WORSE, interval_verdict, wilson_interval
 
 
 def win_rate(
@@ -19,7 +19,13 @@ def win_rate(
 
     Each prompt has one policy sample and one base sample. A hard judge gives 1 / ½ / 0 per prompt, so
     the value is (wins + ties/2)/n and the interval is Wilson's on wins + ties/2; a soft judge's
-    probabilities are summed the same way. `pass` is value > threshold (the policy beats the base).
+    probabilities are summed the same way.
+
+    threshold is the no-change value (0.5: policy and base equally preferred), also under "no_change".
+    "verdict" is what the interval says (tether.instruments.stats.interval_verdict): "better" (the whole
+    interval above it), "worse" (below) or "no measurable difference" (it contains the no-change value).
+    "pass" is "not measurably worse": true for better and for no measurable difference. (Before verdicts,
+    pass was value > threshold, which called a tie such as 0.498 [0.327, 0.669] a failure.)
     """
     n = len(prompts)
     if n == 0:
@@ -28,11 +34,14 @@ def win_rate(
     wins = sum(probs)
     lo, hi = wilson_interval(wins, n)
     value = wins / n
+    verdict = interval_verdict((lo, hi), threshold)
     return {
         "value": value,
         "ci95": [lo, hi],
         "n": n,
         "judge": judge.name,
         "threshold": threshold,
-        "pass": value > threshold,
+        "no_change": threshold,
+        "verdict": verdict,
+        "pass": verdict != WORSE,
     }
