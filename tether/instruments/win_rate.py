@@ -27,11 +27,17 @@ def win_rate(
     "pass" is "not measurably worse": true for better and for no measurable difference. (Before verdicts,
     pass was value > threshold, which called a tie such as 0.498 [0.327, 0.669] a failure.)
     """
-    n = len(prompts)
+    if not prompts:
+        raise ValueError("win_rate needs at least one prompt")
+    return win_rate_of(judge.prefer(prompts, policy_responses, base_responses), judge.name, threshold)
+
+
+def win_rate_of(preferences: Sequence[float], judge_name: str, threshold: float = 0.5) -> dict:
+    """`win_rate`'s result from the judge's per-prompt preferences P(policy preferred) (1 / ½ / 0 or soft)."""
+    n = len(preferences)
     if n == 0:
         raise ValueError("win_rate needs at least one prompt")
-    probs = judge.prefer(prompts, policy_responses, base_responses)
-    wins = sum(probs)
+    wins = sum(preferences)
     lo, hi = wilson_interval(wins, n)
     value = wins / n
     verdict = interval_verdict((lo, hi), threshold)
@@ -39,7 +45,7 @@ def win_rate(
         "value": value,
         "ci95": [lo, hi],
         "n": n,
-        "judge": judge.name,
+        "judge": judge_name,
         "threshold": threshold,
         "no_change": threshold,
         "verdict": verdict,
