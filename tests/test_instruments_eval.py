@@ -10,6 +10,7 @@ import pytest
 
 import tether
 from tether.cli import main
+from tether.instruments.length_controlled import length_controlled_win_rate
 from tether.lab import LabConfig, build_lab, gold_reward
 from tether.reward_model import create_reward_model
 
@@ -31,6 +32,7 @@ SMALL = dict(
 INSTRUMENTS = (
     "kl_from_base",
     "win_rate_vs_base",
+    "win_rate_length_controlled",
     "rm_reward_scale",
     "rm_length_correlation",
     "rm_calibration_ece",
@@ -91,7 +93,7 @@ def test_eval_on_the_lab(built, capsys):
     ins = summary["instruments"]
     assert tuple(ins) == INSTRUMENTS
     assert ins["kl_from_base"]["value"] == 0.0 and ins["kl_from_base"]["n"] == 24
-    for name in INSTRUMENTS[2:-1]:
+    for name in INSTRUMENTS[3:-1]:
         assert ins[name]["value"] is not None or name == "rm_length_correlation", name
     assert ins["rm_reward_scale"]["beta"] == 0.1 and ins["rm_test_accuracy"]["n"] == 20
     assert ins["heldout_perplexity"]["value"] == pytest.approx(ins["heldout_perplexity"]["base"])
@@ -106,6 +108,12 @@ def test_eval_on_the_lab(built, capsys):
         want = sum(gold_reward(r["prompt"], r[side]) for r in rows) / len(rows)
         assert summary["rewards"][side]["gold"] == pytest.approx(want, abs=1e-6), side
     assert [r["policy"] for r in rows] != [r["base"] for r in rows]  # two sets of samples (other seeds)
+    # the length-controlled win-rate, recomputed from the samples written out: gold judges 1 / ½ / 0
+    gp, gb = ([gold_reward(r["prompt"], r[side]) for r in rows] for side in ("policy", "base"))
+    prefs = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(gp, gb, strict=True)]
+    lc = length_controlled_win_rate(prefs, [len(r["policy"]) for r in rows], [len(r["base"]) for r in rows])
+    assert ins["win_rate_length_controlled"]["value"] == pytest.approx(lc["value"], abs=1e-9)
+    assert ins["win_rate_length_controlled"]["judge"] == "gold" and "win_rate_length_controlled" in printed
 
 
 def test_eval_on_real_prompts_reports_what_it_cannot_measure(built, capsys):

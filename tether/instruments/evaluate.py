@@ -20,8 +20,9 @@ from tether.data import PromptTokens, collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
 from tether.instruments.judges import Judge, ScoreFn
 from tether.instruments.kl import kl_from_base
+from tether.instruments.length_controlled import length_controlled_win_rate
 from tether.instruments.stats import mean_stderr
-from tether.instruments.win_rate import win_rate
+from tether.instruments.win_rate import win_rate_of
 from tether.rollout import Rollout, decode_responses, sample
 
 
@@ -98,20 +99,24 @@ def evaluate_against_base(
     seed: int = 0,
     batch_size: int = 64,
 ) -> dict:
-    """{"instruments": {"kl_from_base", "win_rate_vs_base"}, "rewards": {"policy"/"base": {"proxy", "gold"}},
-    "samples": {"policy", "base"}}: KL from policy samples (closed-form token KL summed per response), the
-    judge's win-rate of policy over base samples, and mean proxy (e.g. reward model) and gold rewards (None
-    without that score). Policy samples are seeded with `seed`, base samples with seed + 1; the samples
-    carry each response's proxy and gold scores."""
+    """{"instruments": {"kl_from_base", "win_rate_vs_base", "win_rate_length_controlled"}, "rewards":
+    {"policy"/"base": {"proxy", "gold"}}, "samples": {"policy", "base"}}: KL from policy samples (closed-form
+    token KL summed per response), the judge's win-rate of policy over base samples, raw and at equal length
+    in characters (tether/instruments/length_controlled.py), and mean proxy (e.g. reward model) and gold
+    rewards (None without that score). Policy samples are seeded with `seed`, base samples with seed + 1;
+    the samples carry each response's proxy and gold scores."""
     pol = sample_responses(
         policy, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
     )
     ref = sample_responses(
         base, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed + 1, batch_size=batch_size
     )
+    prefs = judge.prefer(pol.prompts, pol.responses, ref.responses)
+    lc = length_controlled_win_rate(prefs, [len(r) for r in pol.responses], [len(r) for r in ref.responses])
     instruments = {
         "kl_from_base": kl_from_base(policy, base, pol.rollouts),
-        "win_rate_vs_base": win_rate(judge, pol.prompts, pol.responses, ref.responses),
+        "win_rate_vs_base": win_rate_of(prefs, judge.name),
+        "win_rate_length_controlled": {**lc, "judge": judge.name},
     }
     for s in (pol, ref):
         s.proxy, s.gold = _scores(proxy, s), _scores(gold, s)

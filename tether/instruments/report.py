@@ -13,6 +13,9 @@ from tether.files import write_text_atomic
 from tether.instruments.report_md import summary_markdown
 from tether.instruments.report_rows import instrument_rows, num, reward_rows, sample_rows, verdict_reasons
 
+# a verdict cell → its colour class in report.html
+VERDICT_CLASS = {"PASS": "pass", "FAIL": "fail", "better": "pass", "worse": "fail"}
+
 
 def terminal_table(summary: dict) -> str:
     rows = instrument_rows(summary)
@@ -129,7 +132,8 @@ def report_body(summary: dict, curves: dict | None, samples: list[dict] | None, 
     rows = instrument_rows(summary)
     parts = [
         "<h2>Instruments</h2>",
-        html_table(["instrument", "value", "detail", "verdict"], rows, [r[3].lower() for r in rows]),
+        html_table(["instrument", "value", "detail", "verdict"], rows,
+                   [VERDICT_CLASS.get(r[3], "") for r in rows]),
     ]
     reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict_reasons(summary))
     if reasons:

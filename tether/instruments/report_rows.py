@@ -48,6 +48,8 @@ def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             detail.append(f"judge {inst['judge']}")
         if "threshold_rule" in inst:
             detail.append(f"pass: {inst['threshold_rule']}")
+        elif "no_change" in inst:
+            detail.append(f"no change {num(inst['no_change'], 2)}")
         elif "threshold" in inst:
             detail.append(f"threshold {num(inst['threshold'], 2)}")
         if isinstance(inst.get("reasons"), list):
@@ -55,6 +57,7 @@ def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
         if "n" in inst:
             detail.append(f"n={inst['n'] if inst['n'] is not None else '-'}")
         verdict = "" if "pass" not in inst else ("PASS" if inst["pass"] else "FAIL")
+        verdict = inst.get("verdict", verdict)  # better / no measurable difference / worse, where measured
         rows.append((name, _value(inst), ", ".join(detail), verdict))
     return rows
 

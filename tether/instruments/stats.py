@@ -27,6 +27,21 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+BETTER, NO_DIFFERENCE, WORSE = "better", "no measurable difference", "worse"
+
+
+def interval_verdict(ci95: Sequence[float], no_change: float, higher_is_better: bool = True) -> str:
+    """What a 95% interval says about a comparison whose no-change value is `no_change` (0.5 for a win-rate
+    against the base): "better" when the whole interval lies on the better side of it, "worse" when on the
+    other, and "no measurable difference" when it contains it (an end equal to it counts as containing)."""
+    lo, hi = ci95
+    if lo > no_change:
+        return BETTER if higher_is_better else WORSE
+    if hi < no_change:
+        return WORSE if higher_is_better else BETTER
+    return NO_DIFFERENCE
+
+
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     """Sample mean and its standard error s/√n (s with n − 1); stderr is 0 for a single value."""
     n = len(values)
