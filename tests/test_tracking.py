@@ -16,7 +16,7 @@ from tether.data import load_prompts, tokenize_prompts
 from tether.errors import TetherError
 from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, sample_responses
 from tether.model_files import load_causal_lm, load_tokenizer
-from tether.trainers.base import read_metrics
+from tether.trainers.base import Loop, read_metrics
 from tether.trainers.ppo import train_ppo
 from tether.trainers.sft import train_sft
 
@@ -172,3 +172,29 @@ def test_report_to_refuses_an_unknown_tracker_and_a_repeated_one(tmp_path):
     with pytest.raises(TetherError, match="names a tracker twice"):
         ppo_config(paths, "train.report_to=[tensorboard, tensorboard]")
     assert ppo_config(paths).train.report_to == []
+
+
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path, monkeypatch):
+    """A crash in step 4 (checkpoint at step 2, records of steps 1-3 written); the resumed run cuts
+    metrics.jsonl back to steps 1-2 and writes 3-6 again. TensorBoard's reader, told by the resumed writer to
+    purge from step 3 on, must show the same: each step once, with the resumed run's values."""
+    paths = sft_setup(tmp_path)
+    out = tmp_path / "run"
+    cfg = sft_config(paths, report_to="[tensorboard]", max_steps=6, save_every=2)
+    real = Loop.optimizer_step
+
+    def crash_in_step_4(self):
+        if self.state.step == 3:
+            raise RuntimeError("crash")
+        return real(self)
+
+    monkeypatch.setattr(Loop, "optimizer_step", crash_in_step_4)
+    with pytest.raises(RuntimeError, match="crash"):
+        train_sft(cfg, out)
+    first = expected_scalars(out)
+    assert [s for s, _ in first["train/loss"]] == [1, 2, 3]
+    monkeypatch.undo()
+    train_sft(cfg, out, resume=True)
+    expected = expected_scalars(out)
+    assert [s for s, _ in expected["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert_same(scalars(read_events(out)), expected)
