@@ -127,9 +127,9 @@ def rm_argv(sft_paths, rl_paths, micro: int) -> list[str]:
             "train.progress=false"]
 
 
-def ppo_argv(rl_paths) -> list[str]:
+def ppo_argv(rl_paths, *extra: str) -> list[str]:
     return ppo_overrides(rl_paths, "iterations=1", "rollout.batch_size=8", "ppo.epochs=1",
-                         "eval.max_prompts=2", batch_size=8, micro_batch_size=2)
+                         "eval.max_prompts=2", *extra, batch_size=8, micro_batch_size=2)
 
 
 def grpo_argv(rl_paths) -> list[str]:
@@ -142,13 +142,15 @@ def grpo_argv(rl_paths) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two(sft_paths, rl_paths, tmp_path_factory):
-    """One torchrun launch: an uninterrupted 2-process SFT run, 3 RM steps, a PPO and a GRPO iteration.
-    {stage: (run directory, dump directory)}."""
+    """One torchrun launch: an uninterrupted 2-process SFT run, 3 RM steps, a PPO and a GRPO iteration; SFT
+    and PPO report to TensorBoard (whose trackers must end without ending the process group the next stage
+    uses). {stage: (run directory, dump directory)}."""
     tmp = tmp_path_factory.mktemp("two")
     launch("torchrun", tmp / "dump",
-           "sft", "--out", tmp / "sft", *sft_overrides(sft_paths, **SFT_TRAIN), "+",
+           "sft", "--out", tmp / "sft", *sft_overrides(sft_paths, **SFT_TRAIN, report_to="[tensorboard]"),
+           "+",
            "rm", "--out", tmp / "rm", *rm_argv(sft_paths, rl_paths, micro=2), "+",
-           "ppo", "--out", tmp / "ppo", *ppo_argv(rl_paths), "+",
+           "ppo", "--out", tmp / "ppo", *ppo_argv(rl_paths, "train.report_to=[tensorboard]"), "+",
            "grpo", "--out", tmp / "grpo", *grpo_argv(rl_paths))
     stages = ["sft", "rm", "ppo", "grpo"]
     return {stage: (tmp / stage, tmp / "dump" / str(i)) for i, stage in enumerate(stages)}
@@ -225,6 +227,19 @@ def test_ppo_iteration_on_two_processes(two):
     assert_identical(w0, w1)
     check_logged_means(run, dump, iterations=1)
     assert (run / "summary.json").is_file() and (run / "model").is_dir()
+
+
+@pytest.mark.parametrize("stage", ["sft", "ppo"])
+def test_only_the_main_process_writes_tensorboard_events(two, stage):
+    """One event file (and one hparams directory) in RUN/tensorboard/tether, holding exactly metrics.jsonl's
+    numbers (written by the main process only): a second process's writer would add a file."""
+    from test_tracking import assert_same, expected_scalars, read_events, scalars
+
+    run, _ = two[stage]
+    files = sorted(p.name for p in (run / "tensorboard" / "tether").iterdir() if p.is_file())
+    assert len(files) == 1 and files[0].startswith("events.out.tfevents"), files
+    events = read_events(run)
+    assert_same(scalars(events, "train/") | scalars(events, "eval/"), expected_scalars(run))
 
 
 def test_grpo_iteration_on_two_processes(two):

@@ -4,6 +4,7 @@ and LoRA's."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Iterator
 from typing import Literal
 
@@ -58,6 +59,13 @@ class LoopConfig:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory
     for about one more forward pass of time (tether.activations)."""
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = dataclasses.field(
+        default_factory=list
+    )
+    """Experiment trackers (accelerate's) that receive every metrics.jsonl record, the RL stages' sample
+    tables and the summary's instruments at the end, from the main process; [] logs to none. TensorBoard
+    writes under RUN/tensorboard/ (pip install 'tether[track]'); wandb, trackio and mlflow need their own
+    package."""
 
     # Keys of EpochLoopConfig that an RL stage refuses, and what sets the length of its run instead.
     instead = {
@@ -71,6 +79,31 @@ class LoopConfig:
         if self.batch_size % self.micro_batch_size:
             m = self.micro_batch_size
             yield "batch_size", f"must be a multiple of micro_batch_size ({m}), got {self.batch_size}"
+        if len(set(self.report_to)) < len(self.report_to):
+            yield "report_to", f"names a tracker twice: {self.report_to}"
+        missing = missing_tracker(self.report_to)
+        if missing:
+            yield "report_to", missing
+
+
+# Tracker name → (the module accelerate imports for it, how to install it). tether's `track` extra holds
+# TensorBoard, the one tracker its tests cover; the others install as their own packages.
+TRACKERS = {
+    "tensorboard": ("tensorboard", "pip install 'tether[track]'"),
+    "wandb": ("wandb", "pip install wandb"),
+    "trackio": ("trackio", "pip install trackio"),
+    "mlflow": ("mlflow", "pip install mlflow"),
+}
+
+
+def missing_tracker(names: list[str]) -> str | None:
+    """Why the first tracker of `names` whose library is not installed cannot log (None when all are):
+    accelerate would drop it without a word."""
+    for name in names:
+        module, install = TRACKERS[name]
+        if importlib.util.find_spec(module) is None:
+            return f"asks for {name}, which is not installed: {install}"
+    return None
 
 
 @dataclasses.dataclass

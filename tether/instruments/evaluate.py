@@ -19,7 +19,7 @@ import torch
 from tether.data import PromptTokens, collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
 from tether.instruments.judges import Judge, ScoreFn
-from tether.instruments.kl import kl_from_base
+from tether.instruments.kl import kl_entry, response_kls
 from tether.instruments.length_controlled import length_controlled_win_rate
 from tether.instruments.stats import mean_stderr
 from tether.instruments.win_rate import win_rate_of
@@ -35,6 +35,7 @@ class Samples:
     responses: list[str]
     proxy: list[float] | None = None  # the proxy reward of each response (`evaluate_against_base`)
     gold: list[float] | None = None  # the gold reward of each response
+    kl: list[float] | None = None  # each policy response's sequence KL(π‖π_base), closed form (nats)
 
 
 @torch.no_grad()
@@ -104,17 +105,19 @@ def evaluate_against_base(
     token KL summed per response), the judge's win-rate of policy over base samples, raw and at equal length
     in characters (tether/instruments/length_controlled.py), and mean proxy (e.g. reward model) and gold
     rewards (None without that score). Policy samples are seeded with `seed`, base samples with seed + 1;
-    the samples carry each response's proxy and gold scores."""
+    the samples carry each response's proxy and gold scores, the policy's also its KL from the base."""
     pol = sample_responses(
         policy, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
     )
     ref = sample_responses(
         base, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed + 1, batch_size=batch_size
     )
+    closed, k1 = response_kls(policy, base, pol.rollouts)
+    pol.kl = closed
     prefs = judge.prefer(pol.prompts, pol.responses, ref.responses)
     lc = length_controlled_win_rate(prefs, [len(r) for r in pol.responses], [len(r) for r in ref.responses])
     instruments = {
-        "kl_from_base": kl_from_base(policy, base, pol.rollouts),
+        "kl_from_base": kl_entry(closed, k1),
         "win_rate_vs_base": win_rate_of(prefs, judge.name),
         "win_rate_length_controlled": {**lc, "judge": judge.name},
     }
@@ -172,10 +175,12 @@ def evaluate_judged(
     max_new_tokens: int,
     seed: int,
     gold: str = "auto",
+    keep_samples: bool = False,
 ) -> dict:
     """`evaluate_against_base` as the RL trainers call it: judged as `choose_judge` decides from `gold`
     (auto | lab | none: the gold reward judges and is reported, else the proxy judges); samples are seeded
-    with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the samples."""
+    with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the samples
+    unless `keep_samples`."""
     judge, gold_fn = choose_judge(gold, items, proxy)
     result = evaluate_against_base(
         policy,
@@ -189,5 +194,6 @@ def evaluate_judged(
         seed=seed + EVAL_SEED_OFFSET,
         batch_size=EVAL_BATCH_SIZE,
     )
-    result.pop("samples")
+    if not keep_samples:
+        result.pop("samples")
     return result

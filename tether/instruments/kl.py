@@ -30,17 +30,27 @@ def sequence_kl(policy, base, rollout: Rollout) -> tuple[torch.Tensor, torch.Ten
     return closed, k1
 
 
+def response_kls(policy, base, rollouts: Iterable[Rollout]) -> tuple[list[float], list[float]]:
+    """(closed-form, k1) sequence KL(π‖π_base) of each response of `rollouts` (`sequence_kl`), in order."""
+    closed, k1 = [], []
+    for r in rollouts:
+        c, k = sequence_kl(policy, base, r)
+        closed += c.tolist()
+        k1 += k.tolist()
+    return closed, k1
+
+
 def kl_from_base(policy, base, rollouts: Iterable[Rollout]) -> dict:
     """Mean sequence-level KL(π‖π_base) over policy samples, with its standard error and k1 beside it.
 
     `rollouts`: batches sampled from `policy` (e.g. on held-out prompts). Returns
     {"value", "stderr", "n", "unit": "nats", "k1", "k1_stderr"}.
     """
-    closed, k1 = [], []
-    for r in rollouts:
-        c, k = sequence_kl(policy, base, r)
-        closed += c.tolist()
-        k1 += k.tolist()
+    return kl_entry(*response_kls(policy, base, rollouts))
+
+
+def kl_entry(closed: list[float], k1: list[float]) -> dict:
+    """`kl_from_base`'s record of per-response KLs (closed-form and k1)."""
     value, stderr = mean_stderr(closed)
     k1_value, k1_stderr = mean_stderr(k1)
     return {

@@ -42,12 +42,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from tqdm.auto import tqdm
 
 from tether import lora, rundir
 from tether.activations import enable_gradient_checkpointing
 from tether.config import DPOConfig, GRPOConfig, LoopConfig, PPOConfig, RLOOConfig, RMConfig, SFTConfig
+from tether.config.train import missing_tracker
 from tether.errors import TetherError
 from tether.files import storage_error, write_text_atomic
 from tether.precision import autocast as precision_block
@@ -148,6 +149,28 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"train.lr": 1e-4, ...}, each value a bool, int, float or str (what every tracker
+    stores as a hyperparameter; lists and None as their text)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value if isinstance(value, bool | int | float | str) else json.dumps(value)
+    return out
+
+
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table (TensorBoard's text tab renders it), with cells on one line and | escaped."""
+    def cell(x: Any) -> str:
+        text = x if isinstance(x, str) else json.dumps(x)
+        return " ".join(text.split()).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows])
+
+
 def _plain(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.item() if x.numel() == 1 else x.tolist()
@@ -171,9 +194,10 @@ class Loop:
         *,
         total_steps: int,
         extra_models: dict[str, torch.nn.Module] | None = None,
+        config: dict[str, Any] | None = None,
     ):
         self.cfg, self.run_dir, self.tokenizer = cfg, Path(run_dir), tokenizer
-        self.total_steps = total_steps
+        self.total_steps, self.config = total_steps, config
         set_threads(cfg.threads, model, cfg.device)
         # broadcast_buffers=False: DDP's forward then runs no collective (the models' only buffers are fixed
         # rotary tables), so processes may run different numbers of no-grad forwards (sampling, evaluation)
@@ -181,9 +205,13 @@ class Loop:
         # torch announces forward_sync_buffers as its successor, which accelerate does not pass on yet
         warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
         self.precision = autocast_precision(cfg.mixed_precision, cfg.device)  # "no", "bf16" or "fp16"
+        run = str(self.run_dir)  # TensorBoard writes to RUN/tensorboard/tether/
+        project = ProjectConfiguration(project_dir=run, logging_dir=str(self.run_dir / "tensorboard"))
         self.accelerator = Accelerator(
-            cpu=use_cpu(cfg.device), mixed_precision=self.precision, kwargs_handlers=[ddp]
+            cpu=use_cpu(cfg.device), mixed_precision=self.precision, kwargs_handlers=[ddp],
+            log_with=list(cfg.report_to) or None, project_config=project,
         )
+        self.tracking = "off" if not cfg.report_to else "not started"  # → "on" (main process) → "ended"
         self.is_main = self.accelerator.is_main_process
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.checkpoints = self.run_dir / "checkpoints"
@@ -326,8 +354,64 @@ class Loop:
         record = {"step": self.state.step if step is None else step, "kind": kind}
         record.update({k: _plain(v) for k, v in metrics.items()})
         self.metrics.write(record)
+        self.track({f"{kind}/{k}": v for k, v in record.items() if k not in ("step", "kind")}, record["step"])
         if self.bar is not None and kind == "train" and "loss" in record:
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+
+    # -------------------------------------------------------------------------------------- trackers
+
+    def start_tracking(self) -> None:
+        """Start the trackers of cfg.report_to on the main process (once; the others log nothing). Called
+        after any resume: TensorBoard is told to purge the events a resumed run wrote after its checkpoint
+        (purge_step), as metrics.jsonl drops those records."""
+        if self.tracking != "not started":
+            return
+        self.tracking = "on"
+        if not self.is_main:
+            return
+        kwargs = {"tensorboard": {"purge_step": self.state.step + 1}, "wandb": {"name": self.run_dir.name}}
+        self.accelerator.init_trackers("tether", config=_flat(self.config or {}), init_kwargs=kwargs)
+
+    def track(self, values: dict[str, Any], step: int) -> None:
+        """Send the numbers among `values` (a bool as 0/1; not strings, lists or None) to the trackers at
+        `step`."""
+        if self.tracking == "off" or self.tracking == "ended" or not self.is_main:
+            return
+        self.start_tracking()
+        numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+        if numbers:
+            self.accelerator.log(numbers, step=step)
+
+    def track_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A table to the trackers that take one: those with accelerate's `log_table` (wandb, clearml) as a
+        table, TensorBoard as a markdown table in its text tab; the others (trackio, mlflow: accelerate has no
+        table call for them) get none."""
+        if self.tracking == "off" or self.tracking == "ended" or not self.is_main:
+            return
+        self.start_tracking()
+        for tracker in self.accelerator.trackers:
+            if hasattr(tracker, "log_table"):
+                tracker.log_table(name, columns=columns, data=rows, step=step)
+            elif tracker.name == "tensorboard":
+                tracker.tracker.add_text(name, markdown_table(columns, rows), global_step=step)
+                tracker.tracker.flush()
+
+    def end_tracking(self, summary: dict[str, Any] | None = None) -> None:
+        """Send the value of each of `summary`'s instruments (summary.json's) at the last step, then finish
+        the trackers (idempotent; also on errors and SIGTERM). accelerate's end_training would also destroy
+        the process group, which the next stage of `tether run` still needs, so the trackers are finished
+        here one by one."""
+        if self.tracking == "off" or self.tracking == "ended":
+            return
+        if summary is not None:
+            instruments = summary.get("instruments") or {}
+            self.track({f"summary/{name}": inst.get("value") for name, inst in instruments.items()},
+                       self.state.step)
+        self.tracking = "ended"
+        if self.is_main:
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
+            self.accelerator.trackers = []
 
     def due(self, every: int) -> bool:
         """True when `every` > 0 and the current step is a multiple of it."""
@@ -338,7 +422,10 @@ class Loop:
     @contextlib.contextmanager
     def running(self, total: int | None = None, initial: int | None = None, desc: str | None = None):
         """SIGTERM sets `stop_requested` (the driver saves and stops at the next step boundary) and a tqdm
-        bar counts steps (or the driver's own units: `total`, `initial`)."""
+        bar counts steps (or the driver's own units: `total`, `initial`). The trackers start here (after any
+        resume) and are finished when an exception (TrainingInterrupted too) leaves the block; otherwise
+        the driver finishes them with `end_tracking(summary)` once the summary is written."""
+        self.start_tracking()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -349,6 +436,9 @@ class Loop:
         )
         try:
             yield self
+        except BaseException:
+            self.end_tracking()
+            raise
         finally:
             self.bar.close()
             self.bar = None
@@ -628,10 +718,13 @@ def prepare_run_dir(run_dir: Path, resume, cfg, stage: str, startup: tuple[str, 
 
     A run that holds no complete checkpoint yet (a start that failed, or was killed, before its first save)
     is started again from step 0 in place, by `--resume` as by a fresh run: its start-up files (`startup`,
-    RUN/config.yaml is rewritten) and partial checkpoints are removed, any other file stays. A fresh run is
-    refused where there is a checkpoint, RUN/model or RUN/summary.json; `--resume` where the run finished
-    without checkpoints (nothing to continue). With several processes all of them check before any goes on
-    (the main one soon writes there)."""
+    RUN/config.yaml is rewritten, samples.jsonl and tensorboard/) and partial checkpoints are removed, any
+    other file stays. A fresh run is refused where there is a checkpoint, RUN/model or RUN/summary.json;
+    `--resume` where the run finished without checkpoints (nothing to continue). With several processes all
+    of them check before any goes on (the main one soon writes there)."""
+    missing = missing_tracker(cfg.train.report_to)  # a config built in Python: before any model loads
+    if missing:
+        raise TetherError(f"config key train.report_to {missing}")
     if rundir.is_main_process():  # the others checked in `claim_run`, before the main one began writing
         rundir.check(run_dir, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
     checkpoints = run_dir / "checkpoints"
@@ -649,6 +742,8 @@ def prepare_run_dir(run_dir: Path, resume, cfg, stage: str, startup: tuple[str, 
     if not resume and rundir.is_main_process() and run_dir.is_dir():
         for name in startup:
             (run_dir / name).unlink(missing_ok=True)
+        (run_dir / "samples.jsonl").unlink(missing_ok=True)  # the RL stages' evaluation samples
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # train.report_to's event files
         ckpt.clean_partial(checkpoints)
     if launched_processes() > 1:
         process_state(cfg.train.device).wait_for_everyone()

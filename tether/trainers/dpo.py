@@ -37,7 +37,7 @@ from tether import lora
 from tether.config import DPOConfig, DPODataConfig, validate
 from tether.data import collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
-from tether.files import storage_error, write_json
+from tether.files import storage_error
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
@@ -353,12 +353,12 @@ def _train_dpo(cfg: DPOConfig, run_dir: Path, resume) -> Path:
             reference = None  # only the KL estimate would need it
 
     task = DPOTask(cfg, tokenizer, reference)
-    summary = train_supervised("dpo", cfg, run_dir, policy, tokenizer, task, train, test, resume, start)
-    if summary is not None:
+    def finish(summary: dict) -> None:
         summary.update(beta=cfg.beta, loss_type=cfg.loss_type)
         if test:
             summary["instruments"] = instruments(summary)
-        write_json(run_dir / "summary.json", summary)
+
+    train_supervised("dpo", cfg, run_dir, policy, tokenizer, task, train, test, resume, start, finish)
     return run_dir
 
 

@@ -36,6 +36,7 @@ The config must have: policy, reference, tokenizer, dtype, seed, iterations, dat
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +46,10 @@ import torch
 from accelerate.utils import DistributedType, set_seed
 
 from tether import lora
-from tether.config import dump_config, validate
+from tether.config import dump_config, to_dict, validate
 from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
 from tether.errors import TetherError
-from tether.files import write_json
+from tether.files import write_json, write_text_atomic
 from tether.instruments.evaluate import evaluate_judged
 from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
 from tether.reference import load_reference
@@ -117,6 +118,14 @@ def load_prompt_items(path: str, examples: list, tokenizer, cfg):
 
 
 
+def keep_samples_up_to(path: Path, iteration: int) -> None:
+    """Keep the records of RUN/samples.jsonl from evaluations at or before `iteration` (a resumed run's)."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    write_text_atomic(path, "".join(ln + "\n" for ln in lines if json.loads(ln)["iteration"] <= iteration))
+
+
 class RLRun:
     """Models, data, reward and loop of one RL run of `algorithm(cfg)`; `train()` runs it to the end."""
 
@@ -146,7 +155,7 @@ class RLRun:
         if test_prompts:
             self.test_items = load_prompt_items(cfg.data.test, test_prompts, self.tokenizer, cfg)
         self.loop = Loop(cfg.train, self.run_dir, policy, self.tokenizer, total_steps=self.total_steps(),
-                         extra_models=critic)
+                         extra_models=critic, config=to_dict(cfg))
         self.check_processes()
         self.device = self.loop.accelerator.device
         if self.ref is not None:
@@ -158,6 +167,8 @@ class RLRun:
         if extra is not None:
             self.load_extra(extra)
         self.resumed = extra is not None  # None: no checkpoint yet, the run starts from iteration 0
+        if self.resumed and self.loop.is_main:  # as metrics.jsonl: drop what was written after the checkpoint
+            keep_samples_up_to(self.run_dir / "samples.jsonl", self.iteration)
         if self.loop.is_main:
             dump_config(cfg, self.run_dir, [cfg.data.train, cfg.data.test], code=imported_code(self.reward))
 
@@ -358,13 +369,17 @@ class RLRun:
                 max_new_tokens=self.cfg.rollout.max_new_tokens,
                 seed=self.cfg.seed,
                 gold=self.cfg.eval.gold,
+                keep_samples=True,
             )
 
     def log_eval(self) -> None:
-        """Evaluate and log, on the main process only (which alone writes the summary)."""
+        """Evaluate and log, on the main process only (which alone writes the summary): the means to
+        metrics.jsonl, each policy sample to samples.jsonl (`log_samples`)."""
         if not self.loop.is_main:
             return
-        self.last_eval = self.evaluate()
+        result = self.evaluate()
+        samples = result.pop("samples")["policy"]
+        self.last_eval = result
         ins, rw = self.last_eval["instruments"], self.last_eval["rewards"]
         self.loop.log(
             {
@@ -378,6 +393,26 @@ class RLRun:
             },
             kind="eval",
         )
+        self.log_samples(samples)
+
+    def log_samples(self, samples) -> None:
+        """Append one record per held-out prompt to RUN/samples.jsonl — {"iteration", "step", "prompt",
+        "completion" (the policy's), "reward" (the proxy: the training reward), "gold" (None off the lab),
+        "kl" (the response's sequence KL from the base, nats)} — and send them as a table to the trackers."""
+        n = len(samples.responses)
+        gold = samples.gold or [None] * n
+        records = [
+            {"iteration": self.iteration, "step": self.loop.state.step, "prompt": p, "completion": c,
+             "reward": r, "gold": g, "kl": k}
+            for p, c, r, g, k in zip(samples.prompts, samples.responses, samples.proxy, gold, samples.kl,
+                                     strict=True)
+        ]
+        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        columns = ["iteration", "prompt", "completion", "reward", "gold", "kl"]
+        rows = [[r["iteration"], r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
+                 r["completion"], r["reward"], r["gold"], r["kl"]] for r in records]
+        self.loop.track_table("samples", columns, rows, self.loop.state.step)
 
     # ----------------------------------------------------------------------------------- the run
 
@@ -391,6 +426,12 @@ class RLRun:
     def train(self) -> Path:
         """Train to `cfg.iterations`, evaluating and saving on schedule; then the final evaluation, RUN/model
         and summary.json. Raises TrainingInterrupted after SIGTERM (once a checkpoint is written)."""
+        try:
+            return self._train()
+        finally:
+            self.loop.end_tracking()  # on errors; after the summary it has ended already
+
+    def _train(self) -> Path:
         cfg, loop = self.cfg, self.loop
         saved_at, evaluated_at = self.iteration if self.resumed else -1, -1
         with loop.running(total=cfg.iterations, initial=self.iteration, desc=self.algo.stage):
@@ -442,3 +483,4 @@ class RLRun:
             "wall_seconds": seconds,
         }
         write_json(self.run_dir / "summary.json", summary)
+        self.loop.end_tracking(summary)

@@ -25,7 +25,6 @@ from tether import lora
 from tether.config import RMConfig, RMDataConfig
 from tether.data import pad_id
 from tether.errors import TetherError
-from tether.files import write_json
 from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
@@ -160,12 +159,12 @@ def _train_rm(cfg: RMConfig, run_dir: Path, resume) -> Path:
         soft_labels=d.use_soft_labels,
         margins=d.margin_field is not None,
     )
-    summary = train_supervised("rm", cfg, run_dir, model, tokenizer, task, train, test, resume, start)
-    if summary is not None:
+    def finish(summary: dict) -> None:
         if test:
             acc = rm_accuracy_entry(summary["test_accuracy"], summary["test_pairs"])
             summary["instruments"] = {"rm_test_accuracy": acc}
-        write_json(run_dir / "summary.json", summary)
+
+    train_supervised("rm", cfg, run_dir, model, tokenizer, task, train, test, resume, start, finish)
     return run_dir
 
 

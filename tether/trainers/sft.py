@@ -21,7 +21,6 @@ from tether import lora
 from tether.config import SFTConfig
 from tether.data import SFTTokens, collate_sft, load_sft, pad_id, tokenize_sft
 from tether.errors import TetherError
-from tether.files import write_json
 from tether.losses import sft_loss
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.rollout import completion_positions, logits_at
@@ -110,7 +109,5 @@ def _train_sft(cfg: SFTConfig, run_dir: Path, resume) -> Path:
         raise TetherError(f"{d.train}: no training records left after skipping")
 
     task = SFTTask(pad_id(tokenizer), cfg.train.micro_batch_size)
-    summary = train_supervised("sft", cfg, run_dir, model, tokenizer, task, train, test, resume, start)
-    if summary is not None:
-        write_json(run_dir / "summary.json", summary)
+    train_supervised("sft", cfg, run_dir, model, tokenizer, task, train, test, resume, start)
     return run_dir

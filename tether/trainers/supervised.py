@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from tether.config import dump_config
+from tether.config import dump_config, to_dict
 from tether.errors import TetherError
+from tether.files import write_json
 from tether.trainers.base import Loop, TrainingInterrupted, save_final
 
 
@@ -191,24 +192,34 @@ def fit(
 
 
 def train_supervised(
-    stage: str, cfg, run_dir: Path, model, tokenizer, task, train, test, resume, start: float
-):
+    stage: str, cfg, run_dir: Path, model, tokenizer, task, train, test, resume, start: float,
+    finish: Callable[[dict], None] | None = None,
+) -> None:
     """The common body of a supervised stage: the Loop, RUN/config.yaml, `fit`, RUN/model and the summary
-    fields every stage reports. Returns the summary on the main process (None elsewhere) for the stage to
-    extend and write; `cfg` needs `train` (LoopConfig), `seed` and `data.train` / `data.test`."""
-    loop = Loop(cfg.train, run_dir, model, tokenizer, total_steps=total_steps(cfg.train, len(train)))
-    if loop.is_main:
-        dump_config(cfg, run_dir, [cfg.data.train, cfg.data.test])
-    last_eval = fit(loop, task, train, test, cfg.seed, resume=resume)
-    model_dir = save_final(loop, run_dir)
-    if not loop.is_main:
-        return None
-    return {
-        "stage": stage,
-        "steps": loop.state.step,
-        "skipped_steps": loop.state.skipped,
-        "train_items": len(train),
-        **last_eval,
-        "model": str(model_dir),
-        "wall_seconds": time.perf_counter() - start,
-    }
+    fields every stage reports, which `finish` (the stage's) extends in place before the main process writes
+    RUN/summary.json and sends its instruments to the trackers (train.report_to). `cfg` needs `train`
+    (LoopConfig), `seed` and `data.train` / `data.test`."""
+    loop = Loop(cfg.train, run_dir, model, tokenizer, total_steps=total_steps(cfg.train, len(train)),
+                config=to_dict(cfg))
+    try:
+        if loop.is_main:
+            dump_config(cfg, run_dir, [cfg.data.train, cfg.data.test])
+        last_eval = fit(loop, task, train, test, cfg.seed, resume=resume)
+        model_dir = save_final(loop, run_dir)
+        if not loop.is_main:
+            return
+        summary = {
+            "stage": stage,
+            "steps": loop.state.step,
+            "skipped_steps": loop.state.skipped,
+            "train_items": len(train),
+            **last_eval,
+            "model": str(model_dir),
+            "wall_seconds": time.perf_counter() - start,
+        }
+        if finish is not None:
+            finish(summary)
+        write_json(run_dir / "summary.json", summary)
+        loop.end_tracking(summary)
+    finally:
+        loop.end_tracking()
