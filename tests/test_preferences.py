@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from plumbing_helpers import tiny_tokenizer, write_jsonl
 
-from tether import data
+from tether import data_sources
 from tether.config import DPODataConfig, RMDataConfig
 from tether.errors import DataError
 from tether.trainers.dpo import load_dpo_pairs
@@ -20,14 +20,14 @@ RECORDS = [
 
 @pytest.fixture
 def opened(monkeypatch) -> list[str]:
-    """The paths tether.data opens for reading, in order."""
-    paths, real = [], data.read_lines
+    """The paths tether.data_sources opens for reading, in order."""
+    paths, real = [], data_sources.read_lines
 
     def counting(path):
         paths.append(str(path))
         return real(path)
 
-    monkeypatch.setattr(data, "read_lines", counting)
+    monkeypatch.setattr(data_sources, "read_lines", counting)
     return paths
 
 

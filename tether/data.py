@@ -1,18 +1,20 @@
-"""JSONL datasets, tokenisation and collators: the one data path of lab and real data (preference pairs:
-tether.preferences).
+"""Datasets, tokenisation and collators: the one data path of lab and real data (preference pairs:
+tether.preferences; the sources records are read from, JSONL, JSON, parquet, csv, `datasets` directories and
+Hub datasets: tether.data_sources).
 
-Formats (one JSON object per line of UTF-8 text, gzip-compressed or not; blank lines are ignored):
-- SFT: {"prompt": str, "completion": str} or {"messages": [{"role", "content"}, ...]} whose last message is
-  the assistant's (the completion; the messages before it are the prompt, so only the last turn is trained).
+Records (TRL's standard and conversational formats):
+- SFT: {"prompt", "completion"} (the completion a string, or a list of one assistant message) or
+  {"messages": [{"role", "content"}, ...]} whose last message is the assistant's (the completion; the
+  messages before it are the prompt, so only the last turn is trained).
 - preferences: {"prompt", "chosen", "rejected"}, optionally a "label" and a margin column; read, tokenised
   and collated by tether.preferences with the readers and validators here.
 - prompts: {"prompt"} (string or messages, not empty) plus any metadata (kept in `PromptExample.meta`).
 A message's role is "system", "user" or "assistant", and a prompt never ends on an assistant turn (the
-response to be trained or sampled follows it). A gzip file is recognised by its first two bytes (1f 8b),
-whatever its name. Strings must be text a tokenizer can encode: a lone surrogate escape ("\\ud800" without
-its low half) is refused.
+response to be trained or sampled follows it). Strings must be text a tokenizer can encode: a lone surrogate
+escape ("\\ud800" without its low half) is refused.
 
-Every problem raises `DataError(path, line, problem)`, so the message starts with `path:line:`.
+Every problem raises `DataError(path, line, problem)`, so the message starts with `path:line:` (a table's
+records: `path:row N:`).
 
 Tokenisation: the prompt and the completion are tokenised separately and concatenated, then EOS is appended,
 so the prompt's ids are exactly what a policy is conditioned on when it samples. A messages prompt goes
@@ -23,18 +25,19 @@ asked (`"always"`); without a template, messages are rendered as "Role: content"
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-import re
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tether.data_sources import decode_line as decode_line
+from tether.data_sources import lone_surrogate_field as lone_surrogate_field
+from tether.data_sources import read_jsonl as read_jsonl
+from tether.data_sources import read_lines as read_lines
+from tether.data_sources import read_records
 from tether.errors import DataError, TetherError
 
 log = logging.getLogger(__name__)
@@ -62,91 +65,6 @@ class PromptExample:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes) of each line of a file, decompressed when it starts with gzip's magic bytes
-    (1f 8b) whatever its name; DataError when it cannot be read or its gzip data breaks off."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise DataError(path, None, f"cannot read: {e.strerror}") from None
-    with f:
-        compressed = f.read(2) == b"\x1f\x8b"
-        f.seek(0)
-        lines = gzip.GzipFile(fileobj=f) if compressed else f
-        line_no = 0
-        try:
-            for line_no, raw in enumerate(lines, start=1):
-                yield line_no, raw
-        except (OSError, EOFError, zlib.error) as e:
-            problem = f"corrupt or truncated gzip data ({e})" if compressed else f"cannot read: {e}"
-            raise DataError(path, line_no + 1, problem) from None
-
-
-_BOM = b"\xef\xbb\xbf"
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # \ud800..\udfff written as JSON escapes
-
-
-def decode_line(path, line_no: int, raw: bytes) -> str:
-    """A line's bytes as text: UTF-8, a byte-order mark at the start of the file skipped; DataError naming
-    the first byte that is not UTF-8."""
-    skipped = len(_BOM) if line_no == 1 and raw.startswith(_BOM) else 0
-    try:
-        return raw[skipped:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        at = skipped + e.start
-        raise DataError(path, line_no, f"byte 0x{raw[at]:02x} at byte {at + 1} is not UTF-8 (tether reads "
-                        "UTF-8 text: re-encode the file, e.g. with iconv)") from None
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; DataError on unreadable files, bytes that are not
-    UTF-8, bad JSON and lone surrogates."""
-    n = 0
-    for line_no, raw in read_lines(path):
-        text = decode_line(path, line_no, raw)
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(path, line_no, f"malformed JSON: {e.msg} at column {e.colno}") from None
-        if not isinstance(obj, dict):
-            raise DataError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
-        if _SURROGATE_ESCAPE.search(text):  # only an escape can make one: UTF-8 bytes never decode to it
-            field = lone_surrogate_field(obj)
-            if field is not None:
-                raise DataError(path, line_no, f"lone surrogate in {field}: an escape \\ud800-\\udfff "
-                                "without its other half is no character, and no tokenizer can encode it")
-        n += 1
-        yield line_no, obj
-    if n == 0:
-        raise DataError(path, None, "no records")
-
-
-def _is_surrogate_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def lone_surrogate_field(value, where: str = "") -> str | None:
-    """Where in a JSON value a string holds a lone surrogate ('messages[0].content', "a key '\\ud800'"), or
-    None."""
-    if isinstance(value, str):
-        return repr(where) if _is_surrogate_text(value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for k, v in items:
-        if isinstance(k, str) and _is_surrogate_text(k):
-            return f"a key {k!r}"
-        inner = f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else k
-        found = lone_surrogate_field(v, inner)
-        if found is not None:
-            return found
-    return None
-
-
 def text_column(path, line, obj, key) -> str:
     """The string in column `key`; DataError when it is missing or not a string."""
     if key not in obj:
@@ -165,7 +83,7 @@ def nonempty_text(path, line, obj, key) -> str:
     return value
 
 
-def _messages(path, line, value, key) -> list[dict[str, str]]:
+def messages_column(path, line, value, key) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise DataError(path, line, f"column {key!r} must be a non-empty list of messages")
     for i, m in enumerate(value):
@@ -177,7 +95,7 @@ def _messages(path, line, value, key) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def _check_prompt_end(path, line, prompt: Prompt) -> None:
+def check_prompt_end(path, line, prompt: Prompt) -> None:
     if isinstance(prompt, list) and prompt and prompt[-1]["role"] == "assistant":
         raise DataError(path, line, "the prompt ends on an assistant turn; the response follows a user or "
                         "system turn")
@@ -188,30 +106,43 @@ def prompt_column(path, line, obj) -> Prompt:
     if "prompt" not in obj:
         raise DataError(path, line, f"missing column 'prompt' (columns: {', '.join(sorted(obj))})")
     if isinstance(obj["prompt"], list):
-        prompt = _messages(path, line, obj["prompt"], "prompt")
-        _check_prompt_end(path, line, prompt)
+        prompt = messages_column(path, line, obj["prompt"], "prompt")
+        check_prompt_end(path, line, prompt)
         return prompt
     return text_column(path, line, obj, "prompt")
 
 
-def load_sft(path: str | Path) -> list[SFTExample]:
-    """Demonstrations: prompt/completion or messages records."""
+def response_column(path, line, obj, key) -> str:
+    """A response (a completion, chosen or rejected): non-empty text, or a list of one assistant message
+    (TRL's conversational format) whose content is taken."""
+    if not isinstance(obj.get(key), list):
+        return nonempty_text(path, line, obj, key)
+    msgs = messages_column(path, line, obj[key], key)
+    if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+        roles = ", ".join(m["role"] for m in msgs)
+        raise DataError(path, line, f"column {key!r} must be one assistant message, got roles {roles}")
+    if not msgs[0]["content"].strip():
+        raise DataError(path, line, f"empty {key}")
+    return msgs[0]["content"]
+
+
+def load_sft(path: str | Path, columns: dict[str, str] | None = None) -> list[SFTExample]:
+    """Demonstrations: prompt/completion or messages records from any source (tether.data_sources), its
+    columns renamed by `columns` (tether's name -> the source's)."""
     out = []
-    for line, obj in read_jsonl(path):
+    for line, obj in read_records(path, columns):
         if "messages" in obj:
-            msgs = _messages(path, line, obj["messages"], "messages")
+            msgs = messages_column(path, line, obj["messages"], "messages")
             last = msgs[-1]
             if last["role"] != "assistant":
                 raise DataError(path, line, f"the last message must be the assistant's, got {last['role']!r}")
             if not last["content"].strip():
                 raise DataError(path, line, "empty completion (last assistant message)")
-            _check_prompt_end(path, line, msgs[:-1])
+            check_prompt_end(path, line, msgs[:-1])
             out.append(SFTExample(msgs[:-1], last["content"], str(path), line))
         elif "prompt" in obj or "completion" in obj:
             prompt = prompt_column(path, line, obj)
-            completion = text_column(path, line, obj, "completion")
-            if not completion.strip():
-                raise DataError(path, line, "empty completion")
+            completion = response_column(path, line, obj, "completion")
             out.append(SFTExample(prompt, completion, str(path), line))
         else:
             cols = ", ".join(sorted(obj))
@@ -220,10 +151,11 @@ def load_sft(path: str | Path) -> list[SFTExample]:
     return out
 
 
-def load_prompts(path: str | Path) -> list[PromptExample]:
-    """Prompts for sampling (not empty); every other column is kept as metadata (e.g. for a gold reward)."""
+def load_prompts(path: str | Path, columns: dict[str, str] | None = None) -> list[PromptExample]:
+    """Prompts for sampling (not empty) from any source, columns renamed as in `load_sft`; every other column
+    is kept as metadata (e.g. for a gold reward)."""
     out = []
-    for line, obj in read_jsonl(path):
+    for line, obj in read_records(path, columns):
         prompt = prompt_column(path, line, obj)
         if isinstance(prompt, str) and not prompt.strip():
             raise DataError(path, line, "empty prompt: nothing to sample a response to")

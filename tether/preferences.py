@@ -3,8 +3,11 @@
     pairs = load_pairs("prefs.jsonl", tokenizer, max_length=512, soft_labels=True, margin_field="strength")
     batch = collate_pairs(pairs[:8], pad_id(tokenizer))   # 16 rows: the 8 chosen, then the 8 rejected
 
-A record is {"prompt", "chosen", "rejected"}: prompt as in tether.data (text or messages), chosen and rejected
-non-empty strings. Asked for, a record also carries its "label", P(chosen ≻ rejected) in [0, 1] (soft labels),
+A record is {"prompt", "chosen", "rejected"} from any source (tether.data_sources): prompt as in tether.data
+(text or messages), chosen and rejected non-empty strings or lists of one assistant message (TRL's
+conversational format). Without a "prompt" column, chosen and rejected are whole conversations (TRL's implicit
+prompt): the prompt is the messages they share from the start, each response its last message, an assistant
+turn. Asked for, a record also carries its "label", P(chosen ≻ rejected) in [0, 1] (soft labels),
 and a margin, a finite number in a column the caller names (Llama 2's preference strength, subtracted from
 r_chosen − r_rejected by the reward model's loss); otherwise the label is 1 (a sure preference) and the margin
 0. Each file is read once, and a pair's label and margin stay with it through tokenising and skipping.
@@ -27,13 +30,15 @@ from torch import Tensor
 from tether.data import (
     Prompt,
     Skips,
+    check_prompt_end,
     check_prompt_length,
     collate_completions,
     encode_completion,
     encode_nonempty_prompt,
-    nonempty_text,
+    messages_column,
     prompt_column,
-    read_jsonl,
+    read_records,
+    response_column,
 )
 from tether.errors import DataError
 
@@ -72,17 +77,45 @@ def number_column(path, line, obj, key: str) -> float:
     return float(value)
 
 
+def implicit_prompt(path, line, obj) -> tuple[Prompt, str, str]:
+    """(prompt, chosen, rejected) of a pair without a "prompt" column whose chosen and rejected are message
+    lists (TRL's implicit prompt): the prompt is their longest common prefix of messages, and after it each
+    must hold exactly one assistant message, its response."""
+    chosen = messages_column(path, line, obj["chosen"], "chosen")
+    rejected = messages_column(path, line, obj["rejected"], "rejected")
+    n = 0
+    while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+        n += 1
+    for key, msgs in (("chosen", chosen), ("rejected", rejected)):
+        if len(msgs) != n + 1 or msgs[-1]["role"] != "assistant":
+            raise DataError(path, line, f"{key} must be the messages it shares with the other response, then "
+                            "one assistant message (no 'prompt' column: the prompt is what they share)")
+        if not msgs[-1]["content"].strip():
+            raise DataError(path, line, f"empty {key}")
+    if n == 0:
+        raise DataError(path, line, "chosen and rejected share no messages and there is no 'prompt' column: "
+                        "no prompt to condition on")
+    check_prompt_end(path, line, chosen[:n])
+    return chosen[:n], chosen[-1]["content"], rejected[-1]["content"]
+
+
 def load_preferences(
-    path: str | Path, soft_labels: bool = False, margin_field: str | None = None
+    path: str | Path, soft_labels: bool = False, margin_field: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> list[PreferenceExample]:
-    """Preference pairs: prompt (text or messages), chosen, rejected, and with `soft_labels` the "label"
-    column, with `margin_field` that column. Ties (chosen == rejected) are left out with one warning that
-    counts them; DataError when every pair is one."""
+    """Preference pairs from any source, columns renamed by `columns` (tether's name -> the source's): prompt
+    (text or messages), chosen, rejected, and with `soft_labels` the "label" column, with `margin_field` that
+    column. Ties (chosen == rejected) are left out with one warning that counts them; DataError when every
+    pair is one."""
     out = []
-    for line, obj in read_jsonl(path):
-        prompt = prompt_column(path, line, obj)
-        chosen = nonempty_text(path, line, obj, "chosen")
-        rejected = nonempty_text(path, line, obj, "rejected")
+    for line, obj in read_records(path, columns):
+        conversations = isinstance(obj.get("chosen"), list) and isinstance(obj.get("rejected"), list)
+        if "prompt" not in obj and conversations:
+            prompt, chosen, rejected = implicit_prompt(path, line, obj)
+        else:
+            prompt = prompt_column(path, line, obj)
+            chosen = response_column(path, line, obj, "chosen")
+            rejected = response_column(path, line, obj, "rejected")
         label = number_column(path, line, obj, "label") if soft_labels else 1.0
         if not 0.0 <= label <= 1.0:
             raise DataError(path, line, f"column 'label' must be a probability in [0, 1], got {label}")
@@ -92,7 +125,7 @@ def load_preferences(
     if len(ties) == len(out):
         raise DataError(path, None, f"every pair ({len(out)}) has chosen == rejected: no preference to learn")
     if ties:
-        log.warning("%s: %d of %d pairs have chosen == rejected (first at %s:%d); left out: a tie states no "
+        log.warning("%s: %d of %d pairs have chosen == rejected (first at %s:%s); left out: a tie states no "
                     "preference (its loss is log 2 whatever the model)", path, len(ties), len(out), path,
                     ties[0])
     return [ex for ex in out if ex.chosen != ex.rejected]
@@ -120,11 +153,11 @@ def tokenize_preferences(
 
 def load_pairs(
     path: str | Path, tokenizer, max_length: int, too_long: str = "error", chat_template: str = "auto",
-    soft_labels: bool = False, margin_field: str | None = None,
+    soft_labels: bool = False, margin_field: str | None = None, columns: dict[str, str] | None = None,
 ) -> list[PairTokens]:
     """Read, validate (errors name file:line) and tokenise a preference file in one pass: `load_preferences`
     then `tokenize_preferences`, the skip/cut counts reported once for the file."""
-    examples = load_preferences(path, soft_labels, margin_field)
+    examples = load_preferences(path, soft_labels, margin_field, columns)
     pairs, _ = tokenize_preferences(examples, tokenizer, max_length, too_long, chat_template,
                                     what=f"preference pairs of {path}")
     return pairs

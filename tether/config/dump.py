@@ -45,7 +45,7 @@ def provenance(data_files: list[str | None]) -> dict[str, Any]:
         "torch_version": str(torch.__version__),
         "transformers_version": str(transformers.__version__),
         "git_commit": git_commit(),
-        "data_sha256": {str(p): sha256_file(p) for p in data_files if p},
+        "data_sha256": {str(p): sha256_source(p) for p in data_files if p},
     }
 
 
@@ -55,6 +55,20 @@ def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def sha256_source(source: str | Path) -> str | None:
+    """sha256 of a data source (tether.data_sources): a file's bytes; for a directory (saved by `datasets`),
+    of each file's relative path and sha256 in path order; None for a Hub dataset (no local file to hash)."""
+    path = Path(source)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
 

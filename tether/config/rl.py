@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from tether.config.loader import SEED, is_default, ranged
+from tether.config.supervised import column_problems
 from tether.config.train import LoopConfig, LoRAConfig, schedule_problems
 
 # ------------------------------------------------------------------------------------------------ PPO
@@ -18,9 +19,12 @@ class PPODataConfig:
     """Prompts to sample responses for (tether.data prompt records: {"prompt"} plus any metadata)."""
 
     train: str = ranged(rule="non-empty")
-    """JSONL file of prompts for the training rollouts."""
+    """Prompts for the training rollouts: a .jsonl, .json, .parquet or .csv file, a directory saved by
+    `datasets`, or a Hub dataset `owner/name:split` (tether.data_sources)."""
     test: str | None = None
-    """JSONL file of held-out prompts for the final evaluation (reward, gold reward, KL, win-rate vs SFT)."""
+    """Held-out prompts for the final evaluation (reward, gold reward, KL, win-rate vs SFT)."""
+    columns: dict[str, str] = ranged({}, "non-empty")
+    """The source's column holding tether's prompt, e.g. {prompt: question}."""
     max_prompt_length: int = ranged(128, ">= 1")
     """Longest prompt in tokens; see too_long for what happens to a longer one."""
     too_long: Literal["error", "skip", "truncate"] = "error"
@@ -28,6 +32,10 @@ class PPODataConfig:
     keeps its last max_prompt_length tokens (the end the response follows)."""
     chat_template: Literal["auto", "always", "never"] = "auto"
     """As for SFT: the tokenizer's chat template for messages prompts when it has one."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a renamed column that nothing reads."""
+        return column_problems(self, ("prompt",))
 
 
 @dataclasses.dataclass

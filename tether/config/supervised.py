@@ -9,15 +9,28 @@ from typing import Literal
 from tether.config.loader import SEED, ranged
 from tether.config.train import EpochLoopConfig, LoRAConfig, schedule_problems
 
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "label")
+
+
+def column_problems(data, names: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(key, reason) of each key of a data section's `columns` that is not one of tether's column `names`
+    (a renamed column that nothing would read)."""
+    for ours in data.columns:
+        if ours not in names:
+            yield f"columns.{ours}", f"names no column tether reads here (it reads: {', '.join(names)})"
+
 
 @dataclasses.dataclass
 class SFTDataConfig:
     """Where the demonstrations come from and how they become tokens (tether.data)."""
 
     train: str = ranged(rule="non-empty")
-    """JSONL file of {"prompt", "completion"} or {"messages": [...]} records to train on."""
+    """{"prompt", "completion"} or {"messages": [...]} records to train on: a .jsonl, .json, .parquet or .csv
+    file, a directory saved by `datasets`, or a Hub dataset `owner/name:split` (tether.data_sources)."""
     test: str | None = None
-    """JSONL file in the same format for test loss and perplexity; none: no evaluation."""
+    """Records in the same format for test loss and perplexity; none: no evaluation."""
+    columns: dict[str, str] = ranged({}, "non-empty")
+    """The source's column for each of tether's (prompt, completion, messages), e.g. {prompt: question}."""
     max_length: int = ranged(512, ">= 1")
     """Tokens per example (prompt + completion + EOS); longer completions are cut to fit."""
     too_long: Literal["error", "skip"] = "error"
@@ -25,6 +38,10 @@ class SFTDataConfig:
     chat_template: Literal["auto", "always", "never"] = "auto"
     """'auto': the tokenizer's chat template for messages records when it has one; 'always': also wrap
     plain prompts as a user turn; 'never': plain text only."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a renamed column that nothing reads."""
+        return column_problems(self, ("prompt", "completion", "messages"))
 
 
 @dataclasses.dataclass
@@ -59,9 +76,12 @@ class RMDataConfig:
     """Preference pairs for the reward model and how they become tokens (tether.data)."""
 
     train: str = ranged(rule="non-empty")
-    """JSONL file of {"prompt", "chosen", "rejected"} pairs to train on (prompt: text or messages)."""
+    """{"prompt", "chosen", "rejected"} pairs to train on (TRL's formats, tether.preferences), from any source
+    SFT's data.train takes."""
     test: str | None = None
-    """JSONL file of held-out pairs for pairwise accuracy, margin and calibration; none: no evaluation."""
+    """Held-out pairs for pairwise accuracy, margin and calibration; none: no evaluation."""
+    columns: dict[str, str] = ranged({}, "non-empty")
+    """The source's column for each of tether's (prompt, chosen, rejected, label), e.g. {chosen: better}."""
     max_length: int = ranged(512, ">= 1")
     """Tokens per row (prompt + response + EOS); longer responses are cut to fit."""
     too_long: Literal["error", "skip"] = "error"
@@ -74,6 +94,10 @@ class RMDataConfig:
     margin_field: str | None = None
     """A numeric column subtracted from r_chosen − r_rejected inside the loss (Llama 2's preference-strength
     margin: strongly preferred pairs must be separated by more); none: no margin."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a renamed column that nothing reads."""
+        return column_problems(self, PAIR_COLUMNS)
 
 
 @dataclasses.dataclass
@@ -114,9 +138,12 @@ class DPODataConfig:
     """Preference pairs for DPO and how they become tokens (tether.data), as for the reward model."""
 
     train: str = ranged(rule="non-empty")
-    """JSONL file of {"prompt", "chosen", "rejected"} pairs to train on (prompt: text or messages)."""
+    """{"prompt", "chosen", "rejected"} pairs to train on (TRL's formats, tether.preferences), from any source
+    SFT's data.train takes."""
     test: str | None = None
-    """JSONL file of held-out pairs for test loss, preference accuracy, margins and the KL estimate."""
+    """Held-out pairs for test loss, preference accuracy, margins and the KL estimate."""
+    columns: dict[str, str] = ranged({}, "non-empty")
+    """The source's column for each of tether's (prompt, chosen, rejected, label), e.g. {chosen: better}."""
     max_length: int = ranged(512, ">= 1")
     """Tokens per row (prompt + response + EOS); longer responses are cut to fit."""
     too_long: Literal["error", "skip"] = "error"
@@ -126,6 +153,10 @@ class DPODataConfig:
     use_soft_labels: bool = False
     """Read each record's "label" as P(chosen ≻ rejected) and fit it with the soft-label DPO cross-entropy
     (loss_type sigmoid only); off: every pair counts as a sure preference for chosen."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a renamed column that nothing reads."""
+        return column_problems(self, PAIR_COLUMNS)
 
 
 @dataclasses.dataclass

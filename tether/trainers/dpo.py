@@ -69,7 +69,8 @@ class DPOPair:
 
 def load_dpo_pairs(path, tokenizer, d: DPODataConfig) -> list[DPOPair]:
     """Read, validate (errors name file:line) and tokenise a preference file (tether.preferences)."""
-    pairs = load_pairs(path, tokenizer, d.max_length, d.too_long, d.chat_template, d.use_soft_labels)
+    pairs = load_pairs(path, tokenizer, d.max_length, d.too_long, d.chat_template, d.use_soft_labels,
+                       columns=d.columns)
     return [DPOPair(p) for p in pairs]
 
 

@@ -98,10 +98,10 @@ def load_policy(cfg):
     return load_causal_lm(cfg.policy, cfg.dtype, cfg.trust_remote_code).eval(), tokenizer
 
 
-def read_prompts(path: str, gold_scored: bool) -> list:
+def read_prompts(path: str, gold_scored: bool, columns: dict | None = None) -> list:
     """Every prompt of a file, checked (tether.data.load_prompts); when the gold reward scores them, each
     one must be a lab prompt (DataError at the first that is not), since the gold reward scores those only."""
-    examples = load_prompts(path)
+    examples = load_prompts(path, columns)
     if gold_scored:
         why = "the gold reward scores lab prompts only (reward.source or a reward term is 'gold')"
         require_lab_prompts(examples, why)
@@ -137,8 +137,8 @@ class RLRun:
         algorithm = algorithm(cfg)  # e.g. ppo_algorithm: its own checks, after the config's
         self.cfg, self.algo, self.run_dir = cfg, algorithm, Path(run_dir)
         gold_scored = "gold" in [spec for spec, weight in algorithm.rewards if weight != 0]
-        train_prompts = read_prompts(cfg.data.train, gold_scored)  # the whole files, before any model loads
-        test_prompts = read_prompts(cfg.data.test, gold_scored) if cfg.data.test else []
+        train_prompts = read_prompts(cfg.data.train, gold_scored, cfg.data.columns)  # before any model loads
+        test_prompts = read_prompts(cfg.data.test, gold_scored, cfg.data.columns) if cfg.data.test else []
         self.lab = uses_gold(cfg.eval.gold, train_prompts)  # the gold reward logged in training too
         uses_gold(cfg.eval.gold, test_prompts)  # eval.gold=lab: a held-out prompt not the lab's stops here
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm

@@ -43,7 +43,7 @@ def load_rm_pairs(path, tokenizer, d: RMDataConfig) -> list[PairTokens]:
     """The pairs of a preference file, each with the label and margin the config asks for
     (tether.preferences.load_pairs)."""
     return load_pairs(path, tokenizer, d.max_length, d.too_long, d.chat_template, d.use_soft_labels,
-                      d.margin_field)
+                      d.margin_field, d.columns)
 
 
 # ------------------------------------------------------------------------------------------------ task
