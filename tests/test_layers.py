@@ -36,7 +36,7 @@ LAYERS = [
                 "tether.activations", "tether.precision", "tether.packing")),
     # design.md lists data with the plumbing; it sits below the models because reward_model and
     # models_pull tokenise and pad with it (it imports only tether.errors).
-    ("data", ("tether.data", "tether.preferences")),
+    ("data", ("tether.data", "tether.data_sources", "tether.preferences")),
     ("base", ("tether.errors", "tether.files", "tether.rundir", "tether.quiet", "tether")),
     ("math", ("tether.losses", "tether.theory")),
 ]

@@ -89,7 +89,8 @@ def test_a_ppo_run_sends_metrics_and_the_summary_instruments_to_tensorboard(ppo_
     last = read_metrics(out)[-1]["step"]
     instruments = summary["instruments"]
     want = {f"summary/{k}": [(last, float(np.float32(v["value"])))] for k, v in instruments.items()}
-    assert sorted(want) == ["summary/kl_from_base", "summary/win_rate_vs_base"]
+    assert sorted(want) == ["summary/kl_from_base", "summary/win_rate_length_controlled",
+                            "summary/win_rate_vs_base"]
     assert_same(scalars(ea, "summary/"), want)
 
 
