@@ -18,7 +18,7 @@ from tether.config import SFTConfig, load_config
 from tether.data import load_prompts, load_sft
 from tether.errors import DataError, TetherError
 from tether.preferences import load_preferences
-from tether.trainers.base import read_metrics
+from tether.trainers.metrics import read_metrics
 
 datasets = pytest.importorskip("datasets")  # the hf extra; `dev` installs it, so CI runs these
 

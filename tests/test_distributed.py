@@ -41,8 +41,8 @@ from test_dpo import reversal_pairs
 from tether.cli import main as tether_main
 from tether.config import DPOConfig, load_config
 from tether.trainers import checkpoint as ckpt
-from tether.trainers.base import read_metrics
 from tether.trainers.dpo import train_dpo
+from tether.trainers.metrics import read_metrics
 from tether.trainers.sft import train_sft
 
 TESTS = Path(__file__).resolve().parent

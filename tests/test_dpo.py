@@ -28,8 +28,9 @@ from tether.config import DPOConfig, load_config
 from tether.errors import DataError, TetherError
 from tether.trainers import checkpoint as ckpt
 from tether.trainers import dpo
-from tether.trainers.base import Loop, read_metrics
+from tether.trainers.base import Loop
 from tether.trainers.dpo import DPOPair, DPOTask, attach_reference, load_causal_lm, load_dpo_pairs
+from tether.trainers.metrics import read_metrics
 
 LOG2 = math.log(2)
 

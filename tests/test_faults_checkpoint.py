@@ -48,8 +48,9 @@ from tether.errors import TetherError
 from tether.model_files import load_causal_lm
 from tether.trainers import checkpoint as ckpt
 from tether.trainers import dpo
-from tether.trainers.base import load_module, read_metrics
+from tether.trainers.base import load_module
 from tether.trainers.grpo import train_grpo
+from tether.trainers.metrics import read_metrics
 
 STEPS = {"max_steps": 6, "save_every": 2, "keep_last": 2, "batch_size": 8, "micro_batch_size": 8}
 

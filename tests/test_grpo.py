@@ -13,10 +13,10 @@ from transformers import AutoModelForCausalLM
 from tether.instruments.evaluate import evaluate_judged
 from tether.losses import grpo_advantages, grpo_loss
 from tether.rewards import WeightedReward, gold, load_weighted_reward
-from tether.trainers.base import read_metrics
 from tether.trainers.group import equal_reward_share
 from tether.trainers.grpo import train_grpo
-from tether.trainers.rl import load_policy, load_prompt_items, read_prompts
+from tether.trainers.metrics import read_metrics
+from tether.trainers.rl_inputs import load_policy, load_prompt_items, read_prompts
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ from tether.losses import masked_mean, token_kl
 from tether.losses._reduce import masked_var
 from tether.rewards import RunningMoments, load_reward, penalize_unended
 from tether.rollout import Rollout, cut_at_stop
-from tether.trainers.base import TrainingInterrupted, read_metrics
+from tether.trainers.base import TrainingInterrupted
 from tether.trainers.experience import policy_logits
+from tether.trainers.metrics import read_metrics
 from tether.trainers.ppo import (
     Experience,
     advantages_and_returns,

@@ -18,8 +18,9 @@ from tether.data import pad_id
 from tether.lora import add_adapters
 from tether.reward_model import score_head
 from tether.trainers import experience, ppo
-from tether.trainers.base import Loop, read_metrics
+from tether.trainers.base import Loop
 from tether.trainers.dpo import DPOTask, attach_reference, load_causal_lm, train_dpo
+from tether.trainers.metrics import read_metrics
 from tether.trainers.rl import RLRun
 
 NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n"

@@ -10,7 +10,7 @@ from group_helpers import captured_step, fixed_reward, rloo_config, rloo_run, sa
 from ppo_helpers import ppo_setup
 
 from tether.rollout import score_responses
-from tether.trainers.base import read_metrics
+from tether.trainers.metrics import read_metrics
 from tether.trainers.rloo import train_rloo
 
 

@@ -34,7 +34,8 @@ from tether.reward_model import (
 )
 from tether.rewards import load_reward
 from tether.trainers import checkpoint as ckpt
-from tether.trainers.base import Loop, read_metrics
+from tether.trainers.base import Loop
+from tether.trainers.metrics import read_metrics
 from tether.trainers.rm import RMTask, load_rm_pairs, train_rm
 
 REST = [w for w in WORDS if w not in ("a", "b", "c")]

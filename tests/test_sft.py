@@ -23,7 +23,8 @@ from tether.commands import sft as sft_command
 from tether.data import SFTTokens
 from tether.errors import DataError, TetherError
 from tether.trainers import checkpoint as ckpt
-from tether.trainers.base import Loop, read_metrics
+from tether.trainers.base import Loop
+from tether.trainers.metrics import read_metrics
 from tether.trainers.sft import SFTTask, train_sft
 
 TESTS = Path(__file__).resolve().parent

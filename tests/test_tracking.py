@@ -16,7 +16,8 @@ from tether.data import load_prompts, tokenize_prompts
 from tether.errors import TetherError
 from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, sample_responses
 from tether.model_files import load_causal_lm, load_tokenizer
-from tether.trainers.base import Loop, read_metrics
+from tether.trainers.base import Loop
+from tether.trainers.metrics import read_metrics
 from tether.trainers.ppo import train_ppo
 from tether.trainers.sft import train_sft
 

@@ -20,7 +20,8 @@ from tether.data import SFTTokens, collate_sft, position_ids
 from tether.errors import TetherError
 from tether.losses import sft_loss
 from tether.trainers import checkpoint as ckpt
-from tether.trainers.base import Loop, TrainingDiverged, lr_factor, read_metrics
+from tether.trainers.base import Loop, TrainingDiverged, lr_factor
+from tether.trainers.metrics import read_metrics
 
 A, B, C, D, EOS = word_id("a"), word_id("b"), word_id("c"), word_id("d"), 3
 ITEMS = [SFTTokens([A, B], [C, D, EOS]), SFTTokens([B], [A, EOS]), SFTTokens([C, C, D], [EOS]),

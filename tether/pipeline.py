@@ -377,7 +377,7 @@ def evaluate_stage(run_dir: Path, cfg: RunConfig, shared: Shared, beta: float) -
 def write_outputs(run_dir: Path, summary: dict, algo: str) -> None:
     """RUN/summary.json, RUN/report.html (curves of RUN/<algo>, samples of RUN/eval) and RUN/summary.md."""
     from tether.instruments.report import training_curves, write_report
-    from tether.trainers.base import read_metrics
+    from tether.trainers.metrics import read_metrics
 
     write_json(run_dir / "summary.json", summary)
     curves, x_label = training_curves(read_metrics(run_dir / algo), algo)

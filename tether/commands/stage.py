@@ -71,7 +71,8 @@ def run_stage(args, stage: str, cls: type, train_fn, what: str) -> int:
     Returns 143 (128 + SIGTERM, as a shell reports it) when SIGTERM stopped the run after a checkpoint."""
     import sys
 
-    from tether.trainers.base import TrainingInterrupted, made_by
+    from tether.trainers.base import TrainingInterrupted
+    from tether.trainers.run_files import made_by
 
     run_dir = run_dir_of(args, stage)
     # before its config.yaml is read: a directory that is not this stage's is refused, not parsed

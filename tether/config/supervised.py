@@ -72,14 +72,16 @@ class SFTConfig:
 
 
 @dataclasses.dataclass
-class RMDataConfig:
-    """Preference pairs for the reward model and how they become tokens (tether.data)."""
+class PairDataConfig:
+    """Preference pairs and how they become tokens (tether.preferences): the data of the reward model and
+    of DPO."""
 
     train: str = ranged(rule="non-empty")
     """{"prompt", "chosen", "rejected"} pairs to train on (TRL's formats, tether.preferences), from any source
     SFT's data.train takes."""
     test: str | None = None
-    """Held-out pairs for pairwise accuracy, margin and calibration; none: no evaluation."""
+    """Held-out pairs: the reward model's accuracy, margin and calibration; DPO's test loss, preference
+    accuracy, margins and KL estimate; none: no evaluation."""
     columns: dict[str, str] = ranged({}, "non-empty")
     """The source's column for each of tether's (prompt, chosen, rejected, label), e.g. {chosen: better}."""
     max_length: int = ranged(512, ">= 1")
@@ -87,17 +89,23 @@ class RMDataConfig:
     too_long: Literal["error", "skip"] = "error"
     """A prompt that leaves no room for a response: 'error' names the record, 'skip' drops and counts it."""
     chat_template: Literal["auto", "always", "never"] = "auto"
-    """As in SFT, so that the reward model reads prompts exactly as the policy was trained on them."""
+    """As in SFT, so that prompts read exactly as the policy was (or will be) trained on them."""
     use_soft_labels: bool = False
-    """Read each record's "label" (probability that chosen is preferred) and fit it with a soft
-    Bradley-Terry cross-entropy; off: every pair counts as a sure preference for chosen."""
-    margin_field: str | None = None
-    """A numeric column subtracted from r_chosen − r_rejected inside the loss (Llama 2's preference-strength
-    margin: strongly preferred pairs must be separated by more); none: no margin."""
+    """Read each record's "label", P(chosen ≻ rejected), and fit it with the soft Bradley-Terry (reward
+    model) or soft-label DPO (loss_type sigmoid only) cross-entropy; off: every pair is a sure preference."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of a renamed column that nothing reads."""
         return column_problems(self, PAIR_COLUMNS)
+
+
+@dataclasses.dataclass
+class RMDataConfig(PairDataConfig):
+    """Preference pairs for the reward model, and an optional margin column."""
+
+    margin_field: str | None = None
+    """A numeric column subtracted from r_chosen − r_rejected inside the loss (Llama 2's preference-strength
+    margin: strongly preferred pairs must be separated by more); none: no margin."""
 
 
 @dataclasses.dataclass
@@ -134,29 +142,8 @@ class RMConfig:
 
 
 @dataclasses.dataclass
-class DPODataConfig:
-    """Preference pairs for DPO and how they become tokens (tether.data), as for the reward model."""
-
-    train: str = ranged(rule="non-empty")
-    """{"prompt", "chosen", "rejected"} pairs to train on (TRL's formats, tether.preferences), from any source
-    SFT's data.train takes."""
-    test: str | None = None
-    """Held-out pairs for test loss, preference accuracy, margins and the KL estimate."""
-    columns: dict[str, str] = ranged({}, "non-empty")
-    """The source's column for each of tether's (prompt, chosen, rejected, label), e.g. {chosen: better}."""
-    max_length: int = ranged(512, ">= 1")
-    """Tokens per row (prompt + response + EOS); longer responses are cut to fit."""
-    too_long: Literal["error", "skip"] = "error"
-    """A prompt that leaves no room for a response: 'error' names the record, 'skip' drops and counts it."""
-    chat_template: Literal["auto", "always", "never"] = "auto"
-    """As in SFT, so that prompts read exactly as the policy was trained on them."""
-    use_soft_labels: bool = False
-    """Read each record's "label" as P(chosen ≻ rejected) and fit it with the soft-label DPO cross-entropy
-    (loss_type sigmoid only); off: every pair counts as a sure preference for chosen."""
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        """(key, reason) of a renamed column that nothing reads."""
-        return column_problems(self, PAIR_COLUMNS)
+class DPODataConfig(PairDataConfig):
+    """Preference pairs for DPO, as for the reward model (without a margin column)."""
 
 
 @dataclasses.dataclass

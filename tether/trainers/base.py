@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -45,16 +44,16 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from tqdm.auto import tqdm
 
-from tether import lora, rundir
+from tether import lora
 from tether.activations import enable_gradient_checkpointing
 from tether.config import DPOConfig, GRPOConfig, LoopConfig, PPOConfig, RLOOConfig, RMConfig, SFTConfig
-from tether.config.train import missing_tracker
 from tether.errors import TetherError
-from tether.files import storage_error, write_text_atomic
+from tether.files import storage_error
 from tether.precision import autocast as precision_block
 from tether.precision import autocast_precision
 from tether.quiet import quiet_transformers
 from tether.trainers import checkpoint as ckpt
+from tether.trainers.metrics import MetricsLog, flat_config, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -115,60 +114,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     raise TetherError(f"unknown learning-rate schedule {schedule!r}")
-
-
-class MetricsLog:
-    """RUN/metrics.jsonl: one flat JSON object per line, flushed at once (only the main process writes)."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
-
-    def count(self) -> int:
-        """Records written so far (saved with each checkpoint)."""
-        if not (self.enabled and self.path.is_file()):
-            return 0
-        return sum(1 for ln in self.path.read_text().splitlines() if ln.strip())
-
-    def truncate(self, n_records: int) -> None:
-        """Keep the first `n_records` (those written before the checkpoint a run resumes from)."""
-        if not (self.enabled and self.path.is_file()):
-            return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-        write_text_atomic(self.path, "".join(ln + "\n" for ln in lines[:n_records]))
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of RUN/metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as {"train.lr": 1e-4, ...}, each value a bool, int, float or str (what every tracker
-    stores as a hyperparameter; lists and None as their text)."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value if isinstance(value, bool | int | float | str) else json.dumps(value)
-    return out
-
-
-def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
-    """A markdown table (TensorBoard's text tab renders it), with cells on one line and | escaped."""
-    def cell(x: Any) -> str:
-        text = x if isinstance(x, str) else json.dumps(x)
-        return " ".join(text.split()).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows])
 
 
 def _plain(x: Any) -> Any:
@@ -370,7 +315,7 @@ class Loop:
         if not self.is_main:
             return
         kwargs = {"tensorboard": {"purge_step": self.state.step + 1}, "wandb": {"name": self.run_dir.name}}
-        self.accelerator.init_trackers("tether", config=_flat(self.config or {}), init_kwargs=kwargs)
+        self.accelerator.init_trackers("tether", config=flat_config(self.config or {}), init_kwargs=kwargs)
 
     def track(self, values: dict[str, Any], step: int) -> None:
         """Send the numbers among `values` (a bool as 0/1; not strings, lists or None) to the trackers at
@@ -468,17 +413,17 @@ class Loop:
         tmp = ckpt.tmp_dir(self.checkpoints, step)
         failed = None
         if self.is_main:
-            failed = _disk_refusal(self._begin_save, step)
+            failed = disk_refusal(self._begin_save, step)
         self._stop_if_refused(failed, f"checkpoint step-{step}", tmp)
-        failed = _disk_refusal(ckpt.save_rng, tmp, self.rank)
+        failed = disk_refusal(ckpt.save_rng, tmp, self.rank)
         for name, module in self.models.items():
             state_dict = acc.get_state_dict(module)  # gathers shards under FSDP/DeepSpeed: all processes
             if self.is_main and failed is None:
                 target = tmp if name == "model" else tmp / name
-                failed = _disk_refusal(save_module, acc.unwrap_model(module), target, state_dict)
+                failed = disk_refusal(save_module, acc.unwrap_model(module), target, state_dict)
         if self.is_main and failed is None:
             if self.tokenizer is not None:
-                failed = _disk_refusal(self.tokenizer.save_pretrained, tmp)
+                failed = disk_refusal(self.tokenizer.save_pretrained, tmp)
             state = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -487,10 +432,10 @@ class Loop:
                 "world": self.world,
                 "metrics_records": self.metrics.count(),
             }
-            failed = failed or _disk_refusal(ckpt.save_file, state, tmp / ckpt.STATE_FILE)
+            failed = failed or disk_refusal(ckpt.save_file, state, tmp / ckpt.STATE_FILE)
         self._stop_if_refused(failed, f"checkpoint step-{step}", tmp)
         if self.is_main:
-            failed = _disk_refusal(ckpt.commit, self.checkpoints, step)
+            failed = disk_refusal(ckpt.commit, self.checkpoints, step)
         self._stop_if_refused(failed, f"checkpoint step-{step}", tmp)
         final = ckpt.step_dir(self.checkpoints, step)
         self.good_checkpoint = final
@@ -627,7 +572,7 @@ class _WrongWorld(TetherError):
     """A checkpoint saved by another number of processes: not damage, so no fallback."""
 
 
-def _disk_refusal(fn, *args) -> str | None:
+def disk_refusal(fn, *args) -> str | None:
     """Run fn(*args); None when it succeeded, the OS's words when the disk refused a write (full, read-only,
     no permission: tether.files.storage_error). Any other exception is raised as it is."""
     try:
@@ -697,83 +642,3 @@ def use_cpu(device: str) -> bool:
 def process_state(device: str = "auto") -> PartialState:
     """accelerate's process state (the process group, when launched with several), formed as the Loop will."""
     return PartialState(cpu=use_cpu(device))
-
-
-def claim_run(out: str | Path, stage: str, cfg, resume):
-    """The lock and ownership check of a training run directory for its whole run (tether.rundir): `out` must
-    be new, or `stage`'s (its marker, or a config.yaml of `cfg`'s type from before markers); resuming needs it
-    to exist. Use as `with claim_run(...):` around the run."""
-    return rundir.claim(out, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
-
-
-def made_by(cls: type):
-    """Recognises a run directory of the stage configured by `cls` from before tether.rundir's markers (by
-    its config.yaml)."""
-    return rundir.made_by_config(cls, among=STAGE_CONFIGS)
-
-
-def prepare_run_dir(run_dir: Path, resume, cfg, stage: str, startup: tuple[str, ...] = ("metrics.jsonl",)):
-    """Check that `run_dir` is `stage`'s (tether.rundir.check) and settle how the run starts; returns the
-    `resume` to use. `cfg` is the stage's config (its type recognises runs from before markers).
-
-    A run that holds no complete checkpoint yet (a start that failed, or was killed, before its first save)
-    is started again from step 0 in place, by `--resume` as by a fresh run: its start-up files (`startup`,
-    RUN/config.yaml is rewritten, samples.jsonl and tensorboard/) and partial checkpoints are removed, any
-    other file stays. A fresh run is refused where there is a checkpoint, RUN/model or RUN/summary.json;
-    `--resume` where the run finished without checkpoints (nothing to continue). With several processes all
-    of them check before any goes on (the main one soon writes there)."""
-    missing = missing_tracker(cfg.train.report_to)  # a config built in Python: before any model loads
-    if missing:
-        raise TetherError(f"config key train.report_to {missing}")
-    if rundir.is_main_process():  # the others checked in `claim_run`, before the main one began writing
-        rundir.check(run_dir, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
-    checkpoints = run_dir / "checkpoints"
-    latest = ckpt.find_latest(checkpoints)
-    started = latest is not None or (run_dir / "model").exists() or (run_dir / "summary.json").exists()
-    if resume is True and latest is None:
-        if (run_dir / "summary.json").is_file():
-            raise TetherError(f"nothing to resume: {run_dir} holds a finished run without checkpoints "
-                              "(train.save_every=0); choose another --out for a new one")
-        if any((run_dir / name).exists() for name in (*startup, "config.yaml", "checkpoints")):
-            log.warning("%s has no checkpoint yet: starting the run again from step 0", run_dir)
-        resume = False
-    elif not resume and started:
-        raise TetherError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
-    if not resume and rundir.is_main_process() and run_dir.is_dir():
-        for name in startup:
-            (run_dir / name).unlink(missing_ok=True)
-        (run_dir / "samples.jsonl").unlink(missing_ok=True)  # the RL stages' evaluation samples
-        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # train.report_to's event files
-        ckpt.clean_partial(checkpoints)
-    if launched_processes() > 1:
-        process_state(cfg.train.device).wait_for_everyone()
-    return resume
-
-
-def save_final(loop: Loop, run_dir: Path) -> Path:
-    """The trained model and tokenizer in RUN/model/, written to a temporary directory and renamed. With LoRA
-    RUN/model holds the merged weights and RUN/adapter the adapter (tether.lora.save_lora_final). A write the
-    disk refuses raises SaveFailed (one line), the temporary directory removed and the checkpoints intact."""
-    final, tmp = run_dir / "model", run_dir / ".tmp-model"
-    failed = None
-    if lora.is_peft(loop.accelerator.unwrap_model(loop.model)):
-        if loop.is_main:
-            unwrapped = loop.accelerator.unwrap_model(loop.model)
-            failed = _disk_refusal(lora.save_lora_final, unwrapped, loop.tokenizer, run_dir)
-        loop._stop_if_refused(failed, "the final model", run_dir / ".tmp-adapter", tmp)
-        return final
-    state_dict = loop.accelerator.get_state_dict(loop.model)
-    if loop.is_main:
-        failed = _disk_refusal(_write_final, loop, state_dict, tmp, final)
-    loop._stop_if_refused(failed, "the final model", tmp)
-    return final
-
-
-def _write_final(loop: Loop, state_dict, tmp: Path, final: Path) -> None:
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_module(loop.accelerator.unwrap_model(loop.model), tmp, state_dict)
-    loop.tokenizer.save_pretrained(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.replace(final)

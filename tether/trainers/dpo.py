@@ -45,7 +45,8 @@ from tether.precision import autocast, autocast_precision
 from tether.preferences import PairTokens, collate_pairs, load_pairs, pair_shape
 from tether.reference import load_reference
 from tether.rollout import completion_logprobs, sample
-from tether.trainers.base import Loop, claim_run, prepare_run_dir
+from tether.trainers.base import Loop
+from tether.trainers.run_files import claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)

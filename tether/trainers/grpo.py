@@ -40,7 +40,6 @@ from pathlib import Path
 
 from tether.config import GRPOConfig
 from tether.losses import grpo_advantages
-from tether.trainers.base import claim_run
 from tether.trainers.group import (
     GroupLoss,
     equal_reward_share,
@@ -50,6 +49,7 @@ from tether.trainers.group import (
     sequence_kl,
 )
 from tether.trainers.rl import Algorithm, RLRun
+from tether.trainers.run_files import claim_run
 
 
 def grpo_iteration(run: RLRun) -> dict:

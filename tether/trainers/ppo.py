@@ -60,7 +60,6 @@ from tether.losses.advantages import whitening_scale
 from tether.losses.kl import kl_controller
 from tether.rewards import is_reward_model_dir
 from tether.rollout import Rollout
-from tether.trainers.base import claim_run
 from tether.trainers.distributed import global_moments
 from tether.trainers.experience import (
     Batch,
@@ -71,6 +70,7 @@ from tether.trainers.experience import (
     token_entropy,
 )
 from tether.trainers.rl import Algorithm, RLRun
+from tether.trainers.run_files import claim_run
 
 
 @dataclasses.dataclass

@@ -36,7 +36,6 @@ The config must have: policy, reference, tokenizer, dtype, seed, iterations, dat
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,11 +46,11 @@ from accelerate.utils import DistributedType, set_seed
 
 from tether import lora
 from tether.config import dump_config, to_dict, validate
-from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
+from tether.data import collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
-from tether.files import write_json, write_text_atomic
+from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
-from tether.model_files import load_causal_lm, load_tokenizer, resolve_model
+from tether.model_files import resolve_model
 from tether.reference import load_reference
 from tether.rewards import (
     RunningMoments,
@@ -60,14 +59,21 @@ from tether.rewards import (
     imported_code,
     load_weighted_reward,
     penalize_unended,
-    require_lab_prompts,
     uses_gold,
 )
 from tether.rollout import Rollout, cut_at_stop, decode_responses, sample
 from tether.rollout_vllm import check_engine
-from tether.trainers.base import Loop, TrainingInterrupted, prepare_run_dir, save_final, set_threads
+from tether.trainers.base import Loop, TrainingInterrupted, set_threads
 from tether.trainers.distributed import gathered_rows, shard_seed
 from tether.trainers.experience import update_epochs
+from tether.trainers.rl_inputs import (
+    append_samples,
+    keep_samples_up_to,
+    load_policy,
+    load_prompt_items,
+    read_prompts,
+)
+from tether.trainers.run_files import prepare_run_dir, save_final
 from tether.trainers.supervised import batch_indices
 
 
@@ -90,40 +96,6 @@ class Algorithm:
 def iteration_seed(seed: int, iteration: int, stream: int) -> int:
     """A seed for one random stream (0: sampling, 1: minibatch order) of one iteration."""
     return (seed * 1_000_003 + iteration) * 4 + stream
-
-
-def load_policy(cfg):
-    """The model at cfg.policy (eval mode: no dropout, so π/π_old = 1 before an update) and its tokenizer."""
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
-    return load_causal_lm(cfg.policy, cfg.dtype, cfg.trust_remote_code).eval(), tokenizer
-
-
-def read_prompts(path: str, gold_scored: bool, columns: dict | None = None) -> list:
-    """Every prompt of a file, checked (tether.data.load_prompts); when the gold reward scores them, each
-    one must be a lab prompt (DataError at the first that is not), since the gold reward scores those only."""
-    examples = load_prompts(path, columns)
-    if gold_scored:
-        why = "the gold reward scores lab prompts only (reward.source or a reward term is 'gold')"
-        require_lab_prompts(examples, why)
-    return examples
-
-
-def load_prompt_items(path: str, examples: list, tokenizer, cfg):
-    """The tokenised prompts `examples` of the file `path` (`read_prompts`)."""
-    d = cfg.data
-    items, _ = tokenize_prompts(examples, tokenizer, d.max_prompt_length, d.too_long, d.chat_template)
-    if not items:
-        raise TetherError(f"{path}: no prompts left after skipping")
-    return items
-
-
-
-def keep_samples_up_to(path: Path, iteration: int) -> None:
-    """Keep the records of RUN/samples.jsonl from evaluations at or before `iteration` (a resumed run's)."""
-    if not path.is_file():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    write_text_atomic(path, "".join(ln + "\n" for ln in lines if json.loads(ln)["iteration"] <= iteration))
 
 
 class RLRun:
@@ -396,22 +368,10 @@ class RLRun:
         self.log_samples(samples)
 
     def log_samples(self, samples) -> None:
-        """Append one record per held-out prompt to RUN/samples.jsonl — {"iteration", "step", "prompt",
-        "completion" (the policy's), "reward" (the proxy: the training reward), "gold" (None off the lab),
-        "kl" (the response's sequence KL from the base, nats)} — and send them as a table to the trackers."""
-        n = len(samples.responses)
-        gold = samples.gold or [None] * n
-        records = [
-            {"iteration": self.iteration, "step": self.loop.state.step, "prompt": p, "completion": c,
-             "reward": r, "gold": g, "kl": k}
-            for p, c, r, g, k in zip(samples.prompts, samples.responses, samples.proxy, gold, samples.kl,
-                                     strict=True)
-        ]
-        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        columns = ["iteration", "prompt", "completion", "reward", "gold", "kl"]
-        rows = [[r["iteration"], r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
-                 r["completion"], r["reward"], r["gold"], r["kl"]] for r in records]
+        """Append the policy's evaluation samples to RUN/samples.jsonl (`append_samples`) and send them as a
+        table to the trackers."""
+        columns, rows = append_samples(self.run_dir / "samples.jsonl", self.iteration, self.loop.state.step,
+                                       samples)
         self.loop.track_table("samples", columns, rows, self.loop.state.step)
 
     # ----------------------------------------------------------------------------------- the run

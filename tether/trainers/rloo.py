@@ -36,7 +36,6 @@ from pathlib import Path
 from tether.config import RLOOConfig
 from tether.losses import rloo_advantages
 from tether.losses.kl import kl_controller
-from tether.trainers.base import claim_run
 from tether.trainers.group import (
     GroupLoss,
     equal_reward_share,
@@ -46,6 +45,7 @@ from tether.trainers.group import (
     sequence_kl,
 )
 from tether.trainers.rl import Algorithm, RLRun
+from tether.trainers.run_files import claim_run
 
 
 def rloo_iteration(run: RLRun, kl_ctl) -> dict:

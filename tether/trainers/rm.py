@@ -30,7 +30,8 @@ from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
 from tether.preferences import PairTokens, collate_pairs, load_pairs, pair_shape
 from tether.reward_model import create_reward_model, sequence_scores
-from tether.trainers.base import Loop, claim_run, prepare_run_dir
+from tether.trainers.base import Loop
+from tether.trainers.run_files import claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)

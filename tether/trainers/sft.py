@@ -24,7 +24,8 @@ from tether.errors import TetherError
 from tether.losses import sft_loss
 from tether.model_files import load_causal_lm, load_tokenizer
 from tether.rollout import completion_positions, logits_at
-from tether.trainers.base import Loop, claim_run, prepare_run_dir
+from tether.trainers.base import Loop
+from tether.trainers.run_files import claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)

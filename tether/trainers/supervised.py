@@ -33,7 +33,8 @@ import torch
 from tether.config import dump_config, to_dict
 from tether.errors import TetherError
 from tether.files import write_json
-from tether.trainers.base import Loop, TrainingInterrupted, save_final
+from tether.trainers.base import Loop, TrainingInterrupted
+from tether.trainers.run_files import save_final
 
 
 class SupervisedTask(Protocol):
