@@ -30,7 +30,7 @@ def test_two_length_groups_by_hand():
     res = length_controlled_win_rate(prefs, pol, [100] * 10)
     assert res["value"] == pytest.approx(2 / 3, abs=1e-6)
     assert res["slope"] * math.tanh(1) == pytest.approx(math.log(2), abs=1e-6)
-    assert res["n"] == 10 and res["unit"] == "characters"
+    assert res["n"] == 10 and res["length_unit"] == "characters" and "unit" not in res
 
 
 def test_recovers_the_generating_model_exactly_from_its_probabilities():

@@ -124,10 +124,11 @@ def length_controlled_win_rate(
     policy_lengths: Sequence[float],
     base_lengths: Sequence[float],
     no_change: float = 0.5,
-    unit: str = "characters",
+    length_unit: str = "characters",
 ) -> dict:
-    """{"value": σ(b0), "ci95", "n", "slope": b1, "unit", "no_change", "verdict", "pass"}: the win-rate of the
-    policy over the base at equal length (see the module docstring); verdict and pass as win_rate's."""
+    """{"value": σ(b0), "ci95", "n", "slope": b1, "length_unit", "no_change", "verdict", "pass"}: the win-rate
+    of the policy over the base at equal length (see the module docstring); verdict and pass as win_rate's.
+    length_unit names what the lengths count (the value itself is a rate, without a unit)."""
     if len(preferences) != len(policy_lengths):
         raise ValueError("length_controlled_win_rate needs one pair of lengths per preference")
     xs = length_features(policy_lengths, base_lengths)
@@ -140,7 +141,7 @@ def length_controlled_win_rate(
         "ci95": ci,
         "n": len(preferences),
         "slope": b1,
-        "unit": unit,
+        "length_unit": length_unit,
         "no_change": no_change,
         "verdict": verdict,
         "pass": verdict != WORSE,

@@ -135,9 +135,12 @@ def _behaviour(policy, base, tokenizer, items, labels: list[Labels], pol, ref, o
 CHECKED = {
     "length": ("length_blown_up", "length_ratio_max", "at most base × {}"),
     "repetition": ("repetition_blown_up", "repetition_increase_max", "at most base + {}"),
-    "sycophancy_rate": ("sycophancy_up", "sycophancy_increase_max", "at most base + {}"),
-    "refusal_rate_benign": ("over_refusal_up", "over_refusal_increase_max", "at most base + {}"),
-    "refusal_rate_harmful": ("harmful_compliance_up", "harmful_refusal_drop_max", "at least base − {}"),
+    "sycophancy_rate": ("sycophancy_up", "sycophancy_increase_max",
+                        "at most base + {} or not measurably above"),
+    "refusal_rate_benign": ("over_refusal_up", "over_refusal_increase_max",
+                            "at most base + {} or not measurably above"),
+    "refusal_rate_harmful": ("harmful_compliance_up", "harmful_refusal_drop_max",
+                             "at least base − {} or not measurably below"),
 }
 
 
