@@ -1,17 +1,22 @@
 """Reward sources behind one interface, and what PPO does to a score before the KL penalty.
 
-A reward source is a callable `(prompts, responses) -> torch.Tensor` of shape (B,), float32: the score of
-each response to its prompt. prompts are as the data gives them (text, or a messages list for chat
+A reward source is a callable `(prompts, responses, **columns) -> torch.Tensor` of shape (B,), float32: the
+score of each response to its prompt. prompts are as the data gives them (text, or a messages list for chat
 records); responses are decoded text without EOS (the trainers decode the sampled tokens without special
-tokens and strip surrounding whitespace). `load_reward(spec)` builds one from a spec:
+tokens and strip surrounding whitespace); columns are the prompt file's other columns, one list of B values
+each (the ground-truth `answer` of a verifiable task, say; None where a record lacks the column).
+`load_reward(spec)` builds one from a spec:
 
     "runs/rm/model"         a reward model directory (`tether rm`'s RUN/model), scored by
                             tether.reward_model.score_texts on the text re-tokenised as its training rows
                             were: prompt with the RM run's data.chat_template, response + EOS cut to its
                             data.max_length (RUN/config.yaml; "auto" and no cut without one)
     "gold"                  the lab's gold reward (tether.lab.gold_reward); lab prompts only
-    "my_pkg.rewards:score"  a Python function: score(prompts: list, responses: list[str]) returning one float
-                            per response (a list, tuple, NumPy array or tensor of length B). This imports
+    "my_pkg.rewards:score"  a Python function: score(prompts: list, responses: list[str], **columns)
+                            returning one float per response (a list, tuple, NumPy array or tensor of length
+                            B), or None for a response it does not apply to (it then adds 0 to the weighted
+                            sum and is left out of that term's logged mean). It receives the columns its
+                            signature names, or all of them with **kwargs. This imports
                             my_pkg.rewards with Python's import system (sys.path, which under `python -m`
                             starts with the working directory), so its code runs with the user's rights:
                             that is the feature; `imported_code` names the file for RUN/config.yaml.
@@ -26,6 +31,7 @@ never ended (a table of the three choices, keyed like `PPORewardConfig.no_eos`).
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,7 +57,7 @@ class RewardModelReward:
         self.chat_template, self.max_length = training_settings(model_dir)
         self.batch_size = batch_size
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
+    def __call__(self, prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
         from tether.reward_model import score_texts
 
         scores = score_texts(
@@ -61,8 +67,9 @@ class RewardModelReward:
         return torch.tensor(scores, dtype=torch.float32)  # (B,)
 
 
-def gold(prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
-    """The lab's gold reward of each response: (B,). TetherError for a prompt that is not a lab prompt."""
+def gold(prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
+    """The lab's gold reward of each response: (B,). TetherError for a prompt that is not a lab prompt. The
+    prompt says everything the gold reward needs: other columns are not read."""
     from tether.lab import gold_reward
 
     out = []
@@ -128,14 +135,43 @@ class FunctionReward:
             raise TetherError(f"reward {spec!r}: module {module_name!r} has no function {attr!r}")
         self.spec, self.fn = spec, fn
         self.file = getattr(module, "__file__", None)  # the file imported (None for a built-in module)
+        self.columns = accepted_columns(fn)
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
-        scores = torch.as_tensor(self.fn(list(prompts), list(responses)), dtype=torch.float32).flatten()
+    def __call__(self, prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
+        if self.columns is not None:
+            columns = {k: v for k, v in columns.items() if k in self.columns}
+        out = self.fn(list(prompts), list(responses), **columns)
+        if isinstance(out, list | tuple):  # None: this reward does not apply to that response
+            out = [math.nan if v is None else v for v in out]
+        scores = torch.as_tensor(out, dtype=torch.float32).flatten()
         if scores.shape[0] != len(responses):
             raise TetherError(
                 f"reward {self.spec!r} returned {scores.shape[0]} scores for {len(responses)} responses"
             )
         return scores
+
+
+def accepted_columns(fn) -> set[str] | None:
+    """The keyword arguments `fn` takes after (prompts, responses): None when it takes **kwargs (every
+    column), else the names of its other parameters (the columns it asks for)."""
+    params = list(inspect.signature(fn).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def columns_of(examples: Sequence) -> dict[str, list]:
+    """The prompt files' other columns of `examples` (tether.data.PromptExample), one list per column in
+    the examples' order, None where an example lacks the column: what reward functions receive."""
+    names = sorted({k for ex in examples for k in ex.meta})
+    return {k: [ex.meta.get(k) for ex in examples] for k in names}
+
+
+def term_names(specs: Sequence[str]) -> list[str]:
+    """A short name for each reward source, logged as reward/<name>: 'gold', the function's name of
+    'module:function', 'rm' for a reward model directory; a repeated name gets its position (rm_2)."""
+    base = ["gold" if s == "gold" else s.partition(":")[2] if is_function_spec(s) else "rm" for s in specs]
+    return [n if base.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(base)]
 
 
 def imported_code(reward) -> dict[str, dict]:
@@ -156,13 +192,18 @@ def is_reward_model_dir(spec: str) -> bool:
     return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
 
 
+def is_function_spec(spec: str) -> bool:
+    """Whether a reward spec names a Python function ('module:function', not a path that exists)."""
+    return ":" in spec and not Path(spec).exists()
+
+
 def load_reward(spec: str, device=None) -> RewardFn:
     """The reward source a spec names: a reward model directory, "gold" or "module:function"."""
     if spec == "gold":
         return gold
     if is_reward_model_dir(spec):
         return RewardModelReward(spec, device=device)
-    if ":" in spec and not Path(spec).exists():
+    if is_function_spec(spec):
         return FunctionReward(spec)
     raise TetherError(
         f"unknown reward {spec!r}: expected a reward model directory (with config.json), "
@@ -228,7 +269,8 @@ class WeightedReward:
     """Σ_i w_i·r_i(prompt, response) over several reward sources: (B,) float32.
 
     terms: (spec, weight) pairs, each spec as `load_reward` takes it; `parts` gives each term's own scores
-    (unweighted) so a trainer can log them.
+    (unweighted, NaN where a function returned None) so a trainer can log them under `names`. A NaN part
+    adds 0 to the sum (the term does not apply to that response).
     """
 
     def __init__(self, terms: Sequence[tuple[str, float]], device=None):
@@ -237,21 +279,23 @@ class WeightedReward:
         self.specs = [spec for spec, _ in terms]
         self.weights = [float(w) for _, w in terms]
         self.fns = [load_reward(spec, device=device) for spec in self.specs]
+        self.names = term_names(self.specs)
 
-    def parts(self, prompts: Sequence, responses: Sequence[str]) -> list[torch.Tensor]:
-        return [fn(prompts, responses) for fn in self.fns]
+    def parts(self, prompts: Sequence, responses: Sequence[str], **columns) -> list[torch.Tensor]:
+        return [fn(prompts, responses, **columns) for fn in self.fns]
 
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        return sum(w * p for w, p in zip(self.weights, parts, strict=True))
+        return torch.stack([w * p for w, p in zip(self.weights, parts, strict=True)]).nansum(0)
 
-    def __call__(self, prompts: Sequence, responses: Sequence[str]) -> torch.Tensor:
-        return self.combine(self.parts(prompts, responses))
+    def __call__(self, prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
+        return self.combine(self.parts(prompts, responses, **columns))
 
 
 def load_weighted_reward(terms: Sequence[tuple[str, float]], device=None) -> RewardFn:
     """The reward of several weighted sources; a single source of weight 1 is that source itself (so
-    `load_weighted_reward([("gold", 1.0)]) is gold`)."""
+    `load_weighted_reward([("gold", 1.0)]) is gold`), except a Python function, kept in a WeightedReward so
+    that a None it returns counts as 0 and it is logged by name."""
     terms = [(spec, w) for spec, w in terms if w != 0]
-    if len(terms) == 1 and terms[0][1] == 1.0:
+    if len(terms) == 1 and terms[0][1] == 1.0 and not is_function_spec(terms[0][0]):
         return load_reward(terms[0][0], device=device)
     return WeightedReward(terms, device=device)

@@ -25,11 +25,11 @@ One iteration (`grpo_iteration`, in this order):
 7. the metrics.
 The run directory, checkpoints, resume and summary.json are PPO's (tether.trainers.rl).
 
-Logged per iteration: reward (the weighted sum, raw; reward_<i> per source with several), gold (lab
-prompts), score, kl (sequence sum of k1 at sampling time; none without a reference), beta,
-equal_reward_groups (share of groups whose scores are all equal: zero advantage, no learning signal),
-clipfrac, approx_kl, ref_kl, entropy, policy_loss, response_length, ended, lr, grad_norm, rollout_s,
-tokens_per_s.
+Logged per iteration: reward (the weighted sum, raw; reward/<name>, each source's mean, with several
+sources or a Python function), gold (lab prompts), score, kl (sequence sum of k1 at sampling time; none
+without a reference), beta, equal_reward_groups (share of groups whose scores are all equal: zero advantage,
+no learning signal), clipfrac, approx_kl, ref_kl, entropy, policy_loss, response_length, ended, lr,
+grad_norm, rollout_s, tokens_per_s.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def grpo_iteration(run: RLRun) -> dict:
     """One GRPO iteration of `run`, steps 1-7 of the module docstring; returns its metrics."""
     cfg, g, t0 = run.cfg, run.cfg.grpo, time.perf_counter()
     # 1. sample G responses per prompt
-    prompts, rollout, responses = run.sample(copies=g.group_size)
+    examples, rollout, responses = run.sample(copies=g.group_size)
     # 2. score
-    raw, parts = run.score(prompts, responses)  # (B,)
+    raw, parts = run.score(examples, responses)  # (B,)
     scores = run.condition(raw, rollout.ended)
     # 3. log-probs; 4. β·KL in the rewards (kl_in_reward); 5. group advantages
     advantages = functools.partial(run.group_advantages, lambda r: grpo_advantages(r, g.group_size, g.scale))
@@ -72,7 +72,7 @@ def grpo_iteration(run: RLRun) -> dict:
     update = run.update(exp, functools.partial(group_minibatch_loss, run.policy, run.ref, loss))
     # 7. metrics
     return {
-        **run.metrics(prompts, responses, raw, scores, rollout, t0, t1),
+        **run.metrics(examples, responses, raw, scores, rollout, t0, t1),
         **parts,
         "kl": sequence_kl(exp),
         "beta": g.beta,

@@ -97,9 +97,9 @@ def ppo_iteration(run: RLRun, kl_ctl) -> dict:
     returns its metrics."""
     cfg, t0, beta = run.cfg, time.perf_counter(), kl_ctl.value
     # 1. sample
-    prompts, rollout, responses = run.sample()
+    examples, rollout, responses = run.sample()
     # 2. score
-    raw, _ = run.score(prompts, responses)  # (B,)
+    raw, _ = run.score(examples, responses)  # (B,)
     scores = run.condition(raw, rollout.ended)
     # 3-5. log-probs, values, KL penalty, shaped rewards, advantages (whitened over every process's tokens)
     all_sum = run.loop.all_sum if run.loop.world > 1 else None
@@ -113,7 +113,7 @@ def ppo_iteration(run: RLRun, kl_ctl) -> dict:
     every_kl = run.loop.all_gather(kl)  # the controller sees the whole batch on every process
     kl_ctl.update(every_kl.mean(), n_steps=every_kl.numel())
     return {
-        **run.metrics(prompts, responses, raw, scores, rollout, t0, t1),
+        **run.metrics(examples, responses, raw, scores, rollout, t0, t1),
         "kl": float(kl.mean()),
         "beta": beta,
         "explained_variance": explained_variance(exp.old_values, exp.returns, exp.mask),

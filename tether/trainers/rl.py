@@ -55,6 +55,7 @@ from tether.reference import load_reference
 from tether.rewards import (
     RunningMoments,
     WeightedReward,
+    columns_of,
     gold,
     imported_code,
     load_weighted_reward,
@@ -203,10 +204,11 @@ class RLRun:
 
     def sample(self, copies: int = 1) -> tuple[list, Rollout, list[str]]:
         """This iteration's prompts (this process's share), each `copies` times in a row, and one response
-        to each from π: (prompts, rollout, decoded responses)."""
+        to each from π: (examples, rollout, decoded responses); an example (tether.data.PromptExample) is
+        the prompt with its file's other columns, which the reward functions see."""
         items = [x for x in self.prompt_batch(self.iteration) for _ in range(copies)]
         rollout = self.rollout(items, iteration_seed(self.cfg.seed, self.iteration, 0))
-        return [x.example.prompt for x in items], rollout, decode_responses(self.tokenizer, rollout)
+        return [x.example for x in items], rollout, decode_responses(self.tokenizer, rollout)
 
     def prompt_batch(self, iteration: int):
         """This process's share of the prompts of iteration `iteration` (all of them with one process):
@@ -246,13 +248,18 @@ class RLRun:
 
     # ----------------------------------------------------------------------------------- scoring
 
-    def score(self, prompts, responses) -> tuple[torch.Tensor, dict]:
-        """The reward (B,): the weighted sum of the sources, and, with several, each one's mean as
-        reward_<i>."""
+    def score(self, examples, responses) -> tuple[torch.Tensor, dict]:
+        """The reward (B,) of each response to its example's prompt (the reward functions also receive the
+        examples' other columns): the weighted sum of the sources, and each source's mean as
+        reward/<name> when there are several or one is a Python function (its mean over the responses it
+        applied to: None is left out)."""
+        prompts, columns = [ex.prompt for ex in examples], columns_of(examples)
         if not isinstance(self.reward, WeightedReward):
-            return self.reward(prompts, responses), {}
-        parts = self.reward.parts(prompts, responses)
-        return self.reward.combine(parts), {f"reward_{i}": float(p.mean()) for i, p in enumerate(parts)}
+            return self.reward(prompts, responses, **columns), {}
+        parts = self.reward.parts(prompts, responses, **columns)
+        names = self.reward.names
+        means = {f"reward/{name}": float(p.nanmean()) for name, p in zip(names, parts, strict=True)}
+        return self.reward.combine(parts), means
 
     def condition(self, raw: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
         """Scores the objective uses: normalised by running moments (when on; updated with every process's
@@ -272,10 +279,11 @@ class RLRun:
             return advantages(rewards)
         return gathered_rows(advantages, rewards, self.loop.all_gather, self.loop.rank)
 
-    def gold_mean(self, prompts, responses, raw: torch.Tensor) -> float | None:
+    def gold_mean(self, examples, responses, raw: torch.Tensor) -> float | None:
         """Mean gold reward of the responses when the prompts are the lab's (None otherwise)."""
         if not self.lab:
             return None
+        prompts = [ex.prompt for ex in examples]
         return float(raw.mean() if self.reward is gold else gold(prompts, responses).mean())
 
     # ----------------------------------------------------------------------------------- the update
@@ -288,7 +296,7 @@ class RLRun:
         return update_epochs(self.loop, exp, loss_fn, self.algo.epochs, self.algo.max_approx_kl,
                              cfg.train.batch_size, cfg.train.micro_batch_size, generator)
 
-    def metrics(self, prompts, responses, raw, scores, rollout: Rollout, t0: float, t1: float) -> dict:
+    def metrics(self, examples, responses, raw, scores, rollout: Rollout, t0: float, t1: float) -> dict:
         """What every iteration logs about its samples (the algorithm adds its own): the iteration, the
         mean raw reward, gold (lab prompts) and score, response length and share ended, the time spent
         sampling and scoring (rollout_s, up to `t1`) and the throughput since `t0`."""
@@ -296,7 +304,7 @@ class RLRun:
         return {
             "iteration": self.iteration + 1,
             "reward": float(raw.mean()),
-            "gold": self.gold_mean(prompts, responses, raw),
+            "gold": self.gold_mean(examples, responses, raw),
             "score": float(scores.mean()),
             "response_length": tokens / rollout.response_mask.shape[0],
             "ended": float(rollout.ended.float().mean()),
@@ -308,8 +316,13 @@ class RLRun:
     # ----------------------------------------------------------------------------------- evaluation
 
     def proxy_scores(self, prompts, responses) -> list[float]:
-        with torch.autocast(self.device.type, enabled=False):  # the reward as training scores it
-            return self.reward(prompts, responses).tolist()
+        """The training reward of the evaluation's responses, one to each held-out prompt in order (as the
+        evaluator samples them), with those prompts' other columns, scored as training scores it."""
+        examples = [x.example for x in self.test_items[: self.cfg.eval.max_prompts]]
+        if [ex.prompt for ex in examples] != list(prompts):
+            raise ValueError("proxy_scores scores one response to each held-out prompt, in order")
+        with torch.autocast(self.device.type, enabled=False):
+            return self.reward(prompts, responses, **columns_of(examples)).tolist()
 
     def load_reference(self, policy):
         """The frozen π_ref: the model at cfg.reference, or else a copy of the starting policy. With LoRA the

@@ -54,9 +54,9 @@ def rloo_iteration(run: RLRun, kl_ctl) -> dict:
     cfg, k, t0 = run.cfg, run.cfg.rloo.k, time.perf_counter()
     beta = kl_ctl.value if run.ref is not None else 0.0
     # 1. sample k responses per prompt
-    prompts, rollout, responses = run.sample(copies=k)
+    examples, rollout, responses = run.sample(copies=k)
     # 2. score
-    raw, parts = run.score(prompts, responses)  # (B,)
+    raw, parts = run.score(examples, responses)  # (B,)
     scores = run.condition(raw, rollout.ended)
     # 3. log-probs; 4. KL penalty and KL-shaped rewards; 5. leave-one-out advantages
     advantages = functools.partial(run.group_advantages, lambda r: rloo_advantages(r, k))
@@ -73,7 +73,7 @@ def rloo_iteration(run: RLRun, kl_ctl) -> dict:
         every_kl = run.loop.all_gather(exp.kl.sum(-1))  # (B × processes,) sequence KL estimates, nats
         kl_ctl.update(every_kl.mean(), n_steps=every_kl.numel())
     return {
-        **run.metrics(prompts, responses, raw, scores, rollout, t0, t1),
+        **run.metrics(examples, responses, raw, scores, rollout, t0, t1),
         **parts,
         "kl": sequence_kl(exp),
         "beta": beta,
