@@ -10,7 +10,8 @@ def says_answer(prompts, responses, answer):
     """1.0 when the response's first word is the record's `answer` column, else 0.0; None where the record
     has no answer (the reward does not apply)."""
     CALLS.append({"fn": "says_answer", "prompts": list(prompts), "answer": list(answer)})
-    return [None if a is None else float(r.split()[:1] == [a]) for r, a in zip(responses, answer, strict=True)]
+    pairs = zip(responses, answer, strict=True)
+    return [None if a is None else float(r.split()[:1] == [a]) for r, a in pairs]
 
 
 def sees_all(prompts, responses, **columns):
