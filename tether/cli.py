@@ -33,6 +33,7 @@ COMMANDS = [
     ("eval", "tether.commands.eval", "every instrument of a policy against its base, reward-hacking verdict"),
     ("models", "tether.commands.models", "fetch a known real model (SmolLM2) as a Hugging Face directory"),
     ("data", "tether.commands.data", "import real preference data (HH-RLHF) into tether's formats"),
+    ("config", "tether.commands.config", "every key of a stage's config, with its default and meaning"),
 ]
 
 

@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    from tether.config.describe import STAGES, describe
+
+    keys = ", ".join(key.name for key in describe(STAGES[stage]))
+    parser.epilog = (f"config keys (KEY=VALUE; `tether config show {stage}` gives each default and meaning): "
+                     f"{keys}")
     parser.add_argument("--config", metavar="FILE.yaml", help=f"stage config (e.g. configs/{stage}.yaml)")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=3e-4"
