@@ -9,6 +9,7 @@ import reward_helpers
 from group_helpers import grpo_config, grpo_run
 from plumbing_helpers import write_jsonl, write_model_dir
 
+from tether.errors import TetherError
 from tether.rewards import FunctionReward, WeightedReward, load_weighted_reward, term_names
 
 
@@ -29,6 +30,12 @@ def test_each_function_gets_the_columns_its_signature_names():
     assert calls["says_answer"]["answer"] == ["a", None, "c"]
     assert calls["sees_all"]["columns"] == columns
     assert set(calls["plain"]) == {"fn", "prompts"}
+
+
+def test_a_column_the_prompts_lack_is_one_line():
+    """says_answer needs `answer`; prompts without it: a TetherError naming the column and what there is."""
+    with pytest.raises(TetherError, match=r"asks for the column\(s\) answer, .*other columns: topic\)$"):
+        FunctionReward("reward_helpers:says_answer")(["p"], ["r"], topic=["x"])
 
 
 def test_a_none_adds_nothing_to_the_weighted_sum():

@@ -136,8 +136,15 @@ class FunctionReward:
         self.spec, self.fn = spec, fn
         self.file = getattr(module, "__file__", None)  # the file imported (None for a built-in module)
         self.columns = accepted_columns(fn)
+        params = list(inspect.signature(fn).parameters.values())[2:]
+        self.required = [p.name for p in params if p.default is p.empty and p.kind in NAMED]
 
     def __call__(self, prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
+        missing = [name for name in self.required if name not in columns]
+        if missing:
+            have = ", ".join(sorted(columns)) or "none"
+            raise TetherError(f"reward {self.spec!r} asks for the column(s) {', '.join(missing)}, which the "
+                              f"prompts do not have (their other columns: {have})")
         if self.columns is not None:
             columns = {k: v for k, v in columns.items() if k in self.columns}
         out = self.fn(list(prompts), list(responses), **columns)
@@ -151,13 +158,16 @@ class FunctionReward:
         return scores
 
 
+NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)  # parameters a column fills
+
+
 def accepted_columns(fn) -> set[str] | None:
     """The keyword arguments `fn` takes after (prompts, responses): None when it takes **kwargs (every
     column), else the names of its other parameters (the columns it asks for)."""
     params = list(inspect.signature(fn).parameters.values())
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {p.name for p in params[2:] if p.kind in NAMED}
 
 
 def columns_of(examples: Sequence) -> dict[str, list]:
