@@ -25,10 +25,16 @@ STAGES = {"sft": SFTConfig, "rm": RMConfig, "dpo": DPOConfig, "ppo": PPOConfig, 
 
 @dataclass(frozen=True)
 class Key:
-    name: str  # dotted, as an override writes it: train.lr
-    type: str  # the annotation as written in the source
-    default: Any  # the default of a fresh config (a required key: dataclasses.MISSING)
-    doc: str  # the docstring under the field, whitespace collapsed
+    """One config key, as `describe` lists it."""
+
+    name: str
+    """Dotted, as an override writes it: train.lr."""
+    type: str
+    """The field's type annotation."""
+    default: Any
+    """The default of a fresh config (a required key: dataclasses.MISSING)."""
+    doc: str
+    """The docstring under the field, whitespace collapsed."""
 
 
 @cache
