@@ -18,7 +18,7 @@ import torch
 
 from tether.data import PromptTokens, collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
-from tether.instruments.judges import Judge, ScoreFn
+from tether.instruments.judges import Judge, ScoreFn, ScoreJudge
 from tether.instruments.kl import kl_entry, response_kls
 from tether.instruments.length_controlled import length_controlled_win_rate
 from tether.instruments.stats import mean_stderr
@@ -114,15 +114,18 @@ def evaluate_against_base(
     )
     closed, k1 = response_kls(policy, base, pol.rollouts)
     pol.kl = closed
-    prefs = judge.prefer(pol.prompts, pol.responses, ref.responses)
+    for s in (pol, ref):
+        s.proxy, s.gold = _scores(proxy, s), _scores(gold, s)
+    if isinstance(judge, ScoreJudge) and proxy is not None and judge.score is proxy:
+        prefs = judge.compare(pol.proxy, ref.proxy)  # the proxy judges: its scores are computed once
+    else:
+        prefs = judge.prefer(pol.prompts, pol.responses, ref.responses)
     lc = length_controlled_win_rate(prefs, [len(r) for r in pol.responses], [len(r) for r in ref.responses])
     instruments = {
         "kl_from_base": kl_entry(closed, k1),
         "win_rate_vs_base": win_rate_of(prefs, judge.name),
         "win_rate_length_controlled": {**lc, "judge": judge.name},
     }
-    for s in (pol, ref):
-        s.proxy, s.gold = _scores(proxy, s), _scores(gold, s)
     rewards = {
         "policy": {"proxy": _mean(pol.proxy), "gold": _mean(pol.gold)},
         "base": {"proxy": _mean(ref.proxy), "gold": _mean(ref.gold)},

@@ -35,7 +35,10 @@ class ScoreJudge(Judge):
     def prefer(self, prompts, first, second) -> list[float]:
         if not len(prompts) == len(first) == len(second):
             raise ValueError("prompts, first and second must have the same length")
-        s1, s2 = self.score(prompts, first), self.score(prompts, second)
+        return self.compare(self.score(prompts, first), self.score(prompts, second))
+
+    def compare(self, s1, s2) -> list[float]:
+        """The preferences of first over second from their scores (already computed, e.g. by the caller)."""
         if self.soft:
             return [1.0 / (1.0 + math.exp(b - a)) for a, b in zip(s1, s2, strict=True)]
         return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(s1, s2, strict=True)]
