@@ -135,9 +135,12 @@ class FunctionReward:
             raise TetherError(f"reward {spec!r}: module {module_name!r} has no function {attr!r}")
         self.spec, self.fn = spec, fn
         self.file = getattr(module, "__file__", None)  # the file imported (None for a built-in module)
-        self.columns = accepted_columns(fn)
+        # the columns it takes after (prompts, responses): all with **kwargs (None), else those it names
         params = list(inspect.signature(fn).parameters.values())[2:]
-        self.required = [p.name for p in params if p.default is p.empty and p.kind in NAMED]
+        named = [p for p in params if p.kind in NAMED]
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        self.columns = None if takes_all else {p.name for p in named}
+        self.required = [p.name for p in named if p.default is p.empty]
 
     def __call__(self, prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
         missing = [name for name in self.required if name not in columns]
@@ -159,15 +162,6 @@ class FunctionReward:
 
 
 NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)  # parameters a column fills
-
-
-def accepted_columns(fn) -> set[str] | None:
-    """The keyword arguments `fn` takes after (prompts, responses): None when it takes **kwargs (every
-    column), else the names of its other parameters (the columns it asks for)."""
-    params = list(inspect.signature(fn).parameters.values())
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params[2:] if p.kind in NAMED}
 
 
 def columns_of(examples: Sequence) -> dict[str, list]:
