@@ -1,0 +1,164 @@
+"""HH-RLHF harmless on SmolLM2-135M-Instruct, end to end: the pairs imported, a reward model per
+configuration tried, and the table of what each reached, stamped with the commit and machine.
+
+    python recipes/hh-rlhf/run.py --data harmless-base/test.jsonl.gz              # print the blocks
+    python recipes/hh-rlhf/run.py --data FILE --write README.md                    # into the README
+    python recipes/hh-rlhf/run.py --data FILE --variants lora16,full               # RM configurations
+
+Parts, each kept in --out (default runs/recipes/hh-rlhf) and not run again once finished there:
+- data: `tether data import hh-rlhf FILE --skip-bad --harmful` into OUT/data (train 80 %, test 20 %, split
+  by prompt with seed 0).
+- rm: `tether rm --config recipes/hh-rlhf/rm.yaml` once per configuration in --variants (VARIANTS below),
+  into OUT/rm/NAME. Its block (`hh-rm`) lists every configuration measured in OUT: held-out pairwise
+  accuracy on every test pair that fits the maximum length, its 95 % Wilson interval and n, tether's 0.65
+  gate, and the wall time of the whole `tether rm` call (model loading and the held-out pass included).
+
+The model defaults to what `tether models pull smollm2-135m-instruct` wrote. `--smoke` adds settings that
+make any model and data run in seconds (CI runs the script so, on a tiny random model); its figures mean
+nothing, and its stamps say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "benchmarks"))  # figure_blocks
+
+from figure_blocks import md_row, md_rule, measured, num, read_for_write, replace_blocks, stamp_line  # noqa: E402
+
+from tether.errors import TetherError  # noqa: E402
+
+SCRIPT = "recipes/hh-rlhf/run.py"
+PARTS = ("data", "rm")
+BLOCKS = {"rm": "hh-rm"}  # part → its README block
+# name → (what it is, in the table; overrides of recipes/hh-rlhf/rm.yaml)
+VARIANTS = {
+    "lora16": ("LoRA r 16 (all linear layers), lr 2e-4, 1 epoch, 256 tokens", []),
+    "full": ("every weight, lr 2e-5, 1 epoch, 256 tokens", ["lora.r=0", "train.lr=2e-5"]),
+}
+DEFAULT_VARIANTS = ("lora16",)
+SMOKE = ["train.max_steps=2", "train.batch_size=2", "train.micro_batch_size=2", "train.warmup_steps=0",
+         "train.save_every=0", "data.max_length=64"]
+
+
+def default_model() -> Path:
+    from tether.model_files import cache_root
+
+    return cache_root() / "models" / "smollm2-135m-instruct"
+
+
+class Recipe:
+    def __init__(self, out: Path, model: Path, data: Path | None, smoke: bool):
+        self.out, self.model, self.data, self.smoke = out, model, data, smoke
+
+    def stamp(self, name: str, make) -> dict:
+        return measured(self.out / "stamps" / f"{name}.json", make, self.smoke)
+
+    def part_data(self) -> None:
+        from tether.hh_rlhf import import_hh_rlhf
+
+        def make():
+            if self.data is None:
+                raise TetherError("--data: the HH-RLHF file to import (e.g. harmless-base/test.jsonl.gz)")
+            import_hh_rlhf(self.data, self.out / "data", test_fraction=0.2, seed=0, skip_bad=True,
+                           harmful=True)
+
+        self.stamp("data", make)
+
+    def rm_config(self, variant: str):
+        from tether.config import RMConfig, load_config
+
+        d = self.out / "data"
+        overrides = [f"model={self.model}", f"data.train={d / 'train.jsonl'}",
+                     f"data.test={d / 'test.jsonl'}", *VARIANTS[variant][1], *(SMOKE if self.smoke else [])]
+        return load_config(RMConfig, HERE / "rm.yaml", overrides)
+
+    def part_rm(self, variants) -> str:
+        from tether.trainers.rm import train_rm
+
+        self.part_data()
+        for variant in variants:
+            run = self.out / "rm" / variant
+            cfg = self.rm_config(variant)
+            self.stamp(f"rm-{variant}", lambda cfg=cfg, run=run: train_rm(cfg, run, resume=run.exists()))
+        return self.rm_block()
+
+    def rm_block(self) -> str:
+        """The table of every RM configuration measured in OUT, in VARIANTS' order."""
+        from tether.instruments.stats import wilson_interval
+
+        head = ["configuration", "train pairs", "held-out accuracy [95 % CI]", "test pairs", "gate 0.65",
+                "wall time", "measured at"]
+        lines = [md_row(head), md_rule(len(head))]
+        for name, (what, _) in VARIANTS.items():
+            stamp_path = self.out / "stamps" / f"rm-{name}.json"
+            if not stamp_path.is_file():
+                continue
+            stamp = json.loads(stamp_path.read_text())
+            summary = json.loads((self.out / "rm" / name / "summary.json").read_text())
+            acc = summary["instruments"]["rm_test_accuracy"]
+            low, high = wilson_interval(acc["value"] * acc["n"], acc["n"])
+            gate = "pass" if acc["pass"] else "miss"
+            lines.append(md_row([f"`{name}`: {what}", str(summary["train_items"]),
+                                 f"{num(acc['value'])} [{num(low)}, {num(high)}]", str(acc["n"]), gate,
+                                 f"{stamp['seconds'] / 60:.1f} min", f"{stamp['commit']}, {stamp['date']}"]))
+        last = max((json.loads(p.read_text()) for p in (self.out / "stamps").glob("rm-*.json")),
+                   key=lambda s: s["date"])
+        return "\n".join(lines) + "\n\n" + stamp_line(last, SCRIPT)
+
+
+def parse_list(value: str | None, known, what: str) -> list[str]:
+    names = [n.strip() for n in (value or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or (value is not None and not names):
+        bad = ", ".join(unknown) or repr(value)
+        raise TetherError(f"{what}: unknown {bad}; choose from {', '.join(known)}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", metavar="FILE", help="the HH-RLHF file (harmless-base/test.jsonl.gz)")
+    parser.add_argument("--model", metavar="DIR", help="default: tether models pull smollm2-135m-instruct's")
+    parser.add_argument("--out", metavar="DIR", default="runs/recipes/hh-rlhf", help="runs, reused when done")
+    parser.add_argument("--only", metavar="PARTS", help=f"comma-separated parts ({','.join(PARTS)})")
+    parser.add_argument("--variants", metavar="NAMES", help=f"RM configurations ({','.join(VARIANTS)}; "
+                        f"default {','.join(DEFAULT_VARIANTS)})")
+    parser.add_argument("--write", metavar="FILE", help="replace the blocks between the markers in FILE")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long settings: checks the script only")
+    args = parser.parse_args(argv)
+    try:
+        parts = [p for p in PARTS if p in (parse_list(args.only, PARTS, "--only") or PARTS)]
+        variants = parse_list(args.variants, VARIANTS, "--variants") or list(DEFAULT_VARIANTS)
+        names = [BLOCKS[p] for p in parts if p in BLOCKS]
+        text = read_for_write(args.write, names) if args.write else None
+        model = Path(args.model) if args.model else default_model()
+        if not model.is_dir():
+            raise TetherError(f"no model at {model}: run `tether models pull smollm2-135m-instruct` or give "
+                              "--model")
+        recipe = Recipe(Path(args.out), model, Path(args.data) if args.data else None, args.smoke)
+        blocks = {}
+        for part in parts:
+            print(f"hh-rlhf: {part}", file=sys.stderr, flush=True)
+            block = recipe.part_rm(variants) if part == "rm" else recipe.part_data()
+            if part in BLOCKS:
+                blocks[BLOCKS[part]] = block
+        if text is not None:
+            Path(args.write).write_text(replace_blocks(text, blocks, args.write), encoding="utf-8")
+            print(f"hh-rlhf: wrote {', '.join(blocks)} into {args.write}", file=sys.stderr)
+        else:
+            for name, block in blocks.items():
+                print(f"<!-- figures:{name} -->\n{block}\n<!-- /figures:{name} -->\n")
+    except TetherError as e:
+        print(f"hh-rlhf: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
