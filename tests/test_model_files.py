@@ -1,4 +1,5 @@
-"""tether.model_files: a model is a Hugging Face directory or a .gguf file, loaded from safetensors only.
+"""tether.model_files: a model is a Hugging Face directory, a .gguf file or a Hub id, loaded from safetensors
+only.
 
 The GGUF here is written by the test (tests/gguf_helpers.py) from a tiny Llama whose weights we hold, so the
 converted model must give exactly the source's logits: float32 tensors survive GGUF unchanged, and the only
@@ -153,3 +154,55 @@ def test_the_hash_is_read_once_until_the_file_changes(tmp_path, monkeypatch):
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     assert model_files.file_sha256(f) == hashlib.sha256(b"other").hexdigest()
     assert len(reads) == 1
+
+
+def hub_cache(root, repo: str, files_from, commit: str = "0123456789abcdef0123456789abcdef01234567"):
+    """An offline Hugging Face cache laid out as huggingface_hub writes it: models--OWNER--NAME/refs/main
+    holds the commit, snapshots/COMMIT/ the files."""
+    folder = root / ("models--" + repo.replace("/", "--"))
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for f in files_from.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture()
+def offline_hub(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)  # no local folder named like the repository
+    return tmp_path / "hub"
+
+
+def test_a_hub_id_loads_from_the_offline_hf_cache(tmp_path, offline_hub):
+    tok = build_word_tokenizer(["a", "b", "c"])
+    source = build_tiny_llama(len(tok), hidden_size=16, num_layers=1, num_heads=2, seed=5).eval()
+    source.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    snapshot = hub_cache(offline_hub, "someone/tiny-llama", tmp_path / "m")
+    assert resolve_model("someone/tiny-llama") == snapshot
+    model = load_causal_lm("someone/tiny-llama").eval()
+    ids = torch.tensor([[2, 4, 5, 6, 3]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, source(ids).logits)
+    assert load_tokenizer("someone/tiny-llama").tokenize("a c b") == ["a", "c", "b"]
+
+
+def test_a_hub_id_offline_and_not_cached_is_one_line(offline_hub):
+    with pytest.raises(TetherError) as e:
+        load_causal_lm("someone/not-cached")
+    assert str(e.value) == ("no model at 'someone/not-cached': not a local directory or .gguf file, and the "
+                            "Hub model someone/not-cached could not be fetched (HF_HUB_OFFLINE is set and it "
+                            "is not in the Hugging Face cache)")
+
+
+def test_a_local_folder_wins_over_a_hub_id_of_the_same_name(tmp_path, offline_hub):
+    tok = build_word_tokenizer(["a"])
+    model = build_tiny_llama(len(tok), hidden_size=16, num_layers=1, num_heads=2)
+    model.save_pretrained(tmp_path / "x" / "y")
+    assert resolve_model("x/y").resolve() == (tmp_path / "x" / "y").resolve()  # no Hub lookup: none cached

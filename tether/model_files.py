@@ -1,8 +1,10 @@
-"""Where every model tether trains or scores comes from: a local Hugging Face directory or a `.gguf` file.
+"""Where every model tether trains or scores comes from: a local Hugging Face directory, a `.gguf` file, or a
+Hugging Face Hub model id.
 
     path = resolve_model("SmolLM2-135M-Instruct.Q4_1.gguf")   # converted once, then the cached directory
     model = load_causal_lm(path, dtype="float32")              # safetensors weights only, no pickle
     tokenizer = load_tokenizer(path)
+    path = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")   # a Hub id: its snapshot in the HF cache
 
 A `.gguf` file is converted once with transformers' GGUF reader (it dequantises every tensor to float32) into
 a normal directory — config.json, model.safetensors, tokenizer files and chat template — under the cache:
@@ -13,6 +15,11 @@ a normal directory — config.json, model.safetensors, tokenizer files and chat 
 Keyed by content, so a renamed or moved copy of the same file reuses the conversion and an edited file gets a
 new one. The directory is written under a temporary name and renamed into place when complete, so an
 interrupted conversion never leaves a directory that reads as finished; the next call simply finds it.
+
+A Hub id `owner/name` (or `owner/name@revision`) that is not a local path is fetched by huggingface_hub into
+its own cache (HF_HOME / HF_HUB_CACHE) and read from there; with HF_HUB_OFFLINE=1 only the cache is read.
+Only the files a model directory needs are fetched (json, safetensors, tokenizer and template files), never
+pickled `.bin` weights.
 
 Weights load from safetensors only (`use_safetensors=True`): a directory with only pickled `.bin` weights is
 refused rather than unpickled. `trust_remote_code` is passed to transformers as given (tether's configs
@@ -25,6 +32,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -58,6 +66,29 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+# owner/name[@revision], as the Hub spells repository ids
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
+# what a model directory needs from a Hub repository: config, safetensors weights, tokenizer and chat template
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def hub_snapshot(repo: str) -> Path:
+    """The local directory of Hub model `owner/name[@revision]`: huggingface_hub's snapshot of HUB_FILES in
+    its cache, fetched when missing unless HF_HUB_OFFLINE is set. TetherError, in one line, when it is neither
+    cached nor reachable."""
+    from huggingface_hub import constants, snapshot_download
+
+    name, _, revision = repo.partition("@")
+    try:
+        with quiet_transformers():
+            return Path(snapshot_download(name, revision=revision or None, allow_patterns=HUB_FILES))
+    except Exception as e:  # offline and not cached, unreachable, no such repository, gated, ...
+        why = ("HF_HUB_OFFLINE is set and it is not in the Hugging Face cache" if constants.HF_HUB_OFFLINE
+               else _one_line(e))
+        raise TetherError(f"no model at {repo!r}: not a local directory or .gguf file, and the Hub model "
+                          f"{name} could not be fetched ({why})") from None
+
+
 def converted_dir(gguf: str | Path, cache: str | Path | None = None) -> Path:
     """The directory `resolve_model(gguf)` converts into (whether or not it exists yet)."""
     gguf = Path(gguf)
@@ -66,7 +97,8 @@ def converted_dir(gguf: str | Path, cache: str | Path | None = None) -> Path:
 
 
 def resolve_model(path: str | Path, cache: str | Path | None = None) -> Path:
-    """A directory transformers can load: `path` itself, or the cached conversion of a `.gguf` file.
+    """A directory transformers can load: `path` itself, the cached conversion of a `.gguf` file, or the
+    snapshot of a Hub id (`hub_snapshot`) when no local path of that name exists.
 
     cache: the folder conversions go into (default: cache_root()/models). TetherError when `path` is missing
     or neither a directory nor a .gguf file.
@@ -74,8 +106,10 @@ def resolve_model(path: str | Path, cache: str | Path | None = None) -> Path:
     p = Path(path).expanduser()
     if p.is_dir():
         return p
+    if not p.exists() and HUB_ID.match(str(path)):
+        return hub_snapshot(str(path))
     if not p.exists():
-        raise TetherError(f"no model at {str(path)!r}: give a model directory or a .gguf file")
+        raise TetherError(f"no model at {str(path)!r}: give a model directory, a .gguf file or a Hub id")
     if p.suffix.lower() != ".gguf":
         raise TetherError(f"{path}: not a model (expected a Hugging Face directory or a .gguf file)")
     out = converted_dir(p, cache)

@@ -49,8 +49,9 @@ class SFTConfig:
     """`tether sft`: masked cross-entropy on demonstrations (InstructGPT stage 1)."""
 
     model: str = ranged(rule="non-empty")
-    """Causal LM to fine-tune: a local Hugging Face directory (config.json, safetensors weights, tokenizer)
-    or a .gguf file (converted once into the cache, tether.model_files)."""
+    """Causal LM to fine-tune: a local Hugging Face directory (config.json, safetensors weights, tokenizer),
+    a .gguf file (converted once into the cache) or a Hub id `owner/name[@revision]` (read through the HF
+    cache; HF_HUB_OFFLINE honoured): tether.model_files."""
     data: SFTDataConfig
     """Training and test data."""
     tokenizer: str | None = None
