@@ -138,7 +138,7 @@ def test_eval_on_real_prompts_reports_what_it_cannot_measure(built, capsys):
         "--out",
         str(out),
         "max_new_tokens=6",
-        "probes=off",
+        "probes=never",
     ]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())

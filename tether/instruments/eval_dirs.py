@@ -58,9 +58,9 @@ class EvalConfig:
     seed: int = 0
     device: str = "cpu"
     hacking: HackingConfig = field(default_factory=HackingConfig)
-    probes: Literal["auto", "on", "off"] = "auto"
+    probes: Literal["auto", "always", "never"] = "auto"
     """The shipped probe sets (tether/instruments/probes) as the source of refusal, over-refusal, sycophancy
-    and capability: auto when the prompts are not the lab's (or there are none), on always, off never (the
+    and capability: auto when the prompts are not the lab's (or there are none), always, or never (the
     prompts' harmful/question/belief/answer fields are read instead)."""
     probe_max_items: int | None = ranged(None, ">= 1")
     """At most this many items of each probe set, a fixed-seed subsample (seed); default: sycophancy 100
@@ -130,9 +130,9 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
 
     examples = load_prompts(prompts_path)[: cfg.max_prompts] if prompts_path else []
     lab = bool(examples) and all(is_lab_prompt(x.prompt) for x in examples)
-    use_probes = cfg.probes == "on" or (cfg.probes == "auto" and not lab)
+    use_probes = cfg.probes == "always" or (cfg.probes == "auto" and not lab)
     if not examples and not use_probes:
-        raise TetherError("no prompts: give --prompts FILE or --lab DIR (or probes=on)")
+        raise TetherError("no prompts: give --prompts FILE or --lab DIR (or probes=always)")
     if examples:
         uses_gold(cfg.gold, examples)  # gold=lab: a prompt that is not the lab's stops here, before loading
     policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
@@ -226,6 +226,8 @@ def write_eval(out: Path, summary: dict, samples: dict | None, probe_rows: list[
     write_text_atomic(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if probe_rows is not None:
         write_text_atomic(out / "probes.jsonl", "".join(json.dumps(r) + "\n" for r in probe_rows))
+    else:
+        (out / "probes.jsonl").unlink(missing_ok=True)  # an earlier evaluation's, not this one's
     shown = rows + [{"group": f"probe: {r['set']}", "prompt": r["prompt"], "policy": r["policy"],
                      "base": r["base"]} for r in probe_rows or []]
     write_report(out / "report.html", summary, title=f"tether eval: {summary['policy']}", samples=shown)
