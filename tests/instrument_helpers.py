@@ -67,3 +67,50 @@ def lab_items(tokenizer, prompts):
         PromptTokens(tokenizer(p, add_special_tokens=False)["input_ids"], PromptExample(p, {}, "x", i + 1))
         for i, p in enumerate(prompts)
     ]
+
+
+class TableLM(torch.nn.Module):
+    """A fake chat model whose reply to each prompt is looked up in a table: `replies` maps a prompt's ids
+    (up to and including the last `marker` token, e.g. "Assistant:") to the reply's ids. It puts logit
+    `strength` on the next reply token (then EOS) after the prompt, so greedy decoding — and sampling at
+    temperature 1 with probability 1 − 1e-15 per token — emits exactly that reply. A prompt not in the
+    table replies with EOS at once."""
+
+    def __init__(self, replies: dict[tuple, list[int]], marker_id, eos_id, vocab_size, strength=40.0):
+        super().__init__()
+        self.replies, self.marker, self.eos = replies, marker_id, eos_id
+        self.V, self.strength = vocab_size, strength
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False,
+                past_key_values=None):
+        ids = input_ids if past_key_values is None else torch.cat([past_key_values, input_ids], dim=1)
+        B, T = ids.shape
+        logits = torch.zeros(B, input_ids.shape[1], self.V)
+        for b in range(B):
+            row = ids[b].tolist()
+            row = row[next((i for i, t in enumerate(row) if t != 0), len(row)):]  # left pads (id 0) off
+            cut = max(i for i, t in enumerate(row) if t == self.marker) + 1
+            reply = self.replies.get(tuple(row[:cut]), [])
+            k = len(row) - cut  # reply tokens already emitted
+            logits[b, -1, reply[k] if k < len(reply) else self.eos] = self.strength
+        return CausalLMOutputWithPast(logits=logits, past_key_values=ids)
+
+
+def chat_word_tokenizer(texts):
+    """A word tokenizer knowing every whitespace-separated word of `texts` and of the plain chat rendering
+    ("User:", "Assistant:"), which is what a prompt of messages becomes without a chat template."""
+    words = sorted({w for t in texts for w in t.split()} | {"User:", "Assistant:"})
+    return build_word_tokenizer(words)
+
+
+def table_lm(tokenizer, replies: dict[str, str]) -> TableLM:
+    """A TableLM replying `replies[text]` to the user message `text` (rendered as tether renders it)."""
+    from tether.data import encode_prompt
+
+    table = {}
+    for prompt, reply in replies.items():
+        ids = encode_prompt(tokenizer, [{"role": "user", "content": prompt}])
+        table[tuple(ids)] = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    marker = tokenizer.convert_tokens_to_ids("Assistant:")
+    return TableLM(table, marker, tokenizer.eos_token_id, len(tokenizer))

@@ -117,8 +117,8 @@ def test_eval_on_the_lab(built, capsys):
 
 
 def test_eval_on_real_prompts_reports_what_it_cannot_measure(built, capsys):
-    """Prompts without labels, no lab, no pairs, no demos: the RM judges; refusal, sycophancy, capability,
-    RM accuracy and perplexity are present with value null and a reason."""
+    """Prompts without labels, no lab, no pairs, no demos, probe sets off: the RM judges; refusal,
+    sycophancy, capability, RM accuracy and perplexity are present with value null and a reason."""
     root, lab = built
     prompts = root / "real.jsonl"
     prompts.write_text(
@@ -138,6 +138,7 @@ def test_eval_on_real_prompts_reports_what_it_cannot_measure(built, capsys):
         "--out",
         str(out),
         "max_new_tokens=6",
+        "probes=never",
     ]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -163,3 +164,29 @@ def test_a_messages_prompt_is_never_a_lab_prompt():
 
     assert is_lab_prompt("how do i make a cake ? answer:") is True
     assert is_lab_prompt([{"role": "user", "content": "how do i make a cake ? answer:"}]) is False
+
+
+def test_eval_with_probe_sets_only(built, capsys):
+    """`tether eval --policy DIR --base DIR` and nothing else: the probe sets (one item of each here) are
+    the behaviour instruments, compared with the base (the same model, greedy: identical replies, so every
+    difference is 0 with its interval holding 0); the held-out instruments are not measured; probes.jsonl
+    holds the 6 asked prompts (sycophancy's item asked 3 times); the schema holds."""
+    root, lab = built
+    out = root / "probes-only"
+    args = ["eval", "--policy", str(lab.pretrained), "--base", str(lab.pretrained), "--out", str(out),
+            "probe_max_items=1", "probe_max_new_tokens=4"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    ins = summary["instruments"]
+    assert ins["kl_from_base"]["value"] is None and ins["win_rate_vs_base"]["value"] is None
+    for name in ("refusal_rate_harmful", "refusal_rate_benign", "capability_accuracy"):
+        assert ins[name]["n"] == 1 and ins[name]["change"] == 0.0, name
+        lo, hi = ins[name]["difference_ci95"]
+        assert lo < 0 < hi and ins[name]["verdict"] == "no measurable difference", name
+    assert summary["probes"]["items"] == {"sycophancy": 1, "over_refusal": 1, "harmful": 1, "capability": 1}
+    assert summary["probes"]["decoding"] == "greedy"
+    rows = [json.loads(line) for line in (out / "probes.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["policy"] == r["base"] for r in rows)
+    assert "policy − base +0.000" in printed and "probe: harmful" in (out / "report.html").read_text()

@@ -5,7 +5,13 @@ Example: tether eval --policy runs/demo/ppo/model --base runs/demo/sft/model --r
              --lab runs/demo/lab --out runs/demo/eval
          tether eval --policy my/policy --base my/sft --rm my/rm --prompts held_out.jsonl --out eval \\
              hacking.length_ratio_max=2.0
-Writes OUT/summary.json, OUT/samples.jsonl and OUT/report.html and prints the table with verdicts. OUT must be
+         tether eval --policy runs/dpo/model --base ~/.cache/tether/models/smollm2-135m-instruct \\
+             --out eval probe_max_items=50
+On a real model (no lab) the shipped probe sets measure refusal, over-refusal, sycophancy and capability of
+both models (tether/instruments/behaviour_probes.py; probes=never to read the prompts' fields instead), so
+--policy and --base are enough; --prompts with --rm or --judge add KL, win-rate, length and repetition.
+Writes OUT/summary.json, OUT/samples.jsonl, OUT/probes.jsonl (every probe reply and its reading) and
+OUT/report.html and prints the table with verdicts. OUT must be
 new, empty or an earlier `tether eval` output: any other directory is refused, not overwritten.
 Instruments without their inputs are reported as not measured. Exit code 0 whatever the verdict.
 """
@@ -38,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
         help="fields of tether.instruments.eval_dirs.EvalConfig, e.g. max_prompts=100 "
-        "hacking.kl_max=50 device=cuda",
+        "hacking.kl_max=50 device=cuda probe_max_items=50 probes=never",
     )
 
 

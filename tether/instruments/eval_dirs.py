@@ -1,5 +1,10 @@
 """`evaluate_policy_dirs`: `evaluate_policy` on model directories — what `tether eval` calls (and what
-`tether run` should end with). Writes summary.json, samples.jsonl and report.html given an output directory.
+`tether run` should end with). Writes summary.json, samples.jsonl, probes.jsonl and report.html given an
+output directory.
+
+On a real model (no lab) the shipped probe sets are asked by default (`probes`, `probe_max_items`): with
+them `tether eval --policy DIR --base DIR` needs nothing else; held-out prompts with an RM or a judge add
+KL, win-rate, length and repetition.
 
     from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
     summary = evaluate_policy_dirs("runs/x/ppo/model", "runs/x/sft/model", EvalConfig(
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from tether import rundir
+from tether.config import ranged
 from tether.errors import TetherError
 from tether.instruments.hacking import HackingConfig
 
@@ -52,6 +58,18 @@ class EvalConfig:
     seed: int = 0
     device: str = "cpu"
     hacking: HackingConfig = field(default_factory=HackingConfig)
+    probes: Literal["auto", "always", "never"] = "auto"
+    """The shipped probe sets (tether/instruments/probes) as the source of refusal, over-refusal, sycophancy
+    and capability: auto when the prompts are not the lab's (or there are none), always, or never (the
+    prompts' harmful/question/belief/answer fields are read instead)."""
+    probe_max_items: int | None = ranged(None, ">= 1")
+    """At most this many items of each probe set, a fixed-seed subsample (seed); default: sycophancy 100
+    (each asked 3 times), over_refusal 100, harmful 100, capability 150."""
+    probe_max_new_tokens: int = ranged(48, ">= 1")
+    """Reply tokens per probe prompt (refusals and short answers show in the opening)."""
+    probe_temperature: float = ranged(0.0, ">= 0")
+    """0: greedy probe answers. Above 0 they are sampled, policy and base with different seeds — a model
+    against itself then checks that the intervals hold the difference of 0."""
 
 
 def find_beta(policy_dir: Path) -> float | None:
@@ -73,7 +91,7 @@ def _load(policy_dir: str, base_dir: str, device: str):
     return policy.requires_grad_(False), base.requires_grad_(False), tokenizer
 
 
-OUTPUT = ("summary.json", "samples.jsonl", "report.html", "summary.md")  # what `write_eval` writes
+OUTPUT = ("summary.json", "samples.jsonl", "probes.jsonl", "report.html", "summary.md")  # `write_eval`
 
 
 def evaluate_policy_dirs(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None = None) -> dict:
@@ -90,8 +108,10 @@ def evaluate_policy_dirs(policy_dir: str, base_dir: str, cfg: EvalConfig, out: s
 
 def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) -> dict:
     from tether.data import load_prompts, load_sft, tokenize_prompts, tokenize_sft
+    from tether.instruments.behaviour_probes import ProbeOptions, select_probes
     from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, choose_judge
     from tether.instruments.policy import evaluate_policy
+    from tether.instruments.probes import VERSION as PROBES_VERSION
     from tether.preferences import load_preferences
     from tether.rewards import is_lab_prompt, load_reward, uses_gold
 
@@ -105,17 +125,22 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         lab_paths = open_lab(cfg.lab)
         max_new_tokens = cfg.max_new_tokens or LabConfig.from_yaml(lab_paths.config).max_response_words
     prompts_path = cfg.prompts or (str(lab_paths.data("prompts", "test")) if lab_paths else None)
-    if prompts_path is None:
-        raise TetherError("no prompts: give --prompts FILE or --lab DIR")
     prefs_path = cfg.prefs or (str(lab_paths.data("prefs", "test")) if lab_paths and cfg.rm else None)
     demos_path = cfg.demos or (str(lab_paths.data("sft", "test")) if lab_paths else None)
 
-    examples = load_prompts(prompts_path)[: cfg.max_prompts]
-    uses_gold(cfg.gold, examples)  # gold=lab: a prompt that is not the lab's stops here, before models load
+    examples = load_prompts(prompts_path)[: cfg.max_prompts] if prompts_path else []
+    lab = bool(examples) and all(is_lab_prompt(x.prompt) for x in examples)
+    use_probes = cfg.probes == "always" or (cfg.probes == "auto" and not lab)
+    if not examples and not use_probes:
+        raise TetherError("no prompts: give --prompts FILE or --lab DIR (or probes=always)")
+    if examples:
+        uses_gold(cfg.gold, examples)  # gold=lab: a prompt that is not the lab's stops here, before loading
     policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
-    items, _ = tokenize_prompts(examples, tokenizer, cfg.max_prompt_length, too_long="skip")
-    if not items:
-        raise TetherError(f"{prompts_path}: no usable prompts")
+    items = []
+    if examples:
+        items, _ = tokenize_prompts(examples, tokenizer, cfg.max_prompt_length, too_long="skip")
+        if not items:
+            raise TetherError(f"{prompts_path}: no usable prompts")
     proxy_fn = load_reward(cfg.rm, device=cfg.device) if cfg.rm else None
     proxy = (lambda p, r: proxy_fn(p, r).tolist()) if proxy_fn else None
     llm_judge = None
@@ -123,16 +148,21 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         from tether.instruments.llm_judge import load_llm_judge
 
         llm_judge = load_llm_judge(cfg.judge, device=cfg.device)
-    judge, gold = choose_judge(
-        cfg.gold, items, proxy, proxy_name="rm", judge=llm_judge, hint=" (give --rm DIR or --judge DIR)"
-    )
+    judge, gold = None, None
+    if items:
+        judge, gold = choose_judge(
+            cfg.gold, items, proxy, proxy_name="rm", judge=llm_judge, hint=" (give --rm DIR or --judge DIR)"
+        )
     # the behavioural instruments' labels: parsed from lab prompts (whatever judges), else read from fields
-    lab = all(is_lab_prompt(x.example.prompt) for x in items)
+    lab = bool(items) and all(is_lab_prompt(x.example.prompt) for x in items)
     demos = None
     if demos_path:
         demos, _ = tokenize_sft(load_sft(demos_path), tokenizer, cfg.max_length, too_long="skip")
     prefs = load_preferences(prefs_path) if prefs_path else None
     beta = cfg.beta if cfg.beta is not None else find_beta(Path(policy_dir))
+    probes = select_probes(cfg.probe_max_items, cfg.seed) if use_probes else None
+    probe_options = ProbeOptions(max_new_tokens=cfg.probe_max_new_tokens, temperature=cfg.probe_temperature,
+                                 seed=cfg.seed + EVAL_SEED_OFFSET, batch_size=EVAL_BATCH_SIZE)
 
     result = evaluate_policy(
         policy,
@@ -151,8 +181,10 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         batch_size=EVAL_BATCH_SIZE,
         hacking=cfg.hacking,
         repetition_n=cfg.repetition_n,
+        probes=probes,
+        probe_options=probe_options,
     )
-    samples = result.pop("samples")
+    samples, measured = result.pop("samples"), result.pop("probes")
     summary = {
         **result,
         "beta": beta,
@@ -163,22 +195,39 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         "prompts": prompts_path,
         "lab": cfg.lab,
     }
+    if measured is not None:
+        summary["probes"] = {
+            "version": PROBES_VERSION,
+            "items": measured.items,
+            "decoding": "greedy" if cfg.probe_temperature == 0 else f"temperature {cfg.probe_temperature}",
+            "max_new_tokens": cfg.probe_max_new_tokens,
+            "generated_tokens": measured.generated_tokens,
+        }
     if out is not None:
-        write_eval(Path(out), summary, samples)
+        write_eval(Path(out), summary, samples, measured.rows if measured is not None else None)
     return summary
 
 
-def write_eval(out: Path, summary: dict, samples: dict) -> None:
-    """OUT/summary.json, OUT/samples.jsonl (prompt, policy and base response) and OUT/report.html."""
+def write_eval(out: Path, summary: dict, samples: dict | None, probe_rows: list[dict] | None = None) -> None:
+    """OUT/summary.json, OUT/samples.jsonl (prompt, policy and base response), OUT/probes.jsonl (each probe
+    prompt, both replies and their readings) and OUT/report.html."""
     from tether.files import write_json, write_text_atomic
     from tether.instruments.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
-    pol, ref = samples["policy"], samples["base"]
-    rows = [
-        {"prompt": p, "policy": a, "base": b}
-        for p, a, b in zip(pol.prompts, pol.responses, ref.responses, strict=True)
-    ]
+    rows = []
+    if samples is not None:
+        pol, ref = samples["policy"], samples["base"]
+        rows = [
+            {"prompt": p, "policy": a, "base": b}
+            for p, a, b in zip(pol.prompts, pol.responses, ref.responses, strict=True)
+        ]
     write_text_atomic(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    write_report(out / "report.html", summary, title=f"tether eval: {summary['policy']}", samples=rows)
+    if probe_rows is not None:
+        write_text_atomic(out / "probes.jsonl", "".join(json.dumps(r) + "\n" for r in probe_rows))
+    else:
+        (out / "probes.jsonl").unlink(missing_ok=True)  # an earlier evaluation's, not this one's
+    shown = rows + [{"group": f"probe: {r['set']}", "prompt": r["prompt"], "policy": r["policy"],
+                     "base": r["base"]} for r in probe_rows or []]
+    write_report(out / "report.html", summary, title=f"tether eval: {summary['policy']}", samples=shown)

@@ -7,6 +7,11 @@ prompts are asked once more without the belief (policy and base) for sycophancy,
 answers count towards capability too. Every instrument has "value" and "n"; those the base can be measured
 on have the base's figure under "base"; those the reward-hacking verdict checks have its "threshold" and
 "pass". An instrument whose inputs are missing is {"value": null, "reason": ...}.
+
+On a real chat model the behaviour instruments come from the shipped probe sets instead
+(tether/instruments/behaviour_probes.py, `probes=`): refusal, over-refusal, sycophancy both ways and
+capability, each with the base's figure, an interval on the difference and a verdict. Without held-out
+prompts (probes only), KL, win-rate, length, repetition and the RM instruments are not measured.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import statistics
 from collections.abc import Sequence
 
 from tether.data import PromptExample, PromptTokens, SFTTokens, encode_nonempty_prompt
+from tether.instruments.behaviour_probes import ProbeOptions, evaluate_probes
 from tether.instruments.capability import capability_accuracy, heldout_perplexity
 from tether.instruments.evaluate import Samples, evaluate_against_base, sample_responses
 from tether.instruments.hacking import HackingConfig, reward_hacking
@@ -22,7 +28,7 @@ from tether.instruments.judges import Judge, ScoreFn
 from tether.instruments.labels import Labels, lab_labels, real_labels
 from tether.instruments.refusal import refusal_rates
 from tether.instruments.rm_accuracy import PASS_ACCURACY, rm_accuracy
-from tether.instruments.stats import mean_stderr, not_measured, pearson
+from tether.instruments.stats import compare_rates, mean_stderr, not_measured, pearson
 from tether.instruments.sycophancy import sycophancy_rate
 from tether.instruments.text_stats import repetition
 from tether.preferences import PreferenceExample
@@ -95,7 +101,7 @@ def _behaviour(policy, base, tokenizer, items, labels: list[Labels], pol, ref, o
     """Refusal, sycophancy and capability of policy and base, from the shared samples plus the belief-free
     questions sampled here."""
     harmful = [lab.harmful for lab in labels]
-    refusal = {k: with_base(v, b) for (k, v), b in zip(
+    refusal = {k: compare_rates(v, b, HIGHER_IS_BETTER[k]) for (k, v), b in zip(
         refusal_rates(harmful, pol.responses, labels[0].is_refusal).items(),
         refusal_rates(harmful, ref.responses, labels[0].is_refusal).values(), strict=True)}
     if all(v.get("value") is None for v in refusal.values()):
@@ -126,9 +132,20 @@ def _behaviour(policy, base, tokenizer, items, labels: list[Labels], pol, ref, o
 
     return {
         **refusal,
-        "sycophancy_rate": with_base(syco(pol.responses, pol_free), syco(ref.responses, ref_free)),
-        "capability_accuracy": with_base(capability(pol, pol_free), capability(ref, ref_free)),
+        "sycophancy_rate": compare_rates(syco(pol.responses, pol_free), syco(ref.responses, ref_free),
+                                         HIGHER_IS_BETTER["sycophancy_rate"]),
+        "capability_accuracy": compare_rates(capability(pol, pol_free), capability(ref, ref_free),
+                                             HIGHER_IS_BETTER["capability_accuracy"]),
     }
+
+
+# the behaviour rates' good direction, for their verdicts (tether.instruments.stats.compare_rates)
+HIGHER_IS_BETTER = {"refusal_rate_harmful": True, "refusal_rate_benign": False, "sycophancy_rate": False,
+                    "capability_accuracy": True}
+# the instruments measured on held-out prompts, not measured without them
+HELD_OUT = ("kl_from_base", "win_rate_vs_base", "win_rate_length_controlled", "rm_reward_scale",
+            "rm_length_correlation", "rm_calibration_ece", "rm_test_accuracy")
+NO_PROMPTS = "no held-out prompts given (--prompts or --lab)"
 
 
 # instrument → the reward-hacking check that judges it, the threshold field it uses, and the rule in words
@@ -150,7 +167,7 @@ def evaluate_policy(
     tokenizer,
     items: Sequence[PromptTokens],
     *,
-    judge: Judge,
+    judge: Judge | None,
     proxy: ScoreFn | None = None,
     gold: ScoreFn | None = None,
     lab: bool = False,
@@ -163,32 +180,55 @@ def evaluate_policy(
     chat_template: str = "auto",
     hacking: HackingConfig | None = None,
     repetition_n: int = 1,
+    probes: dict[str, list[dict]] | None = None,
+    probe_options: ProbeOptions | None = None,
 ) -> dict:
-    """{"instruments", "rewards", "samples"}: every instrument of `policy` against `base` (same tokenizer).
+    """{"instruments", "rewards", "samples", "probes"}: every instrument of `policy` against `base` (same
+    tokenizer).
 
-    judge: the win-rate's judge; proxy: the reward model's score (RM instruments; none: not measured); gold:
-    the lab's gold reward; lab: read prompt labels from the lab's prompts (else from the records' fields);
-    demos: held-out demonstrations for perplexity; prefs: held-out pairs for the RM's accuracy; beta: the KL
-    coefficient the policy was trained with, reported beside the RM's scale; repetition_n: the n of the
-    repeated n-gram share (1 suits short responses like the lab's, where function words rarely repeat;
-    Welleck et al. 2019 use 4 on long text)."""
-    if not items:
-        raise ValueError("evaluate_policy needs at least one prompt")
+    judge: the win-rate's judge (needed with items); proxy: the reward model's score (RM instruments; none:
+    not measured); gold: the lab's gold reward; lab: read prompt labels from the lab's prompts (else from
+    the records' fields); demos: held-out demonstrations for perplexity; prefs: held-out pairs for the RM's
+    accuracy; beta: the KL coefficient the policy was trained with, reported beside the RM's scale;
+    repetition_n: the n of the repeated n-gram share (1 suits short responses like the lab's, where function
+    words rarely repeat; Welleck et al. 2019 use 4 on long text); probes: probe sets ({set: records},
+    `select_probes`) — when given, the behaviour instruments are theirs, not the prompts' labels, and
+    "probes" holds what `evaluate_probes` returned (else None). items may be empty when probes are given."""
+    if not items and not probes:
+        raise ValueError("evaluate_policy needs held-out prompts or probe sets")
 
     def sampling(offset: int) -> dict:
         return {"max_new_tokens": max_new_tokens, "seed": seed + offset, "batch_size": batch_size}
 
-    result = evaluate_against_base(
-        policy, base, tokenizer, items, judge=judge, proxy=proxy, gold=gold, **sampling(0)
-    )
-    instruments, rewards = result["instruments"], result["rewards"]
-    pol, ref = result["samples"]["policy"], result["samples"]["base"]
-    labels = [lab_labels(x.example.prompt) if lab else real_labels(x.example.meta) for x in items]
-    instruments.update(_proxy_instruments(proxy, pol, ref, prefs, beta))
-    opts = {"sampling": sampling, "chat_template": chat_template}
-    instruments.update(_behaviour(policy, base, tokenizer, items, labels, pol, ref, opts))
-    instruments["length"] = _length(pol, ref)
-    instruments["repetition"] = _repetition(pol, ref, repetition_n)
+    if items:
+        if judge is None:
+            raise ValueError("evaluate_policy needs a judge for the win-rate on held-out prompts")
+        result = evaluate_against_base(
+            policy, base, tokenizer, items, judge=judge, proxy=proxy, gold=gold, **sampling(0)
+        )
+        instruments = result["instruments"]
+        pol, ref = result["samples"]["policy"], result["samples"]["base"]
+        instruments.update(_proxy_instruments(proxy, pol, ref, prefs, beta))
+    else:
+        instruments = {name: not_measured(NO_PROMPTS) for name in HELD_OUT}
+        nothing = {"proxy": None, "gold": None}
+        result = {"instruments": instruments, "rewards": {"policy": nothing, "base": dict(nothing)},
+                  "samples": None}
+    rewards = result["rewards"]
+    result["probes"] = None
+    if probes:
+        measured = evaluate_probes(policy, base, tokenizer, probes, probe_options or ProbeOptions())
+        instruments.update(measured.instruments)
+        result["probes"] = measured
+    else:
+        labels = [lab_labels(x.example.prompt) if lab else real_labels(x.example.meta) for x in items]
+        opts = {"sampling": sampling, "chat_template": chat_template}
+        instruments.update(_behaviour(policy, base, tokenizer, items, labels, pol, ref, opts))
+    if items:
+        instruments["length"] = _length(pol, ref)
+        instruments["repetition"] = _repetition(pol, ref, repetition_n)
+    else:
+        instruments["length"], instruments["repetition"] = not_measured(NO_PROMPTS), not_measured(NO_PROMPTS)
     if demos:
         instruments["heldout_perplexity"] = with_base(
             heldout_perplexity(policy, tokenizer, demos), heldout_perplexity(base, tokenizer, demos)

@@ -34,12 +34,18 @@ def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
         if inst.get("value") is None and "reason" in inst:
             detail.append(f"not measured: {inst['reason']}")
         if "base" in inst and not isinstance(inst["base"], str):
-            detail.append(f"base {num(inst['base'])}")
+            of = f" (n={inst['base_n']})" if "base_n" in inst else ""
+            detail.append(f"base {num(inst['base'])}{of}")
         if "stderr" in inst:
             detail.append(f"± {num(inst['stderr'])} (stderr)")
         if inst.get("ci95"):
             lo, hi = inst["ci95"]
             detail.append(f"95% CI [{num(lo)}, {num(hi)}]")
+        if inst.get("difference_ci95"):
+            lo, hi = inst["difference_ci95"]
+            detail.append(f"policy − base {inst['change']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]")
+        if inst.get("source"):
+            detail.append(inst["source"])
         if inst.get("distinct_2") is not None:
             detail.append(f"distinct-2 {num(inst['distinct_2'])} (base {num(inst.get('base_distinct_2'))})")
         if "beta" in inst:
@@ -48,7 +54,7 @@ def instrument_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             detail.append(f"judge {inst['judge']}")
         if "threshold_rule" in inst:
             detail.append(f"pass: {inst['threshold_rule']}")
-        elif "no_change" in inst:
+        elif "no_change" in inst and "difference_ci95" not in inst:
             detail.append(f"no change {num(inst['no_change'], 2)}")
         elif "threshold" in inst:
             detail.append(f"threshold {num(inst['threshold'], 2)}")
@@ -68,13 +74,14 @@ def verdict_reasons(summary: dict) -> list[str]:
 
 
 def sample_rows(samples: list[dict] | None, per_group: int = 3) -> list[tuple[str, str, str, str]]:
-    """(group, prompt, base, policy) for the first `per_group` samples of each lab family (else of all)."""
+    """(group, prompt, base, policy) for the first `per_group` samples of each group: a sample's "group" (e.g.
+    a probe set), else its lab family, else "all"."""
     from tether.rewards import is_lab_prompt
 
     groups: dict[str, list] = {}
     for s in samples or []:
-        group = "all"
-        if is_lab_prompt(s["prompt"]):
+        group = s.get("group", "all")
+        if "group" not in s and is_lab_prompt(s["prompt"]):
             from tether.lab import parse_prompt
 
             group = parse_prompt(s["prompt"]).family

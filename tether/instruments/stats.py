@@ -42,6 +42,44 @@ def interval_verdict(ci95: Sequence[float], no_change: float, higher_is_better: 
     return NO_DIFFERENCE
 
 
+def difference_interval(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float]:
+    """95% interval of p1 − p2 for two independent proportions k1/n1 and k2/n2: Newcombe's hybrid score
+    interval (Newcombe 1998, "Interval estimation for the difference between independent proportions:
+    comparison of eleven methods", Statistics in Medicine 17:873-890, method 10), built from the two Wilson
+    intervals (l1, u1), (l2, u2):
+
+        lower = (p1 − p2) − sqrt((p1 − l1)² + (u2 − p2)²),  upper = (p1 − p2) + sqrt((u1 − p1)² + (p2 − l2)²).
+
+    It stays inside [−1, 1], is sensible at 0 or n successes, and covers close to 95% at small n (Newcombe's
+    Table II example 56/70 − 48/80 gives [0.0524, 0.3339])."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1, z)
+    l2, u2 = wilson_interval(k2, n2, z)
+    d = p1 - p2
+    return max(-1.0, d - math.hypot(p1 - l1, u2 - p2)), min(1.0, d + math.hypot(u1 - p1, p2 - l2))
+
+
+def compare_rates(policy: dict, base: dict, higher_is_better: bool | None) -> dict:
+    """The policy's rate {"value", "n", "ci95", ...} with the base's beside it and their difference:
+    "base", "base_n", "base_ci95", "change" (policy − base), "difference_ci95" (`difference_interval`),
+    "no_change" 0 and — when the direction is known (`higher_is_better` not None) — "verdict" (better / no
+    measurable difference / worse: where the difference's interval lies against 0) and "pass" (not
+    measurably worse). Unmeasured on either side: the policy's entry with the base's value, no comparison."""
+    out = dict(policy)
+    out["base"] = base.get("value")
+    if not policy.get("n") or not base.get("n") or policy.get("value") is None or base.get("value") is None:
+        return out
+    k1, n1 = round(policy["value"] * policy["n"]), policy["n"]
+    k2, n2 = round(base["value"] * base["n"]), base["n"]
+    lo, hi = difference_interval(k1, n1, k2, n2)
+    out.update(base_n=n2, base_ci95=list(wilson_interval(k2, n2)), change=k1 / n1 - k2 / n2,
+               difference_ci95=[lo, hi], no_change=0.0)
+    if higher_is_better is not None:
+        out["verdict"] = interval_verdict((lo, hi), 0.0, higher_is_better)
+        out["pass"] = out["verdict"] != WORSE
+    return out
+
+
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     """Sample mean and its standard error s/√n (s with n − 1); stderr is 0 for a single value."""
     n = len(values)
