@@ -12,9 +12,9 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from tether import rundir
+from tether.config.rl import gold_problems
 from tether.errors import TetherError
 from tether.instruments.hacking import HackingConfig
 
@@ -36,9 +36,11 @@ class EvalConfig:
     """Held-out demonstrations for heldout_perplexity (default with --lab: the lab's sft.test.jsonl)."""
     judge: str | None = None
     """A causal LM directory to judge the win-rate pairwise (default: gold on the lab, else the RM)."""
-    gold: Literal["auto", "lab", "none"] = "auto"
-    """The lab's gold reward as judge and reported reward: auto when every prompt is a lab prompt; lab
-    always (a prompt that is not the lab's is an error); none never (the RM or --judge judges)."""
+    gold: str = "auto"
+    """The gold reward as judge and reported reward (tether.rewards.gold_source): auto, the lab's when every
+    prompt is a lab prompt; lab, the lab's always (a prompt that is not the lab's is an error); none, no
+    gold (the RM or --judge judges); or 'module:function', a gold reward on real text that gets the prompt
+    file's columns (e.g. tether.verifiable:correct)."""
     beta: float | None = None
     """The policy's KL coefficient (default: read from the policy run's summary.json or config.yaml)."""
     max_prompts: int = 200
@@ -52,6 +54,10 @@ class EvalConfig:
     seed: int = 0
     device: str = "cpu"
     hacking: HackingConfig = field(default_factory=HackingConfig)
+
+    def problems(self):
+        """(key, reason) of a gold that is neither a mode nor a function that imports."""
+        return gold_problems(self.gold)
 
 
 def find_beta(policy_dir: Path) -> float | None:
@@ -93,7 +99,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, choose_judge
     from tether.instruments.policy import evaluate_policy
     from tether.preferences import load_preferences
-    from tether.rewards import is_lab_prompt, load_reward, uses_gold
+    from tether.rewards import gold_source, is_lab_prompt, load_reward
 
     start = time.perf_counter()
     lab_paths = None
@@ -111,13 +117,14 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     demos_path = cfg.demos or (str(lab_paths.data("sft", "test")) if lab_paths else None)
 
     examples = load_prompts(prompts_path)[: cfg.max_prompts]
-    uses_gold(cfg.gold, examples)  # gold=lab: a prompt that is not the lab's stops here, before models load
+    gold_source(cfg.gold, examples)  # gold=lab: a prompt not the lab's stops here, before models load (and a
+    # gold function's missing column)
     policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
     items, _ = tokenize_prompts(examples, tokenizer, cfg.max_prompt_length, too_long="skip")
     if not items:
         raise TetherError(f"{prompts_path}: no usable prompts")
     proxy_fn = load_reward(cfg.rm, device=cfg.device) if cfg.rm else None
-    proxy = (lambda p, r: proxy_fn(p, r).tolist()) if proxy_fn else None
+    proxy = (lambda p, r, **columns: proxy_fn(p, r, **columns).tolist()) if proxy_fn else None
     llm_judge = None
     if cfg.judge:
         from tether.instruments.llm_judge import load_llm_judge
