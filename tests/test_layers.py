@@ -28,7 +28,8 @@ LAYERS = [
     ("training", ("tether.trainers", "tether.cai")),
     # design.md puts rewards with the plumbing, but one reward source is the lab's gold reward (rewards
     # imports tether.lab), so the reward sources sit with the lab and the instruments that read them.
-    ("measurement", ("tether.instruments", "tether.lab", "tether.rewards")),
+    # tether.verifiable: reward functions (exact answers) that the RL stages and evaluations import by spec.
+    ("measurement", ("tether.instruments", "tether.lab", "tether.rewards", "tether.verifiable")),
     ("plumbing", ("tether.rollout", "tether.rollout_vllm", "tether.hh_rlhf")),
     # packing (padding-free forward passes) serves reward_model as much as rollout: it sits here.
     ("models", ("tether.models", "tether.models_pull", "tether.model_files", "tether.reward_model",
@@ -37,7 +38,9 @@ LAYERS = [
     # design.md lists data with the plumbing; it sits below the models because reward_model and
     # models_pull tokenise and pad with it (it imports only tether.errors).
     ("data", ("tether.data", "tether.data_sources", "tether.preferences")),
-    ("base", ("tether.errors", "tether.files", "tether.rundir", "tether.quiet", "tether")),
+    # tether.functions imports user code by 'module:function': below the config, which refuses a bad one.
+    ("base", ("tether.errors", "tether.files", "tether.rundir", "tether.quiet", "tether.functions",
+              "tether")),
     ("math", ("tether.losses", "tether.theory")),
 ]
 

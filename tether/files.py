@@ -95,3 +95,22 @@ def storage_error(e: BaseException) -> str | None:
             return os.strerror(int(m.group(1)))
         e = e.__cause__ or e.__context__
     return None
+
+
+def write_or_check(directory: str | Path, texts: dict[str, str], check: bool, command: str) -> list[str]:
+    """Generated files: write each {name: text} of `texts` into `directory` (UTF-8, as given), or with
+    `check` compare them with what is there, byte for byte. Returns the names that differ (or are missing)
+    when checking, each printed with `command`, the command that regenerates them; [] after writing."""
+    directory = Path(directory)
+    differ = []
+    for name, text in texts.items():
+        path = directory / name
+        if check:
+            if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
+                differ.append(name)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8", newline="")
+    for name in differ:
+        print(f"{name} differs from the generator's output ({command})")
+    return differ

@@ -30,15 +30,15 @@ never ended (a table of the three choices, keyed like `PPORewardConfig.no_eos`).
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from tether.config.rl import GOLD_CHOICES
 from tether.errors import DataError, TetherError
+from tether.functions import column_parameters, import_function, is_function_spec
 
 RewardFn = Callable[[Sequence, Sequence[str]], torch.Tensor]
 
@@ -93,9 +93,6 @@ def is_lab_prompt(prompt) -> bool:
     return True
 
 
-GOLD_MODES = ("auto", "lab", "none")  # the values of the `gold` setting of an evaluation (`uses_gold`)
-
-
 def require_lab_prompts(examples: Sequence, why: str) -> None:
     """DataError naming FILE:LINE of the first example (a tether.data.PromptExample) whose prompt is not a
     lab prompt; `why` says what needs lab prompts."""
@@ -105,49 +102,68 @@ def require_lab_prompts(examples: Sequence, why: str) -> None:
             raise DataError(ex.path, ex.line, f"not a lab prompt{what}: {why}")
 
 
-def uses_gold(mode: str, examples: Sequence) -> bool:
-    """Whether the lab's gold reward judges an evaluation on `examples` (tether.data.PromptExample) and is
-    reported beside the proxy reward: the one place this is decided.
+def gold_source(mode: str, examples: Sequence) -> str | None:
+    """The gold reward that judges an evaluation on `examples` (tether.data.PromptExample) and is reported
+    beside the proxy reward: "gold" (the lab's), a 'module:function' spec, or None. The one place this is
+    decided; the `gold` setting of an evaluation (eval.gold, `tether eval --gold`) is `mode`:
 
-    mode "auto": when every prompt is a lab prompt; "lab": always, and a DataError at the first prompt that
-    is not a lab prompt; "none": never (the proxy, or a given judge, judges)."""
+        auto             the lab's when every prompt is a lab prompt, else none
+        lab              the lab's; a DataError at the first prompt that is not a lab prompt
+        none             none (the proxy, or a given judge, judges)
+        module:function  that function (a gold reward on real text: an exact-answer check, a classifier),
+                         called as a reward function (tether.rewards: it receives the columns it names);
+                         a DataError at the first example that lacks or leaves null a column it requires
+    """
     if mode == "auto":
-        return all(is_lab_prompt(ex.prompt) for ex in examples)
+        return "gold" if all(is_lab_prompt(ex.prompt) for ex in examples) else None
     if mode == "lab":
         require_lab_prompts(examples, "gold is 'lab' (use gold=auto or gold=none for other prompts)")
-        return True
+        return "gold"
     if mode == "none":
-        return False
-    raise TetherError(f"gold must be one of {', '.join(GOLD_MODES)}; got {mode!r}")
+        return None
+    if is_function_spec(mode):
+        for name in FunctionReward(mode, "gold").required:
+            for ex in examples:
+                if ex.meta.get(name) is None:
+                    raise DataError(ex.path, ex.line, f"no {name!r}, which the gold reward {mode!r} reads")
+        return mode
+    raise TetherError(f"gold must be {GOLD_CHOICES}; got {mode!r}")
+
+
+def gold_scorer(source: str | None):
+    """The gold reward `gold_source` named, as a function (prompts, responses, **columns) → list[float] of
+    one score per response; None for None. A gold function's None (does not apply) is refused: a gold
+    reward scores every response it is asked about."""
+    if source is None:
+        return None
+    fn = gold if source == "gold" else FunctionReward(source, "gold")
+
+    def score(prompts: Sequence, responses: Sequence[str], **columns) -> list[float]:
+        out = fn(prompts, responses, **columns)
+        if bool(out.isnan().any()):
+            n = int(out.isnan().sum())
+            raise TetherError(f"gold {source!r} returned None for {n} of {len(out)} responses: a gold reward "
+                              "must score every response")
+        return out.tolist()
+
+    return score
 
 
 class FunctionReward:
     """A user function `module:function` returning one float per response, as a (B,) float32 tensor."""
 
-    def __init__(self, spec: str):
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise TetherError(f"reward {spec!r}: cannot import module {module_name!r}: {e}") from None
-        fn = getattr(module, attr, None)
-        if not callable(fn):
-            raise TetherError(f"reward {spec!r}: module {module_name!r} has no function {attr!r}")
-        self.spec, self.fn = spec, fn
-        self.file = getattr(module, "__file__", None)  # the file imported (None for a built-in module)
+    def __init__(self, spec: str, what: str = "reward"):
+        self.spec, self.what = spec, what  # `what` starts its error messages ("reward", "gold")
+        self.fn, self.file = import_function(spec, what)  # the file imported (None for a built-in module)
         # the columns it takes after (prompts, responses): all with **kwargs (None), else those it names
-        params = list(inspect.signature(fn).parameters.values())[2:]
-        named = [p for p in params if p.kind in NAMED]
-        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-        self.columns = None if takes_all else {p.name for p in named}
-        self.required = [p.name for p in named if p.default is p.empty]
+        self.columns, self.required = column_parameters(self.fn)
 
     def __call__(self, prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
         missing = [name for name in self.required if name not in columns]
         if missing:
             have = ", ".join(sorted(columns)) or "none"
-            raise TetherError(f"reward {self.spec!r} asks for the column(s) {', '.join(missing)}, which the "
-                              f"prompts do not have (their other columns: {have})")
+            raise TetherError(f"{self.what} {self.spec!r} asks for the column(s) {', '.join(missing)}, which "
+                              f"the prompts do not have (their other columns: {have})")
         if self.columns is not None:
             columns = {k: v for k, v in columns.items() if k in self.columns}
         out = self.fn(list(prompts), list(responses), **columns)
@@ -156,12 +172,9 @@ class FunctionReward:
         scores = torch.as_tensor(out, dtype=torch.float32).flatten()
         if scores.shape[0] != len(responses):
             raise TetherError(
-                f"reward {self.spec!r} returned {scores.shape[0]} scores for {len(responses)} responses"
+                f"{self.what} {self.spec!r} returned {scores.shape[0]} scores for {len(responses)} responses"
             )
         return scores
-
-
-NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)  # parameters a column fills
 
 
 def columns_of(examples: Sequence) -> dict[str, list]:
@@ -194,11 +207,6 @@ def imported_code(reward) -> dict[str, dict]:
 
 def is_reward_model_dir(spec: str) -> bool:
     return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
-
-
-def is_function_spec(spec: str) -> bool:
-    """Whether a reward spec names a Python function ('module:function', not a path that exists)."""
-    return ":" in spec and not Path(spec).exists()
 
 
 def load_reward(spec: str, device=None) -> RewardFn:

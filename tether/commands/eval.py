@@ -22,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tether.config import load_config
+from tether.config import load_config, validate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge", metavar="DIR", help="a causal LM as pairwise judge of the win-rate")
     parser.add_argument("--beta", type=float, help="the policy's KL coefficient (default: from its run)")
     parser.add_argument(
-        "--gold", choices=("auto", "lab", "none"),
-        help="the lab's gold reward judges and is reported: auto (default) when every prompt is a lab "
-        "prompt, lab always (other prompts are an error), none never (the RM or --judge judges)",
+        "--gold", metavar="MODE",
+        help="the gold reward that judges and is reported: auto (default) the lab's when every prompt is a "
+        "lab prompt, lab the lab's always (other prompts are an error), none no gold (the RM or --judge "
+        "judges), or module:function, a gold reward on real text that gets the prompts' columns "
+        "(e.g. tether.verifiable:correct)",
     )
     parser.add_argument("--out", metavar="DIR", help="output directory (default: runs/eval-<time>)")
     parser.add_argument(
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for key in ("rm", "lab", "prompts", "prefs", "demos", "judge", "beta", "gold"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    validate(cfg)  # the flags as the key=value overrides are checked (a --gold that does not import)
     out = Path(args.out) if args.out else Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = evaluate_policy_dirs(args.policy, args.base, cfg, out=str(out))
     print(terminal_table(summary))

@@ -10,6 +10,8 @@ from typing import Literal
 from tether.config.loader import SEED, is_default, ranged
 from tether.config.supervised import column_problems
 from tether.config.train import LoopConfig, LoRAConfig, schedule_problems
+from tether.errors import TetherError
+from tether.functions import import_function, is_function_spec
 
 # ------------------------------------------------------------------------------------------------ PPO
 
@@ -134,8 +136,15 @@ class PPOEvalConfig:
 
     max_prompts: int = ranged(200, ">= 1")
     """Held-out prompts to evaluate on (the first ones of data.test)."""
-    gold: Literal["auto", "lab", "none"] = "auto"
-    """Gold reward as judge and logged figure: auto if every prompt is the lab's; lab: they must be; none."""
+    gold: str = ranged("auto", "non-empty")
+    """The gold reward that judges the win-rate and is logged beside the proxy (tether.rewards.gold_source):
+    auto, the lab's if every prompt is the lab's; lab, the lab's (they must be); none; or 'module:function',
+    a gold reward on real text called like a reward function (it gets the prompt files' columns, e.g.
+    tether.verifiable:correct reads `answer`), also logged on the training samples."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a gold that is neither a mode nor a function that imports."""
+        yield from gold_problems(self.gold)
 
 
 @dataclasses.dataclass
@@ -399,6 +408,24 @@ class RLOOConfig(GroupStageConfig):
     """Samples per prompt and the update."""
 
     size_key = "rloo.k"
+
+
+GOLD_MODES = ("auto", "lab", "none")  # the settings of `gold` besides a 'module:function' gold reward
+GOLD_CHOICES = "auto, lab, none or a reward function 'module:function'"
+
+
+def gold_problems(gold: str) -> Iterator[tuple[str, str]]:
+    """("gold", reason) when an evaluation's gold setting is neither a mode nor a function that imports
+    (importing runs the module, as the training reward's import does)."""
+    if gold in GOLD_MODES:
+        return
+    if not is_function_spec(gold):
+        yield "gold", f"must be {GOLD_CHOICES}, got {gold!r}"
+        return
+    try:
+        import_function(gold, "gold")
+    except TetherError as e:
+        yield "gold", f"cannot be loaded: {e}"
 
 
 def approx_kl_problems(algo) -> Iterator[tuple[str, str]]:

@@ -21,6 +21,7 @@ from typing import Literal
 
 from tether import rundir
 from tether.config import ranged
+from tether.config.rl import gold_problems
 from tether.errors import TetherError
 from tether.instruments.hacking import HackingConfig
 
@@ -42,9 +43,11 @@ class EvalConfig:
     """Held-out demonstrations for heldout_perplexity (default with --lab: the lab's sft.test.jsonl)."""
     judge: str | None = None
     """A causal LM directory to judge the win-rate pairwise (default: gold on the lab, else the RM)."""
-    gold: Literal["auto", "lab", "none"] = "auto"
-    """The lab's gold reward as judge and reported reward: auto when every prompt is a lab prompt; lab
-    always (a prompt that is not the lab's is an error); none never (the RM or --judge judges)."""
+    gold: str = "auto"
+    """The gold reward as judge and reported reward (tether.rewards.gold_source): auto, the lab's when every
+    prompt is a lab prompt; lab, the lab's always (a prompt that is not the lab's is an error); none, no
+    gold (the RM or --judge judges); or 'module:function', a gold reward on real text that gets the prompt
+    file's columns (e.g. tether.verifiable:correct)."""
     beta: float | None = None
     """The policy's KL coefficient (default: read from the policy run's summary.json or config.yaml)."""
     max_prompts: int = 200
@@ -70,6 +73,10 @@ class EvalConfig:
     probe_temperature: float = ranged(0.0, ">= 0")
     """0: greedy probe answers. Above 0 they are sampled, policy and base with different seeds — a model
     against itself then checks that the intervals hold the difference of 0."""
+
+    def problems(self):
+        """(key, reason) of a gold that is neither a mode nor a function that imports."""
+        return gold_problems(self.gold)
 
 
 def find_beta(policy_dir: Path) -> float | None:
@@ -113,7 +120,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     from tether.instruments.policy import evaluate_policy
     from tether.instruments.probes import VERSION as PROBES_VERSION
     from tether.preferences import load_preferences
-    from tether.rewards import is_lab_prompt, load_reward, uses_gold
+    from tether.rewards import gold_source, is_lab_prompt, load_reward
 
     start = time.perf_counter()
     lab_paths = None
@@ -133,8 +140,8 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     use_probes = cfg.probes == "always" or (cfg.probes == "auto" and not lab)
     if not examples and not use_probes:
         raise TetherError("no prompts: give --prompts FILE or --lab DIR (or probes=always)")
-    if examples:
-        uses_gold(cfg.gold, examples)  # gold=lab: a prompt that is not the lab's stops here, before loading
+    if examples:  # gold=lab: a prompt not the lab's stops here, before models load (and a gold function's
+        gold_source(cfg.gold, examples)  # missing column)
     policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
     items = []
     if examples:
@@ -142,7 +149,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         if not items:
             raise TetherError(f"{prompts_path}: no usable prompts")
     proxy_fn = load_reward(cfg.rm, device=cfg.device) if cfg.rm else None
-    proxy = (lambda p, r: proxy_fn(p, r).tolist()) if proxy_fn else None
+    proxy = (lambda p, r, **columns: proxy_fn(p, r, **columns).tolist()) if proxy_fn else None
     llm_judge = None
     if cfg.judge:
         from tether.instruments.llm_judge import load_llm_judge

@@ -4,25 +4,31 @@ mean rewards, for every caller (the RL trainers' evaluation, `tether eval`, `tet
 "base" is the model the policy started from and is held to by the KL (π_SFT in the InstructGPT pipeline).
 Each held-out prompt gets one policy sample and one base sample (temperature 1, top-p 1: the models'
 own distributions), so the win-rate compares like with like and the KL is that of the trained policy.
-`choose_judge` decides who judges the win-rate and whether the lab's gold reward is reported, from a `gold`
-setting (auto | lab | none, tether.rewards.uses_gold); `evaluate_judged` is both together, as the trainers
-call it; tether/instruments/policy.py adds the other instruments on the same samples.
+`choose_judge` decides who judges the win-rate and which gold reward is reported, from a `gold` setting
+(auto | lab | none | module:function, tether.rewards.gold_source); `evaluate_judged` is both together, as the
+trainers call it; tether/instruments/policy.py adds the other instruments on the same samples.
+
+The proxy and gold scores are functions (prompts, responses, [columns]): they receive those of the prompt
+file's other columns that they name, or all with **columns (the samples carry them), as the RL stages'
+reward functions do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from tether.data import PromptTokens, collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
+from tether.functions import columns_taken
 from tether.instruments.judges import Judge, ScoreFn, ScoreJudge
 from tether.instruments.kl import kl_entry, response_kls
 from tether.instruments.length_controlled import length_controlled_win_rate
 from tether.instruments.stats import mean_stderr
 from tether.instruments.win_rate import win_rate_of
+from tether.rewards import columns_of
 from tether.rollout import Rollout, decode_responses, sample
 
 
@@ -33,6 +39,7 @@ class Samples:
     prompts: list  # the prompts as given in the data (text or messages)
     rollouts: list[Rollout]
     responses: list[str]
+    columns: dict[str, list] = field(default_factory=dict)  # the prompts' other columns (rewards.columns_of)
     proxy: list[float] | None = None  # the proxy reward of each response (`evaluate_against_base`)
     gold: list[float] | None = None  # the gold reward of each response
     kl: list[float] | None = None  # each policy response's sequence KL(π‖π_base), closed form (nats)
@@ -69,11 +76,18 @@ def sample_responses(
         )
         rollouts.append(r)
         responses += decode_responses(tokenizer, r)
-    return Samples([x.example.prompt for x in items], rollouts, responses)
+    examples = [x.example for x in items]
+    return Samples([ex.prompt for ex in examples], rollouts, responses, columns_of(examples))
 
 
 def _scores(score: ScoreFn | None, samples: Samples) -> list[float] | None:
-    return None if score is None else [float(v) for v in score(samples.prompts, samples.responses)]
+    """Each response's score, with the columns of its prompt that the score function takes (as a reward
+    function gets them: all with **columns, those it names, none for (prompts, responses)); None without
+    a score."""
+    if score is None:
+        return None
+    columns = columns_taken(score, samples.columns)
+    return [float(v) for v in score(samples.prompts, samples.responses, **columns)]
 
 
 def _mean(scores: list[float] | None) -> float | None:
@@ -118,6 +132,8 @@ def evaluate_against_base(
         s.proxy, s.gold = _scores(proxy, s), _scores(gold, s)
     if isinstance(judge, ScoreJudge) and proxy is not None and judge.score is proxy:
         prefs = judge.compare(pol.proxy, ref.proxy)  # the proxy judges: its scores are computed once
+    elif isinstance(judge, ScoreJudge) and gold is not None and judge.score is gold:
+        prefs = judge.compare(pol.gold, ref.gold)  # a gold function judges (with the prompts' columns)
     else:
         prefs = judge.prefer(pol.prompts, pol.responses, ref.responses)
     lc = length_controlled_win_rate(prefs, [len(r) for r in pol.responses], [len(r) for r in ref.responses])
@@ -133,13 +149,6 @@ def evaluate_against_base(
     return {"instruments": instruments, "rewards": rewards, "samples": {"policy": pol, "base": ref}}
 
 
-def gold_scores(prompts, responses) -> list[float]:
-    """The lab's gold reward of each response (tether.rewards.gold), as floats."""
-    from tether.rewards import gold
-
-    return gold(prompts, responses).tolist()
-
-
 def choose_judge(
     gold: str,
     items: Sequence[PromptTokens],
@@ -149,19 +158,22 @@ def choose_judge(
     judge: Judge | None = None,
     hint: str = "",
 ) -> tuple[Judge, ScoreFn | None]:
-    """(the win-rate's judge, the gold score or None): the gold reward judges and is reported when
-    tether.rewards.uses_gold(gold, prompts) says so; a given `judge` (e.g. an LLM judge) judges whatever
-    `gold` says; else the proxy judges (1 / ½ / 0 as its scores compare), named `proxy_name`. TetherError
+    """(the win-rate's judge, the gold score or None): the gold reward that
+    tether.rewards.gold_source(gold, prompts) names judges and is reported (the lab's, judge "gold"; a
+    'module:function', judge named by it, 1 / ½ / 0 as its scores compare); a given `judge` (e.g. an LLM
+    judge) judges whatever `gold` says; else the proxy judges (1 / ½ / 0), named `proxy_name`. TetherError
     when nothing can judge (`hint` says what to give)."""
-    from tether.instruments.judges import GoldJudge, ScoreJudge
-    from tether.rewards import uses_gold
+    from tether.instruments.judges import GoldJudge
+    from tether.rewards import gold_scorer, gold_source
 
-    use_gold = uses_gold(gold, [x.example for x in items])
-    gold_fn = gold_scores if use_gold else None
+    source = gold_source(gold, [x.example for x in items])
+    gold_fn = gold_scorer(source)
     if judge is not None:
         return judge, gold_fn
-    if use_gold:
+    if source == "gold":
         return GoldJudge(), gold_fn
+    if source is not None:
+        return ScoreJudge(gold_fn, source, soft=False), gold_fn
     if proxy is None:
         why = "gold is 'none'" if gold == "none" else "the prompts are not all lab prompts"
         raise TetherError(f"{why}: the win-rate needs a proxy reward or a judge to judge it{hint}")
@@ -181,9 +193,9 @@ def evaluate_judged(
     keep_samples: bool = False,
 ) -> dict:
     """`evaluate_against_base` as the RL trainers call it: judged as `choose_judge` decides from `gold`
-    (auto | lab | none: the gold reward judges and is reported, else the proxy judges); samples are seeded
-    with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result without the samples
-    unless `keep_samples`."""
+    (auto | lab | none | module:function: a gold reward judges and is reported, else the proxy judges);
+    samples are seeded with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result
+    without the samples unless `keep_samples`."""
     judge, gold_fn = choose_judge(gold, items, proxy)
     result = evaluate_against_base(
         policy,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-# (prompts as the data gives them — text or chat messages —, responses) → one score per response
-ScoreFn = Callable[[Sequence, Sequence[str]], Sequence[float]]
+# (prompts as the data gives them — text or chat messages —, responses, **columns) → one score per response;
+# columns: the prompt file's other columns of those prompts, which the evaluator passes and a judge's
+# `prefer` does not (tether/instruments/evaluate.py)
+ScoreFn = Callable[..., Sequence[float]]
 
 
 class Judge:

@@ -26,7 +26,7 @@ One iteration (`grpo_iteration`, in this order):
 The run directory, checkpoints, resume and summary.json are PPO's (tether.trainers.rl).
 
 Logged per iteration: reward (the weighted sum, raw; reward/<name>, each source's mean, with several
-sources or a Python function), gold (lab prompts), score, kl (sequence sum of k1 at sampling time; none
+sources or a Python function), gold (eval.gold's), score, kl (sequence sum of k1 at sampling time; none
 without a reference), beta, equal_reward_groups (share of groups whose scores are all equal: zero advantage,
 no learning signal), clipfrac, approx_kl, ref_kl, entropy, policy_loss, response_length, ended, lr,
 grad_norm, rollout_s, tokens_per_s.

@@ -9,8 +9,10 @@ Set-up (`RLRun.__init__`): the whole prompt files are read and checked first (`r
 stops the run before any model loads; then the policy (`cfg.policy`), a frozen reference when the algorithm
 needs one during training, the algorithm's critic, the tokenised prompts, the Loop (one AdamW over the
 policy and the critic) and the reward; then a resume, and RUN/config.yaml (with the file of any reward code
-imported). The gold reward's rule: when it is a reward source, every train and test prompt must be a lab
-prompt; otherwise it is logged (and judges the evaluation) only when every prompt is one.
+imported). The gold reward's rule: when the lab's is a reward source, every train and test prompt must be a
+lab prompt; eval.gold (tether.rewards.gold_source) says which gold reward, if any, judges the evaluation and
+is logged beside the reward in training: the lab's only when every prompt is one (auto), or a
+'module:function' gold on any prompts that have the columns it reads.
 
 The pieces an iteration calls, in its order: `sample` (this iteration's prompts, `copies` responses each),
 `score` and `condition` (the reward, normalised, the no-EOS penalty), `group_advantages` (a group baseline
@@ -57,10 +59,11 @@ from tether.rewards import (
     WeightedReward,
     columns_of,
     gold,
+    gold_scorer,
+    gold_source,
     imported_code,
     load_weighted_reward,
     penalize_unended,
-    uses_gold,
 )
 from tether.rollout import Rollout, cut_at_stop, decode_responses, sample
 from tether.rollout_vllm import check_engine
@@ -112,8 +115,10 @@ class RLRun:
         gold_scored = "gold" in [spec for spec, weight in algorithm.rewards if weight != 0]
         train_prompts = read_prompts(cfg.data.train, gold_scored, cfg.data.columns)  # before any model loads
         test_prompts = read_prompts(cfg.data.test, gold_scored, cfg.data.columns) if cfg.data.test else []
-        self.lab = uses_gold(cfg.eval.gold, train_prompts)  # the gold reward logged in training too
-        uses_gold(cfg.eval.gold, test_prompts)  # eval.gold=lab: a held-out prompt not the lab's stops here
+        # the gold reward logged in training too; eval.gold=lab: a prompt not the lab's stops here, and a
+        # gold function's missing column too (the held-out prompts are checked again by the evaluation)
+        self.gold = gold_scorer(gold_source(cfg.eval.gold, train_prompts))
+        gold_source(cfg.eval.gold, test_prompts)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
         resume = prepare_run_dir(self.run_dir, resume, cfg, algorithm.stage)
         set_seed(cfg.seed)
@@ -280,11 +285,14 @@ class RLRun:
         return gathered_rows(advantages, rewards, self.loop.all_gather, self.loop.rank)
 
     def gold_mean(self, examples, responses, raw: torch.Tensor) -> float | None:
-        """Mean gold reward of the responses when the prompts are the lab's (None otherwise)."""
-        if not self.lab:
+        """Mean gold reward of the responses (eval.gold's: the lab's on lab prompts, or a gold function with
+        the examples' columns); None without one."""
+        if self.gold is None:
             return None
-        prompts = [ex.prompt for ex in examples]
-        return float(raw.mean() if self.reward is gold else gold(prompts, responses).mean())
+        if self.reward is gold:  # the training reward is the lab's gold reward: already computed
+            return float(raw.mean())
+        scores = self.gold([ex.prompt for ex in examples], responses, **columns_of(examples))
+        return sum(scores) / len(scores)
 
     # ----------------------------------------------------------------------------------- the update
 
@@ -298,8 +306,8 @@ class RLRun:
 
     def metrics(self, examples, responses, raw, scores, rollout: Rollout, t0: float, t1: float) -> dict:
         """What every iteration logs about its samples (the algorithm adds its own): the iteration, the
-        mean raw reward, gold (lab prompts) and score, response length and share ended, the time spent
-        sampling and scoring (rollout_s, up to `t1`) and the throughput since `t0`."""
+        mean raw reward, gold (eval.gold's, when any) and score, response length and share ended, the time
+        spent sampling and scoring (rollout_s, up to `t1`) and the throughput since `t0`."""
         tokens = int(rollout.response_mask.sum())
         return {
             "iteration": self.iteration + 1,
@@ -315,14 +323,11 @@ class RLRun:
 
     # ----------------------------------------------------------------------------------- evaluation
 
-    def proxy_scores(self, prompts, responses) -> list[float]:
-        """The training reward of the evaluation's responses, one to each held-out prompt in order (as the
-        evaluator samples them), with those prompts' other columns, scored as training scores it."""
-        examples = [x.example for x in self.test_items[: self.cfg.eval.max_prompts]]
-        if [ex.prompt for ex in examples] != list(prompts):
-            raise ValueError("proxy_scores scores one response to each held-out prompt, in order")
+    def proxy_scores(self, prompts, responses, **columns) -> list[float]:
+        """The training reward of the evaluation's responses, with their prompts' other columns (which the
+        evaluator passes), scored as training scores them."""
         with torch.autocast(self.device.type, enabled=False):
-            return self.reward(prompts, responses, **columns_of(examples)).tolist()
+            return self.reward(prompts, responses, **columns).tolist()
 
     def load_reference(self, policy):
         """The frozen π_ref: the model at cfg.reference, or else a copy of the starting policy. With LoRA the
@@ -342,7 +347,8 @@ class RLRun:
 
     def evaluate(self) -> dict:
         """Held-out prompts: one policy and one base sample each; KL-from-base, win-rate vs base, mean
-        rewards. The judge is the gold reward on lab prompts, else the proxy reward. The base samples and is
+        rewards. The judge is eval.gold's gold reward (the lab's on lab prompts by default), else the proxy
+        reward. The base samples and is
         scored in the policy's precision (so a base equal to the policy is at KL 0)."""
         with self.loop.autocast():
             return evaluate_judged(
