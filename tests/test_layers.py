@@ -28,7 +28,7 @@ LAYERS = [
     ("training", ("tether.trainers", "tether.cai")),
     # design.md puts rewards with the plumbing, but one reward source is the lab's gold reward (rewards
     # imports tether.lab), so the reward sources sit with the lab and the instruments that read them.
-    ("measurement", ("tether.instruments", "tether.lab", "tether.rewards")),
+    ("measurement", ("tether.instruments", "tether.lab", "tether.rewards", "tether.sentiment")),
     ("plumbing", ("tether.rollout", "tether.rollout_vllm", "tether.hh_rlhf")),
     # packing (padding-free forward passes) serves reward_model as much as rollout: it sits here.
     ("models", ("tether.models", "tether.models_pull", "tether.model_files", "tether.reward_model",
