@@ -25,7 +25,8 @@ ROOT = Path(tether.__file__).parent
 LAYERS = [
     ("face", ("tether.cli", "tether.commands", "tether.api")),
     ("orchestration", ("tether.pipeline", "tether.sweep", "tether.verify")),
-    ("training", ("tether.trainers", "tether.cai")),
+    # reward_pairs labels a policy's samples (drawn by tether.cai.label's sample_pairs) with a reward
+    ("training", ("tether.trainers", "tether.cai", "tether.reward_pairs")),
     # design.md puts rewards with the plumbing, but one reward source is the lab's gold reward (rewards
     # imports tether.lab), so the reward sources sit with the lab and the instruments that read them.
     ("measurement", ("tether.instruments", "tether.lab", "tether.rewards", "tether.sentiment")),
