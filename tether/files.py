@@ -33,6 +33,24 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def write_generated(directory: str | Path, files: dict[str, str], check: bool, command: str) -> int:
+    """Shipped files that a generator makes ({file name: text} in `directory`): written, or with `check`
+    compared with what is shipped, naming each that differs or is missing and the `command` that makes
+    it. The exit status: 1 when `check` found a difference, else 0."""
+    directory = Path(directory)
+    differ = []
+    for name, text in files.items():
+        path = directory / name
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                differ.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+    for name in differ:
+        print(f"{name} differs from the generator's output ({command})")
+    return 1 if differ else 0
+
+
 def write_json(path: str | Path, obj) -> Path:
     """`obj` as indented JSON, written atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

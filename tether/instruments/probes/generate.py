@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
+from tether.files import write_generated
 from tether.instruments.probes import DIR, VERSION
 from tether.instruments.probes.tables import CAPITALS, CONVERSIONS, HARMFUL, OVER_REFUSAL
 
@@ -181,18 +182,7 @@ def build() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     check = "--check" in (sys.argv[1:] if argv is None else argv)
-    differ = []
-    for name, text in build().items():
-        path = DIR / name
-        if check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                differ.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
-    for name in differ:
-        print(f"{name} differs from the generator's output (python -m tether.instruments.probes.generate)")
-    return 1 if differ else 0
-
+    return write_generated(DIR, build(), check, "python -m tether.instruments.probes.generate")
 
 if __name__ == "__main__":
     sys.exit(main())
