@@ -24,3 +24,8 @@ def plain(prompts, responses):
     """The old two-argument form: 2.0 for every response."""
     CALLS.append({"fn": "plain", "prompts": list(prompts)})
     return [2.0] * len(responses)
+
+
+def count_a(prompts, responses):
+    """The number of times the word "a" occurs in the response: a score the tiny models' words can earn."""
+    return [float(r.split().count("a")) for r in responses]

@@ -25,11 +25,14 @@ ROOT = Path(tether.__file__).parent
 LAYERS = [
     ("face", ("tether.cli", "tether.commands", "tether.api")),
     ("orchestration", ("tether.pipeline", "tether.sweep", "tether.verify")),
-    ("training", ("tether.trainers", "tether.cai")),
+    # reward_pairs labels a policy's samples (drawn by tether.cai.label's sample_pairs) with a reward
+    ("training", ("tether.trainers", "tether.cai", "tether.reward_pairs")),
     # design.md puts rewards with the plumbing, but one reward source is the lab's gold reward (rewards
     # imports tether.lab), so the reward sources sit with the lab and the instruments that read them.
-    # tether.verifiable: reward functions (exact answers) that the RL stages and evaluations import by spec.
-    ("measurement", ("tether.instruments", "tether.lab", "tether.rewards", "tether.verifiable")),
+    # tether.verifiable and tether.sentiment: reward functions (exact answers, VADER) that the RL stages and
+    # evaluations import by spec.
+    ("measurement", ("tether.instruments", "tether.lab", "tether.rewards", "tether.verifiable",
+                     "tether.sentiment")),
     ("plumbing", ("tether.rollout", "tether.rollout_vllm", "tether.hh_rlhf")),
     # packing (padding-free forward passes) serves reward_model as much as rollout: it sits here.
     ("models", ("tether.models", "tether.models_pull", "tether.model_files", "tether.reward_model",

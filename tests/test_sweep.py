@@ -32,6 +32,25 @@ def test_best_of_n_expectation_over_all_subsets():
         best_of_n_expectation(proxy, gold, 4)
 
 
+def test_best_of_n_curve_gold_mean_and_stderr_over_prompts(monkeypatch):
+    """Two prompts, N = 2 samples each, scripted instead of sampled. Prompt 1: replies "aa" (RM 2, gold 0.0)
+    and "a" (RM 1, gold 1.0); prompt 2: "bbb" (RM 3, gold 0.5) and "bbbb" (RM 4, gold 0.9); RM = length.
+    n=1: per-prompt gold 0.5 and 0.7, mean 0.6, stderr sqrt(((0.1)² + (0.1)²) / 1 / 2) = 0.1.
+    n=2: the RM's pick, gold 0.0 and 0.9, mean 0.45, stderr sqrt((0.45² + 0.45²) / 2) = 0.45."""
+    import tether.instruments.best_of_n as bon
+    from tether.instruments.evaluate import Samples
+
+    replies = ["aa", "a", "bbb", "bbbb"]
+    gold = {"aa": 0.0, "a": 1.0, "bbb": 0.5, "bbbb": 0.9}
+    monkeypatch.setattr(bon, "sample_responses",
+                        lambda model, tok, items, **kw: Samples(list(items), [], replies))
+    curve = bon.best_of_n_curve(None, None, ["p1", "p2"], lambda p, r: [float(len(x)) for x in r],
+                                lambda p, r: [gold[x] for x in r], ns=(1, 2), max_new_tokens=4, seed=0)
+    assert [c["gold_reward"] for c in curve] == pytest.approx([0.6, 0.45])
+    assert [c["gold_stderr"] for c in curve] == pytest.approx([0.1, 0.45])
+    assert [c["proxy_reward"] for c in curve] == pytest.approx([2.5, 3.0])
+
+
 def _run(beta, gold, win, flagged):
     return {"beta": beta, "gold_reward": gold, "win_rate_vs_base": win, "reward_hacking": flagged}
 

@@ -206,25 +206,17 @@ def _best_of_n(cfg: RunConfig, shared: Shared, out: Path, ns: list[int], prompts
 
 def best_of_n_from_dirs(shared: Shared, ns: list[int], prompts: int, seed: int) -> list[dict]:
     """`best_of_n_curve` of the SFT model against the reward model on the lab's held-out prompts."""
-    from tether.data import load_prompts, tokenize_prompts
-    from tether.instruments.best_of_n import best_of_n_curve
+    from tether.instruments.best_of_n import best_of_n_dirs
     from tether.instruments.evaluate import EVAL_SEED_OFFSET
     from tether.lab.config import LabConfig
-    from tether.model_files import load_causal_lm, load_tokenizer
-    from tether.rewards import gold, load_reward
 
-    model = load_causal_lm(shared.sft_model).eval().requires_grad_(False)
-    tokenizer = load_tokenizer(shared.sft_model)
-    examples = load_prompts(shared.lab.data("prompts", "test"))[:prompts]
-    items, _ = tokenize_prompts(examples, tokenizer, 256, too_long="skip")
-    rm = load_reward(str(shared.rm_dir))
-    return best_of_n_curve(
-        model,
-        tokenizer,
-        items,
-        lambda p, r: rm(p, r).tolist(),
-        lambda p, r: gold(p, r).tolist(),
+    return best_of_n_dirs(
+        shared.sft_model,
+        shared.rm_dir,
+        shared.lab.data("prompts", "test"),
+        gold="gold",
         ns=ns,
+        max_prompts=prompts,
         max_new_tokens=LabConfig.from_yaml(shared.lab.config).max_response_words,
         seed=seed + EVAL_SEED_OFFSET + 2,
     )

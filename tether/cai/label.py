@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.cai.card import agreement_with, position_bias_rate, write_card
@@ -35,6 +35,7 @@ class Pair:
     second: str
     human: float | None = None  # 1.0: a human preferred `first`; 0.0: `second`; None: no human label
     source: str = "policy"
+    columns: dict = field(default_factory=dict)  # the prompt record's other columns (for a reward function)
 
 
 def pairs_from_file(path: str | Path, seed: int = 0, limit: int | None = None) -> list[Pair]:
@@ -66,8 +67,9 @@ def sample_replies(model, tokenizer, prompts, samples: int = 1, seed: int = 0, m
 
 def sample_pairs(model, tokenizer, prompts, samples: int = 2, seed: int = 0, max_new_tokens: int = 64,
                  temperature: float = 1.0) -> tuple[list[Pair], int]:
-    """(pairs, prompts dropped): `samples` replies per prompt from the policy (`sample_replies`); the first
-    two that differ in text form the pair; a prompt whose samples are all the same, or empty, is dropped."""
+    """(pairs, prompts dropped): `samples` replies per prompt (tether.data.PromptExample) from the policy
+    (`sample_replies`); the first two that differ in text form the pair, which keeps the prompt record's
+    other columns; a prompt whose samples are all the same, or empty, is dropped."""
     given, drawn = sample_replies(model, tokenizer, prompts, samples, seed, max_new_tokens, temperature)
     pairs, dropped = [], 0
     for i, prompt in enumerate(given):
@@ -76,7 +78,7 @@ def sample_pairs(model, tokenizer, prompts, samples: int = 2, seed: int = 0, max
         if other is None:
             dropped += 1
         else:
-            pairs.append(Pair(prompt, replies[0], other))
+            pairs.append(Pair(prompt, replies[0], other, columns=prompts[i].meta))
     return pairs, dropped
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from tether.instruments.evaluate import sample_responses
 from tether.instruments.judges import ScoreFn
+from tether.instruments.stats import mean_stderr
 
 DEFAULT_NS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -56,8 +57,10 @@ def best_of_n_curve(
     seed: int,
     batch_size: int = 256,
 ) -> list[dict]:
-    """[{"n", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "prompts", "samples_per_prompt"}] for each n:
-    mean over the prompts (tokenised `PromptTokens`) of best-of-n from `model` scored by `proxy`."""
+    """[{"n", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "gold_stderr", "prompts", "samples_per_prompt"}]
+    for each n: mean over the prompts (tokenised `PromptTokens`) of best-of-n from `model` scored by
+    `proxy`; gold_stderr is the standard error of the gold mean over the prompts (each prompt's value the
+    exact expectation over its samples, so it counts the spread between prompts, not the draw of the N)."""
     big = max(ns)
     repeated = [x for x in items for _ in range(big)]
     samples = sample_responses(
@@ -76,15 +79,54 @@ def best_of_n_curve(
             for k in range(0, len(repeated), big)
         ]
         kl = best_of_n_kl(n)
+        gold_mean, gold_stderr = mean_stderr([g for _, g in per_prompt]) if gold else (None, None)
         out.append(
             {
                 "n": n,
                 "kl": kl,
                 "sqrt_kl": math.sqrt(kl),
                 "proxy_reward": sum(p for p, _ in per_prompt) / len(per_prompt),
-                "gold_reward": sum(g for _, g in per_prompt) / len(per_prompt) if gold else None,
+                "gold_reward": gold_mean,
+                "gold_stderr": gold_stderr,
                 "prompts": len(per_prompt),
                 "samples_per_prompt": big,
             }
         )
     return out
+
+
+def best_of_n_dirs(
+    model_dir,
+    rm_dir,
+    prompts_path,
+    *,
+    gold: str | None,
+    ns: Sequence[int] = DEFAULT_NS,
+    max_prompts: int,
+    max_new_tokens: int,
+    seed: int,
+    max_prompt_length: int = 256,
+) -> list[dict]:
+    """`best_of_n_curve` of the model in `model_dir` against the reward model in `rm_dir` on the first
+    `max_prompts` prompts of `prompts_path` (too long ones skipped), the gold reward a reward spec
+    (tether.rewards.load_reward: "gold", "module:function") or None."""
+    from tether.data import load_prompts, tokenize_prompts
+    from tether.model_files import load_causal_lm, load_tokenizer
+    from tether.rewards import load_reward
+
+    model = load_causal_lm(model_dir).eval().requires_grad_(False)
+    tokenizer = load_tokenizer(model_dir)
+    examples = load_prompts(prompts_path)[:max_prompts]
+    items, _ = tokenize_prompts(examples, tokenizer, max_prompt_length, too_long="skip")
+    rm = load_reward(str(rm_dir))
+    gold_fn = load_reward(gold) if gold else None
+    return best_of_n_curve(
+        model,
+        tokenizer,
+        items,
+        lambda p, r: rm(p, r).tolist(),
+        (lambda p, r: gold_fn(p, r).tolist()) if gold_fn else None,
+        ns=ns,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )

@@ -47,6 +47,16 @@ def check_biases(biases: dict, where: str = "biases") -> None:
             raise TetherError(f"{where}.{name}: weight must be a finite number, got {weight!r}")
 
 
+def preference_probability(diff: float, temperature: float) -> float:
+    """P(a ≻ b) of a Bradley-Terry labeler whose utilities differ by diff = U(a) − U(b): σ(diff / T)
+    (Bradley & Terry 1952); at T = 0 the higher utility surely; a tie (|diff| < 1e-9) ½ at any T."""
+    if abs(diff) < 1e-9:
+        return 0.5
+    if temperature == 0:
+        return 1.0 if diff > 0 else 0.0
+    return 0.5 * (1.0 + math.tanh(diff / temperature / 2))  # = σ(diff / T), without overflow
+
+
 @dataclass
 class Labeler:
     """One simulated rater: Bradley-Terry on gold reward plus its biases, at its temperature."""
@@ -68,13 +78,7 @@ class Labeler:
     def prob_first(self, prompt: str | PromptInfo, a: str, b: str) -> float:
         """P(this labeler prefers `a` over `b`)."""
         info = prompt if isinstance(prompt, PromptInfo) else parse_prompt(prompt)
-        diff = self.utility(info, a) - self.utility(info, b)
-        if abs(diff) < 1e-9:
-            return 0.5
-        if self.temperature == 0:
-            return 1.0 if diff > 0 else 0.0
-        z = diff / self.temperature
-        return 0.5 * (1.0 + math.tanh(z / 2))  # = sigmoid(z), without overflow
+        return preference_probability(self.utility(info, a) - self.utility(info, b), self.temperature)
 
     def compare(self, prompt: str | PromptInfo, a: str, b: str, rng: random.Random) -> tuple[bool, float]:
         """(whether `a` wins, P(a wins)); the draw uses `rng`."""

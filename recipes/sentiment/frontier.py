@@ -1,0 +1,177 @@
+"""The controlled-sentiment frontier from a run.sh output directory: table and plot.
+
+    python recipes/sentiment/frontier.py OUT                      # OUT/frontier.{md,json,png}
+    python recipes/sentiment/frontier.py OUT --readme recipes/sentiment/README.md
+
+Reads every run's summary: OUT/<method>/beta-<β>/summary.json (training wall time), its evaluation
+OUT/eval/<method>-beta-<β>/{summary.json,samples.jsonl} (`tether eval`: KL from the base, RM reward, the
+reward-hacking verdict, and the held-out samples), OUT/best_of_n/summary.json, and the base model's row from
+the evaluations' base samples (the same samples in every evaluation: one seed). The gold reward is VADER's
+compound score (tether.sentiment:vader) of each held-out sample, recomputed here from samples.jsonl, so
+that every method is scored alike: mean and 95 % interval mean ± 1.96·s/√n over the prompts.
+--readme FILE replaces the text between `<!-- results -->` and `<!-- /results -->` in FILE with the table
+and copies the plot beside FILE (frontier.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from tether.instruments.plots import _pyplot
+from tether.instruments.stats import mean_stderr
+from tether.sentiment import vader
+
+METHODS = ("dpo", "ppo", "rloo", "grpo")
+Z95 = 1.96
+MARKERS = ("<!-- results -->", "<!-- /results -->")
+
+
+def gold_interval(texts: list[str]) -> tuple[float, float, int]:
+    """(mean VADER score, half-width of its 95 % interval, n) of the texts."""
+    mean, stderr = mean_stderr(vader(None, texts))
+    return mean, Z95 * stderr, len(texts)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def beta_of(run: Path) -> float:
+    return float(run.name.removeprefix("beta-"))
+
+
+def policy_rows(out: Path) -> tuple[list[dict], list[str] | None]:
+    """(one row per evaluated DPO/PPO/RLOO/GRPO run, the base samples of the first evaluation)."""
+    rows, base = [], None
+    for method in METHODS:
+        for run in sorted((out / method).glob("beta-*"), key=beta_of):
+            ev = out / "eval" / f"{method}-{run.name}"
+            if not (ev / "summary.json").is_file():
+                continue
+            summary = json.loads((ev / "summary.json").read_text())
+            samples = read_jsonl(ev / "samples.jsonl")
+            base = base or [s["base"] for s in samples]
+            gold, half, n = gold_interval([s["policy"] for s in samples])
+            ins = summary["instruments"]
+            kl, hacking = ins.get("kl_from_base") or {}, ins.get("reward_hacking") or {}
+            train = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+            rows.append({
+                "method": method, "setting": "β", "value": beta_of(run), "gold": gold, "gold_half": half,
+                "n": n, "kl": kl.get("value"), "kl_stderr": kl.get("stderr"),
+                "rm": (summary.get("rewards", {}).get("policy") or {}).get("proxy"),
+                "train_seconds": train.get("wall_seconds"), "eval_seconds": summary.get("wall_seconds"),
+                "hacking": hacking.get("value"), "hacking_reasons": hacking.get("reasons", []),
+            })
+    return rows, base
+
+
+def best_of_n_rows(out: Path) -> list[dict]:
+    path = out / "best_of_n" / "summary.json"
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text())
+    return [{"method": "best-of-n", "setting": "n", "value": r["n"], "gold": r["gold_reward"],
+             "gold_half": Z95 * r["gold_stderr"], "n": r["prompts"], "kl": r["kl"], "kl_stderr": 0.0,
+             "rm": r["proxy_reward"], "train_seconds": None, "eval_seconds": summary["wall_seconds"],
+             "hacking": None, "hacking_reasons": []} for r in summary["rows"]]
+
+
+def collect(out: str | Path) -> list[dict]:
+    """Every row: the base, each evaluated run, each n of best-of-n."""
+    out = Path(out)
+    rows, base = policy_rows(out)
+    head = []
+    if base:
+        gold, half, n = gold_interval(base)
+        head = [{"method": "base", "setting": "", "value": None, "gold": gold, "gold_half": half, "n": n,
+                 "kl": 0.0, "kl_stderr": 0.0, "rm": None, "train_seconds": None, "eval_seconds": None,
+                 "hacking": None, "hacking_reasons": []}]
+    return head + rows + best_of_n_rows(out)
+
+
+def _num(x, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def table(rows: list[dict]) -> str:
+    """The markdown table: gold with its interval, the change from the base, KL, RM reward, times."""
+    base = next((r["gold"] for r in rows if r["method"] == "base"), None)
+    lines = ["| method | β or n | VADER gold [95 % interval] | Δ gold vs base | KL from base (nats) | "
+             "RM reward | train s | eval s | hacking flagged |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        setting = "" if r["value"] is None else f"{r['setting']} = {r['value']:g}"
+        gold = f"{r['gold']:+.3f} [{r['gold'] - r['gold_half']:+.3f}, {r['gold'] + r['gold_half']:+.3f}]"
+        delta = "–" if base is None or r["method"] == "base" else f"{r['gold'] - base:+.3f}"
+        kl = _num(r["kl"], ".2f") + (f" ± {r['kl_stderr']:.2f}" if r["kl_stderr"] else "")
+        flag = {None: "–", True: "yes: " + ", ".join(r["hacking_reasons"]), False: "no"}[r["hacking"]]
+        lines.append(f"| {r['method']} | {setting} | {gold} | {delta} | {kl} | {_num(r['rm'], '.3f')} | "
+                     f"{_num(r['train_seconds'], '.0f')} | {_num(r['eval_seconds'], '.0f')} | {flag} |")
+    n = max((r["n"] for r in rows), default=0)
+    return "\n".join(lines) + f"\n\nn = {n} held-out prompts per row (KL ± its standard error).\n"
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Gold reward against KL from the base, one line per method, 95 % intervals as error bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for method in ("base", *METHODS, "best-of-n"):
+        pts = sorted((r["kl"], r["gold"], r["gold_half"], r["value"]) for r in rows
+                     if r["method"] == method and r["kl"] is not None)
+        if not pts:
+            continue
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                    fmt="--s" if method == "best-of-n" else "-o", capsize=3, markersize=4, label=method)
+        for kl, gold, _, value in pts:
+            if value is not None:
+                ax.annotate(f"{'n' if method == 'best-of-n' else 'β'}={value:g}", (kl, gold), fontsize=7,
+                            textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("KL(π‖π_base) on held-out prompts (nats)")
+    ax.set_ylabel("VADER sentiment of the continuation")
+    ax.set_title("controlled sentiment: gold reward against KL", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_readme(readme: Path, text: str, png: Path) -> None:
+    """`text` between the README's result markers, the plot copied beside it as frontier.png."""
+    old = readme.read_text(encoding="utf-8")
+    start, end = (re.escape(m) for m in MARKERS)
+    if len(re.findall(start, old)) != 1 or len(re.findall(end, old)) != 1:
+        raise SystemExit(f"{readme}: needs exactly one {MARKERS[0]} and one {MARKERS[1]}")
+    shutil.copyfile(png, readme.parent / "frontier.png")
+    block = f"{MARKERS[0]}\n{text}\n![frontier](frontier.png)\n{MARKERS[1]}"
+    readme.write_text(re.sub(f"{start}.*?{end}", lambda _: block, old, flags=re.S), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", help="run.sh's output directory")
+    p.add_argument("--readme", help="a README whose results block to replace")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    rows = collect(out)
+    if not rows:
+        print(f"{out}: no evaluated runs yet", file=sys.stderr)
+        return 1
+    text = table(rows)
+    (out / "frontier.md").write_text(text, encoding="utf-8")
+    (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    png = plot(rows, out / "frontier.png")
+    if a.readme:
+        write_readme(Path(a.readme), text, png)
+    print(text, end="")
+    print(f"{out / 'frontier.md'}  {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
