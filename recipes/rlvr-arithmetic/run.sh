@@ -6,7 +6,8 @@
 # MODEL: the pulled SmolLM2-135M-Instruct (`tether models pull smollm2-135m-instruct` prints its directory);
 # OUT: a new directory for the runs (OUT/base, OUT/grpo, OUT/rloo, OUT/results.md). KEY=VALUE overrides go
 # to both RL runs (e.g. iterations=12). EVAL_PROMPTS (200) and NEW_TOKENS (64) size every evaluation alike.
-# TETHER and PYTHON name the commands (default: bin/tether and .venv/bin/python of this checkout).
+# ALGOS ("grpo rloo") chooses the RL runs. TETHER and PYTHON name the commands (default: bin/tether and
+# .venv/bin/python of this checkout).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -33,9 +34,9 @@ mkdir -p "$out"
 
 echo "== base model: held-out accuracy (tether eval of the model against itself)"
 "${tether[@]}" eval --policy "$model" --base "$model" --prompts "$recipe/data/test.jsonl" --gold "$gold" \
-    --out "$out/base" max_prompts="$eval_prompts" max_new_tokens="$new_tokens"
+    --out "$out/base" max_prompts="$eval_prompts" max_new_tokens="$new_tokens" probes=never
 
-for algo in grpo rloo; do
+for algo in ${ALGOS:-grpo rloo}; do
     echo "== $algo"
     "${tether[@]}" "$algo" --config "$recipe/$algo.yaml" --out "$out/$algo" policy="$model" \
         eval.max_prompts="$eval_prompts" rollout.max_new_tokens="$new_tokens" "$@"
