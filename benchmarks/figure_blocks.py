@@ -27,7 +27,7 @@ WIDTH = 110  # the README's line length for prose
 # Every block name a script writes, so that a misspelt marker is named rather than silently skipped: the lab
 # figures of benchmarks/readme_figures.py, then the recipes' (recipes/*/run.py).
 LAB_BLOCKS = ("default", "betas", "algo", "verify", "probe", "sweep")
-RECIPE_BLOCKS = ("hh-rm",)
+RECIPE_BLOCKS = ("hh-rm", "rlvr", "sentiment")
 BLOCKS = LAB_BLOCKS + RECIPE_BLOCKS
 
 
@@ -114,6 +114,13 @@ def read_for_write(path: str, names) -> str:
         raise TetherError(f"cannot read {path}: {e.strerror}") from None
     check_markers(text, names, path)
     return text
+
+
+def write_blocks(path: str | Path, blocks: dict[str, str]) -> None:
+    """Replace each block of `blocks` between its markers in the file at `path` (read_for_write's checks
+    first), leaving the rest of the file as it was."""
+    text = read_for_write(str(path), blocks)
+    Path(path).write_text(replace_blocks(text, blocks, str(path)), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------- stamps

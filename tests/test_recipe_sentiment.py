@@ -157,7 +157,7 @@ def test_frontier_table_holds_each_runs_figures(tmp_path):
     assert "| best-of-n | n = 4 | +0.200 [+0.102, +0.298] |" in md
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results -->\nplaceholder\n<!-- /results -->\nend\n")
+    readme.write_text("intro\n<!-- figures:sentiment -->\nplaceholder\n<!-- /figures:sentiment -->\nend\n")
     assert frontier.main([str(out), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert "placeholder" not in text and "| dpo | β = 0.5 |" in text and text.endswith("end\n")

@@ -25,14 +25,17 @@ from pathlib import Path
 
 import yaml
 
-from tether.errors import TetherError
-from tether.instruments.hacking import reward_hacking
-from tether.instruments.stats import wilson_interval
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # figure_blocks
+
+from figure_blocks import write_blocks  # noqa: E402
+
+from tether.errors import TetherError  # noqa: E402
+from tether.instruments.hacking import reward_hacking  # noqa: E402
+from tether.instruments.stats import wilson_interval  # noqa: E402
 
 RUNS = ("grpo", "rloo")
 GOLD = "tether.verifiable:correct"
 FORMAT = "tether.verifiable:format"
-MARKERS = ("<!-- figures:rlvr -->", "<!-- /figures:rlvr -->")
 
 
 def _read(path: Path):
@@ -136,17 +139,6 @@ def table(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replace what stands between the two MARKERS in `path` (each exactly once, in order) by `block`."""
-    text = path.read_text()
-    start, end = (text.count(m) for m in MARKERS)
-    if (start, end) != (1, 1) or text.index(MARKERS[0]) > text.index(MARKERS[1]):
-        raise TetherError(f"{path}: needs {MARKERS[0]} once, then {MARKERS[1]} once")
-    head, rest = text.split(MARKERS[0])
-    _, tail = rest.split(MARKERS[1])
-    path.write_text(f"{head}{MARKERS[0]}\n{block.strip()}\n{MARKERS[1]}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="the directory run.sh wrote (base/, grpo/, rloo/)")
@@ -155,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         text = table(Path(args.out))
         if args.write:
-            write_block(Path(args.write), text)
+            write_blocks(args.write, {"rlvr": text})
     except TetherError as e:
         print(f"figures.py: {e}", file=sys.stderr)
         return 2

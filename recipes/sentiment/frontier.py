@@ -9,26 +9,29 @@ reward-hacking verdict, and the held-out samples), OUT/best_of_n/summary.json, a
 the evaluations' base samples (the same samples in every evaluation: one seed). The gold reward is VADER's
 compound score (tether.sentiment:vader) of each held-out sample, recomputed here from samples.jsonl, so
 that every method is scored alike: mean and 95 % interval mean ± 1.96·s/√n over the prompts.
---readme FILE replaces the text between `<!-- results -->` and `<!-- /results -->` in FILE with the table
-and copies the plot beside FILE (frontier.png).
+--readme FILE replaces the text between `<!-- figures:sentiment -->` and `<!-- /figures:sentiment -->` in FILE
+with the table and copies the plot beside FILE (frontier.png).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
 
-from tether.instruments.plots import _pyplot
-from tether.instruments.stats import mean_stderr
-from tether.sentiment import vader
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # figure_blocks
+
+from figure_blocks import read_for_write, write_blocks  # noqa: E402
+
+from tether.errors import TetherError  # noqa: E402
+from tether.instruments.plots import _pyplot  # noqa: E402
+from tether.instruments.stats import mean_stderr  # noqa: E402
+from tether.sentiment import vader  # noqa: E402
 
 METHODS = ("dpo", "ppo", "rloo", "grpo")
 Z95 = 1.96
-MARKERS = ("<!-- results -->", "<!-- /results -->")
 
 
 def gold_interval(texts: list[str]) -> tuple[float, float, int]:
@@ -142,14 +145,11 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def write_readme(readme: Path, text: str, png: Path) -> None:
-    """`text` between the README's result markers, the plot copied beside it as frontier.png."""
-    old = readme.read_text(encoding="utf-8")
-    start, end = (re.escape(m) for m in MARKERS)
-    if len(re.findall(start, old)) != 1 or len(re.findall(end, old)) != 1:
-        raise SystemExit(f"{readme}: needs exactly one {MARKERS[0]} and one {MARKERS[1]}")
+    """`text` and the plot (copied beside the README as frontier.png) in the README's sentiment block."""
+    block = f"{text}\n![frontier](frontier.png)"
+    read_for_write(str(readme), ["sentiment"])  # the markers checked before the plot is copied
     shutil.copyfile(png, readme.parent / "frontier.png")
-    block = f"{MARKERS[0]}\n{text}\n![frontier](frontier.png)\n{MARKERS[1]}"
-    readme.write_text(re.sub(f"{start}.*?{end}", lambda _: block, old, flags=re.S), encoding="utf-8")
+    write_blocks(readme, {"sentiment": block})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     png = plot(rows, out / "frontier.png")
     if a.readme:
-        write_readme(Path(a.readme), text, png)
+        try:
+            write_readme(Path(a.readme), text, png)
+        except TetherError as e:
+            print(f"frontier.py: error: {e}", file=sys.stderr)
+            return 2
     print(text, end="")
     print(f"{out / 'frontier.md'}  {png}")
     return 0
