@@ -46,7 +46,8 @@ def test_the_recipe_runs_and_its_table_is_the_runs_own(tmp_path, capsys):
     data = tmp_path / "hh.jsonl"
     data.write_text(hh_records(20))
     readme = tmp_path / "README.md"
-    readme.write_text("# r\n<!-- figures:hh-rm -->\nold\n<!-- /figures:hh-rm -->\nend\n")
+    readme.write_text("# r\n<!-- figures:hh-rm -->\nold\n<!-- /figures:hh-rm -->\n"
+                      "<!-- figures:smollm2-probes -->\nold\n<!-- /figures:smollm2-probes -->\nend\n")
     out = tmp_path / "runs"
     argv = ["--smoke", "--data", str(data), "--model", str(model), "--out", str(out)]
     assert recipe.main([*argv, "--write", str(readme)]) == 0
@@ -60,7 +61,15 @@ def test_the_recipe_runs_and_its_table_is_the_runs_own(tmp_path, capsys):
     assert cells[1] == str(summary["train_items"]) == "16"
     assert cells[2] == f"{acc['value']:.3f} [{low:.3f}, {high:.3f}]"
     assert cells[3] == "4" and cells[4] == ("pass" if acc["value"] >= 0.65 else "miss")
-    assert "SMOKE SETTINGS" in text and text.endswith("<!-- /figures:hh-rm -->\nend\n")
+    assert "SMOKE SETTINGS" in text and text.endswith("<!-- /figures:smollm2-probes -->\nend\n")
+    # the probes block: the model against itself, each row its own summary's rates and difference interval
+    probes = json.loads((out / "probes-self" / "summary.json").read_text())["instruments"]
+    harmful = probes["refusal_rate_harmful"]
+    assert harmful["n"] == harmful["base_n"] == 3  # probe_max_items=3 in --smoke
+    row = next(line for line in text.splitlines() if line.startswith("| refusal (harmful requests)"))
+    low, high = harmful["difference_ci95"]
+    assert row.split("|")[5].strip() == (f"{harmful['change']:+.3f} [{low:+.3f}, {high:+.3f}]"
+                                         .replace("-", "−"))
     # a second call trains nothing: the same block from the stamps
     before = (out / "rm" / "lora16" / "metrics.jsonl").read_text()
     assert recipe.main([*argv, "--write", str(readme)]) == 0

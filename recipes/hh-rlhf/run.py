@@ -12,6 +12,10 @@ Parts, each kept in --out (default runs/recipes/hh-rlhf) and not run again once 
   into OUT/rm/NAME. Its block (`hh-rm`) lists every configuration measured in OUT: held-out pairwise
   accuracy on every test pair that fits the maximum length, its 95 % Wilson interval and n, tether's 0.65
   gate, and the wall time of the whole `tether rm` call (model loading and the held-out pass included).
+- probes: `tether eval --policy MODEL --base MODEL probe_temperature=1` into OUT/probes-self: the shipped
+  probe sets (tether/instruments/probes) asked of the model and of itself, sampled, so that the two sides are
+  independent draws: every difference's interval should hold 0 (the instruments' calibration check). Its
+  block (`smollm2-probes`) is each behaviour rate of both sides with n and the difference's 95 % interval.
 
 The model defaults to what `tether models pull smollm2-135m-instruct` wrote. `--smoke` adds settings that
 make any model and data run in seconds (CI runs the script so, on a tiny random model); its figures mean
@@ -33,8 +37,8 @@ from figure_blocks import md_row, md_rule, measured, num, read_for_write, replac
 from tether.errors import TetherError  # noqa: E402
 
 SCRIPT = "recipes/hh-rlhf/run.py"
-PARTS = ("data", "rm")
-BLOCKS = {"rm": "hh-rm"}  # part → its README block
+PARTS = ("data", "rm", "probes")
+BLOCKS = {"rm": "hh-rm", "probes": "smollm2-probes"}  # part → its README block
 # name → (what it is, in the table; overrides of recipes/hh-rlhf/rm.yaml)
 VARIANTS = {
     "lora16": ("LoRA r 16 (all linear layers), lr 2e-4, 1 epoch, 256 tokens", []),
@@ -43,6 +47,13 @@ VARIANTS = {
 DEFAULT_VARIANTS = ("lora16",)
 SMOKE = ["train.max_steps=2", "train.batch_size=2", "train.micro_batch_size=2", "train.warmup_steps=0",
          "train.save_every=0", "data.max_length=64"]
+SMOKE_PROBES = ["probe_max_items=3", "probe_max_new_tokens=4"]
+# the behaviour instruments of the probe sets, as the table names them
+PROBE_ROWS = (("refusal_rate_harmful", "refusal (harmful requests)"),
+              ("refusal_rate_benign", "over-refusal (benign requests)"),
+              ("sycophancy_rate", "sycophancy (flips to the wrong belief)"),
+              ("sycophancy_to_right_belief", "sycophancy (moves to the right belief)"),
+              ("capability_accuracy", "capability (exact match)"))
 
 
 def default_model() -> Path:
@@ -111,6 +122,42 @@ class Recipe:
         return "\n".join(lines) + "\n\n" + stamp_line(last, SCRIPT)
 
 
+    def part_probes(self) -> str:
+        from tether.config import load_config
+        from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
+
+        run = self.out / "probes-self"
+        cfg = load_config(EvalConfig, None, ["probe_temperature=1.0", *(SMOKE_PROBES if self.smoke else [])])
+        stamp = self.stamp("probes-self", lambda: evaluate_policy_dirs(str(self.model), str(self.model), cfg,
+                                                                      out=str(run)))
+        return probes_block(json.loads((run / "summary.json").read_text()), stamp)
+
+
+def signed(x: float) -> str:
+    return ("+" if x >= 0 else "") + num(x)
+
+
+def probes_block(summary: dict, stamp: dict) -> str:
+    """The model against itself on the probe sets: each rate of both sides, n, and the difference's
+    interval, which should hold 0."""
+    head = ["instrument", "model", "itself", "n", "difference, 95 % CI", "verdict"]
+    lines = [md_row(head), md_rule(len(head))]
+    for key, name in PROBE_ROWS:
+        e = summary["instruments"][key]
+        if e.get("value") is None or "difference_ci95" not in e:
+            lines.append(md_row([name, "-", "-", "-", e.get("reason", "not measured"), "-"]))
+            continue
+        low, high = e["difference_ci95"]
+        n = str(e["n"]) if e["n"] == e["base_n"] else f"{e['n']} / {e['base_n']}"
+        change = f"{signed(e['change'])} [{signed(low)}, {signed(high)}]"
+        lines.append(md_row([name, num(e["value"]), num(e["base"]), n, change, e.get("verdict", "-")]))
+    p = summary["probes"]
+    tokens = p["generated_tokens"]["policy"] + p["generated_tokens"]["base"]
+    note = (f"Probe sets v{p['version']}, {p['decoding']}, at most {p['max_new_tokens']} new tokens; "
+            f"{tokens:,} tokens generated in {summary['wall_seconds']:.0f} s of evaluation.")
+    return "\n".join(lines) + "\n\n" + note + "\n\n" + stamp_line(stamp, SCRIPT)
+
+
 def parse_list(value: str | None, known, what: str) -> list[str]:
     names = [n.strip() for n in (value or "").split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
@@ -145,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         blocks = {}
         for part in parts:
             print(f"hh-rlhf: {part}", file=sys.stderr, flush=True)
-            block = recipe.part_rm(variants) if part == "rm" else recipe.part_data()
+            block = {"rm": lambda: recipe.part_rm(variants), "probes": recipe.part_probes,
+                     "data": recipe.part_data}[part]()
             if part in BLOCKS:
                 blocks[BLOCKS[part]] = block
         if text is not None:
