@@ -63,7 +63,7 @@ for run in "$OUT"/{dpo,ppo,rloo,grpo}/beta-*; do
     name=$(basename "$(dirname "$run")")-$(basename "$run")
     step "$OUT/eval/$name" "$TETHER" eval --policy "$run/model" --base "$MODEL" --rm "$RM" \
         --prompts "$PROMPTS/prompts.test.jsonl" --out "$OUT/eval/$name" max_prompts=120 \
-        max_new_tokens=$TOKENS repetition_n=4
+        max_new_tokens=$TOKENS repetition_n=4 probes=never
 done
 
 # shellcheck disable=SC2086
