@@ -92,3 +92,8 @@ def test_data_pairs_command_on_a_tiny_model(tmp_path, capsys):
     assert main(args) == 0 and out.read_text() == first
     assert main([*args[:-2], "--per-prompt", "0"]) == 2
     assert "--per-prompt must be at least 1" in capsys.readouterr().err
+    mine = tmp_path / "mine.jsonl"  # a file tether did not write is never replaced
+    mine.write_text("my notes\n")
+    assert main([*args[:9], str(mine), *args[10:]]) == 2
+    assert "mine.jsonl exists and is not an earlier `tether data pairs` output" in capsys.readouterr().err
+    assert mine.read_text() == "my notes\n" and not (tmp_path / "mine.summary.json").exists()

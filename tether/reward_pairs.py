@@ -78,13 +78,17 @@ def make_reward_pairs(policy: str | Path, prompts: str | Path, reward: str, out:
     (its first `limit`), labelled by the reward spec `reward` (tether.rewards.load_reward) with noise
     `noise`; writes the records to OUT (JSONL) and the summary (`label_by_reward`'s, plus the prompts
     dropped because their two samples were the same, the settings and wall_seconds) to OUT's
-    `summary_path`. Returns the summary."""
+    `summary_path`. Returns the summary. An existing OUT is replaced only when it is an earlier output of
+    this function (its summary beside it); any other file there is refused before anything runs."""
     from tether.cai.stages import load_policy
     from tether.data import load_prompts
     from tether.rewards import load_reward
 
     if per_prompt < 1:
         raise TetherError(f"--per-prompt must be at least 1, got {per_prompt}")
+    if Path(out).exists() and not summary_path(out).is_file():  # a file tether did not write stays as it is
+        raise TetherError(f"{out} exists and is not an earlier `tether data pairs` output (no "
+                          f"{summary_path(out).name} beside it): choose another --out")
     start = time.perf_counter()
     scorer = load_reward(reward, device=device)  # before sampling: a bad spec fails at once
     examples = load_prompts(prompts)[:limit]
