@@ -123,6 +123,17 @@ def write_blocks(path: str | Path, blocks: dict[str, str]) -> None:
     Path(path).write_text(replace_blocks(text, blocks, str(path)), encoding="utf-8")
 
 
+def emit_blocks(blocks: dict[str, str], write: str | None, prog: str) -> None:
+    """A figure script's output: the blocks written into the file `write` (write_blocks), or printed, each
+    between its markers, when there is none."""
+    if write:
+        write_blocks(write, blocks)
+        print(f"{prog}: wrote {', '.join(blocks)} into {write}", file=sys.stderr)
+    else:
+        for name, block in blocks.items():
+            print(f"<!-- figures:{name} -->\n{block}\n<!-- /figures:{name} -->\n")
+
+
 # ----------------------------------------------------------------------------------------------- stamps
 
 

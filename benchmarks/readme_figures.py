@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # figure_blocks, besid
 
 from figure_blocks import LAB_BLOCKS as PARTS  # noqa: E402  (the README's order)
 from figure_blocks import (  # noqa: E402
+    emit_blocks,
     md_row,
     md_rule,
     measured,
     num,
     read_for_write,
-    replace_blocks,
     stamp_line,
     wrap,
 )
@@ -499,19 +499,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parts = parse_only(args.only)
         if args.write:
-            text = read_for_write(args.write, parts)  # before hours of runs, not after
+            read_for_write(args.write, parts)  # its markers checked before hours of runs, not after
         out = Path(args.out or ("runs/readme-figures-smoke" if args.smoke else "runs/readme-figures"))
         figures = Figures(out, args.smoke)
         blocks = {}
         for part in parts:
             print(f"readme_figures: {part}", file=sys.stderr, flush=True)
             blocks[part] = figures.block(part)
-        if args.write:
-            Path(args.write).write_text(replace_blocks(text, blocks, args.write), encoding="utf-8")
-            print(f"readme_figures: wrote {', '.join(parts)} into {args.write}", file=sys.stderr)
-        else:
-            for part, block in blocks.items():
-                print(f"<!-- figures:{part} -->\n{block}\n<!-- /figures:{part} -->\n")
+        emit_blocks(blocks, args.write, "readme_figures")
     except TetherError as e:
         print(f"readme_figures: error: {e}", file=sys.stderr)
         return 2

@@ -32,7 +32,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "benchmarks"))  # figure_blocks
 
-from figure_blocks import md_row, md_rule, measured, num, read_for_write, replace_blocks, stamp_line  # noqa: E402
+from figure_blocks import (  # noqa: E402
+    emit_blocks,
+    md_row,
+    md_rule,
+    measured,
+    num,
+    read_for_write,
+    stamp_line,
+)
 
 from tether.errors import TetherError  # noqa: E402
 
@@ -183,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         parts = [p for p in PARTS if p in (parse_list(args.only, PARTS, "--only") or PARTS)]
         variants = parse_list(args.variants, VARIANTS, "--variants") or list(DEFAULT_VARIANTS)
         names = [BLOCKS[p] for p in parts if p in BLOCKS]
-        text = read_for_write(args.write, names) if args.write else None
+        if args.write:
+            read_for_write(args.write, names)  # its markers checked before any run
         model = Path(args.model) if args.model else default_model()
         if not model.is_dir():
             raise TetherError(f"no model at {model}: run `tether models pull smollm2-135m-instruct` or give "
@@ -196,12 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                      "data": recipe.part_data}[part]()
             if part in BLOCKS:
                 blocks[BLOCKS[part]] = block
-        if text is not None:
-            Path(args.write).write_text(replace_blocks(text, blocks, args.write), encoding="utf-8")
-            print(f"hh-rlhf: wrote {', '.join(blocks)} into {args.write}", file=sys.stderr)
-        else:
-            for name, block in blocks.items():
-                print(f"<!-- figures:{name} -->\n{block}\n<!-- /figures:{name} -->\n")
+        emit_blocks(blocks, args.write, "hh-rlhf")
     except TetherError as e:
         print(f"hh-rlhf: error: {e}", file=sys.stderr)
         return 2
