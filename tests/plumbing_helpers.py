@@ -6,6 +6,7 @@ Llama with hidden size 32, both saved to a directory that `from_pretrained` load
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -14,6 +15,14 @@ from tether.config import SFTConfig, load_config
 from tether.models import build_tiny_llama, build_word_tokenizer
 
 WORDS = "a b c d e f g h i j k l".split()  # ids 4..15; 0-3 are <pad> <unk> <bos> <eos>
+
+
+def load_script(path: Path, name: str):
+    """A script outside the package (benchmarks/, recipes/) imported as the module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_tokenizer():

@@ -1,18 +1,17 @@
 """benchmarks/readme_figures.py's pure parts: each block's text from fixed summaries (expected text written
 by hand in the README's format), and --write's marker handling. No run is made here."""
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 import pytest
+from plumbing_helpers import load_script
 
 from tether.config import DPOConfig, GRPOConfig, PPOConfig, RLOOConfig, load_config
 from tether.errors import TetherError
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "benchmarks" / "readme_figures.py")
-rf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rf)
+rf = load_script(ROOT / "benchmarks" / "readme_figures.py", "readme_figures")
 fb = importlib.import_module("figure_blocks")  # readme_figures put benchmarks/ on sys.path
 
 

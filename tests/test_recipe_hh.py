@@ -8,18 +8,15 @@ z·sqrt(p(1 − p)/n + z²/4n²) / (1 + z²/n), z = 1.959964.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-from plumbing_helpers import write_model_dir
+from plumbing_helpers import load_script, write_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("hh_recipe", ROOT / "recipes" / "hh-rlhf" / "run.py")
-recipe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recipe)
+recipe = load_script(ROOT / "recipes" / "hh-rlhf" / "run.py", "hh_recipe")
 
 H, A = "\n\nHuman: ", "\n\nAssistant: "
 

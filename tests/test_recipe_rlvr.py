@@ -6,7 +6,6 @@ runs' summaries'. Long runs on SmolLM2 are not tests (the README says how to run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -16,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plumbing_helpers import write_model_dir
+from plumbing_helpers import load_script, write_model_dir
 
 from tether.config import GRPOConfig, RLOOConfig, load_config
 
@@ -26,10 +25,7 @@ INSTRUCTION = " Give the final answer on the last line as 'Answer: <number>'."
 
 
 def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"rlvr_{name}", RECIPE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RECIPE / f"{name}.py", f"rlvr_{name}")
 
 
 def _records(name: str) -> list[dict]:

@@ -3,7 +3,6 @@ shipped prompts are the generator's output and say nothing good or bad yet, run.
 configs load with its overrides at three β per method, `tether data pairs` scores with VADER, and
 frontier.py's table holds the runs' figures."""
 
-import importlib.util
 import json
 import math
 import os
@@ -12,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from plumbing_helpers import write_model_dir
+from plumbing_helpers import load_script, write_model_dir
 
 from tether.cli import build_parser, main
 from tether.config import DPOConfig, GRPOConfig, PPOConfig, RLOOConfig, RMConfig, load_config
@@ -23,10 +22,7 @@ RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "sentiment"
 
 def recipe_module(name: str):
     """recipes/sentiment/<name>.py imported as a module (the recipe's scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"sentiment_{name}", RECIPE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RECIPE / f"{name}.py", f"sentiment_{name}")
 
 
 def read_jsonl(path: Path) -> list[dict]:

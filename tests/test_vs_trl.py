@@ -3,18 +3,16 @@ reward, the files both tools read and tether's configs. Nothing is trained and T
 module imports it only inside the child that runs under TRL's own interpreter)."""
 
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from plumbing_helpers import load_script
 
 from tether.config import DPOConfig, GRPOConfig, RMConfig, SFTConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "benchmarks" / "vs_trl.py")
-vs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vs)
+vs = load_script(ROOT / "benchmarks" / "vs_trl.py", "vs_trl")
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 
