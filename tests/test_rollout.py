@@ -147,8 +147,8 @@ def test_decode_strips_eos_and_padding():
 
 def test_a_banned_token_is_never_drawn_and_the_rest_is_renormalised():
     """p = (0.5, 0.2, 0.2, 0.1), token 0 banned. Masking its logit to −inf leaves softmax over tokens 1..3
-    = p_i / (1 − p_0) = (0.2, 0.2, 0.1) / 0.5 = (0.4, 0.4, 0.2). Exactly: the kept tokens in descending order
-    (stable sort: 1, 2, 3) have CDF (0.4, 0.8, 1.0), and each row's token is the first whose CDF exceeds its
+    = p_i / (1 − p_0) = (0.2, 0.2, 0.1) / 0.5 = (0.4, 0.4, 0.2). Exactly: in id order the CDF is
+    (0, 0.4, 0.8, 1.0), and each row's token is the first whose CDF exceeds its
     uniform u, the u that a generator of the same seed yields (one float64 per row). In frequency: 20000
     draws land within 0.015 of (0, 0.4, 0.4, 0.2) (standard error ≤ 0.0035). The recorded log-prob stays
     log p (the model's, unrenormalised: what score_responses recomputes), as with top-p."""
@@ -162,6 +162,20 @@ def test_a_banned_token_is_never_drawn_and_the_rest_is_renormalised():
     assert freq[0] == 0
     assert torch.allclose(freq, torch.tensor([0.0, 0.4, 0.4, 0.2], dtype=torch.float64), atol=0.015)
     assert torch.allclose(logps, torch.log(p)[tokens], atol=1e-6)
+
+
+def test_without_top_p_the_cdf_runs_in_id_order_and_skips_a_banned_token_in_the_middle():
+    """p = (0.1, 0.6, 0.3), top_p 1: the CDF in id order is (0.1, 0.7, 1.0), so a row's token is 0 when its
+    uniform u < 0.1, 1 when u < 0.7, else 2 (u: the generator's float64 per row, scaled by the total mass
+    1). With token 1 banned the draw's distribution is (0.1, 0, 0.3) / 0.4 = (0.25, 0, 0.75), CDF
+    (0.25, 0.25, 1.0): token 0 when u < 0.25, else 2, never the banned 1 between them."""
+    p = torch.tensor([0.1, 0.6, 0.3])
+    logits = torch.log(p)[None].expand(5000, 3)
+    tokens, _ = _draw(logits, 1.0, 1.0, torch.Generator().manual_seed(7))
+    u = torch.rand(5000, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert torch.equal(tokens, torch.where(u < 0.1, 0, torch.where(u < 0.7, 1, 2)))
+    tokens, _ = _draw(logits, 1.0, 1.0, torch.Generator().manual_seed(7), banned=torch.tensor([1]))
+    assert torch.equal(tokens, torch.where(u < 0.25, 0, 2))
 
 
 def test_banning_the_most_likely_token_makes_greedy_take_the_next():
@@ -189,3 +203,32 @@ def test_sample_never_emits_banned_tokens(model):
 def test_banned_ids_outside_the_vocabulary_or_all_of_it_are_refused(model, banned):
     with pytest.raises(ValueError, match="banned_token_ids"):
         _sample(model, PROMPTS, banned_token_ids=banned)
+
+
+def test_a_lora_model_samples_with_merged_adapters_and_keeps_its_base_weights_bit_for_bit():
+    """With adapters whose B is nonzero (so they change the outputs), `sample` merges them into the base
+    weights while it decodes: its log-probs still match the unmerged peft model's own forward pass over each
+    row (score_responses, to float rounding), the sampled rows are not those of the base model alone, and
+    afterwards every base weight is bit-identical to its value before, also when sampling raised."""
+    from tether.config import LoRAConfig
+    from tether.lora import add_adapters
+
+    torch.manual_seed(0)
+    peft_model = add_adapters(tiny_model(seed=3), LoRAConfig(r=4, alpha=8)).eval()
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    before = {k: v.clone() for k, v in peft_model.state_dict().items()}
+    r = _sample(peft_model, PROMPTS * 4, temperature=1.0, seed=5)
+    assert torch.allclose(score_responses(peft_model, r), r.logprobs, atol=1e-5)
+    with peft_model.disable_adapter():
+        base_lp = score_responses(peft_model, r)
+    assert (base_lp - r.logprobs).abs().max() > 1e-2  # the adapters were in the sampled distribution
+    for k, v in peft_model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="banned_token_ids"):
+        _sample(peft_model, PROMPTS, banned_token_ids=[10_000])
+    for k, v in peft_model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not any(getattr(m, "merged", False) for m in peft_model.modules())

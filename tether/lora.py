@@ -19,6 +19,7 @@ re-read from the configured model on --resume). RUN/model holds the merged weigh
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 from pathlib import Path
@@ -181,6 +182,36 @@ def load_adapter_weights(model, directory: Path) -> None:
     if result.unexpected_keys:
         raise TetherError(f"{path}: adapter weights that this model has no place for, e.g. "
                           f"{result.unexpected_keys[0]} (another lora.r or target_modules?)")
+
+
+@contextlib.contextmanager
+def merged_in_place(model):
+    """Inside the block the adapters of the peft `model` are merged into its base weights (W + (alpha/r)·B A),
+    so a forward pass runs the base layers alone; on leaving, the base weights get back their exact saved
+    values (peft's unmerge subtracts the product again, which is exact only up to float rounding and would
+    let the frozen reference drift over many merges). Any other model passes through unchanged.
+
+    For sampling: a decode step of SmolLM2-135M with r-16 adapters on every linear layer spends about a
+    quarter of its time in the adapters' small matmuls and peft's per-layer bookkeeping (measured at batch
+    8 on 2 CPU cores: 36.8 against 47.8 tokens/s merged). Holds a copy of the adapted layers' base weights
+    (~0.4 GB for SmolLM2-135M) while inside. No gradients may be taken inside the block."""
+    if not is_peft(model):
+        yield model
+        return
+    from peft.tuners.lora import LoraLayer
+
+    saved = [(m.get_base_layer().weight, m.get_base_layer().weight.detach().clone())
+             for m in model.modules() if isinstance(m, LoraLayer)]
+    with quiet_peft():
+        model.merge_adapter()
+    try:
+        yield model
+    finally:
+        with quiet_peft():
+            model.unmerge_adapter()
+        with torch.no_grad():
+            for weight, original in saved:
+                weight.copy_(original)
 
 
 def merged_copy(model):
