@@ -124,6 +124,30 @@ def test_the_ratio_is_one_before_the_first_update(setup):
     assert float(m["approx_kl"]) < 1e-10 and float(m["clipfrac"]) == 0.0
 
 
+def test_old_logprobs_are_the_samplers_without_a_policy_pass_unless_the_estimator_reads_logits(setup):
+    """A float32 run sampled by the hf engine takes π_old's log-probs from the sampler (run.sampled_logprobs):
+    with k1 they are rollout.logprobs exactly and the policy runs no forward pass while scoring (the
+    reference and the critic still do); token_kl needs the policy's logits, so it runs one pass per chunk of
+    train.micro_batch_size rows (16 rows, chunks of 4: four) and its log-probs come from those passes."""
+    trainer = ppo_run(ppo_config(setup), setup["policy"].parent / "sampled-run")
+    assert trainer.sampled_logprobs
+    rollout = trainer.rollout(trainer.prompt_batch(0), seed=0)
+    calls = []
+    hook = trainer.policy.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        exp = make_experience(trainer.policy, trainer.ref, trainer.critic, rollout, torch.ones(16), 0.1,
+                              trainer.cfg, sampled_logprobs=True)
+        assert calls == [] and torch.equal(exp.old_logprobs, rollout.logprobs * rollout.response_mask)
+        cfg = dataclasses.replace(trainer.cfg, kl=dataclasses.replace(trainer.cfg.kl, estimator="token_kl"))
+        exp = make_experience(trainer.policy, trainer.ref, trainer.critic, rollout, torch.ones(16), 0.1, cfg,
+                              sampled_logprobs=True)
+    finally:
+        hook.remove()
+    assert len(calls) == 16 // trainer.cfg.train.micro_batch_size == 4
+    assert not torch.equal(exp.old_logprobs, rollout.logprobs)
+    assert torch.allclose(exp.old_logprobs, rollout.logprobs, atol=1e-5)
+
+
 def test_token_kl_adds_the_exact_kl_to_the_loss_on_the_advantages_scale(setup):
     """kl.estimator=token_kl: the rewards carry −β·KL_t (the later positions' part of ∇KL) and the loss adds
     (β/σ_A)·mean_t KL_t with its gradient (each position's own part), σ_A the std the advantages were

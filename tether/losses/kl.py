@@ -116,17 +116,21 @@ class RewardKL:
 
     in_reward(logprobs, ref_logprobs, logits, ref_logits, mask) → (B, T): the per-token penalty c_t,
     subtracted as β·c_t from the rewards (no gradient). in_loss: whether the exact per-position KL
-    (`token_kl` of the current policy's logits) is also added to the loss with coefficient β.
+    (`token_kl` of the current policy's logits) is also added to the loss with coefficient β. uses_logits:
+    whether in_reward reads the full next-token distributions (logits), not only the sampled tokens'
+    log-probs.
     """
 
     in_reward: Callable[..., torch.Tensor]
     in_loss: bool
+    uses_logits: bool
 
 
 REWARD_KL: dict[str, RewardKL] = {
-    "k1": RewardKL(lambda lp, ref_lp, logits, ref_logits, mask: kl_estimate(lp, ref_lp, "k1"), in_loss=False),
+    "k1": RewardKL(lambda lp, ref_lp, logits, ref_logits, mask: kl_estimate(lp, ref_lp, "k1"), in_loss=False,
+                   uses_logits=False),
     "token_kl": RewardKL(lambda lp, ref_lp, logits, ref_logits, mask: token_kl(logits, ref_logits, mask),
-                         in_loss=True),
+                         in_loss=True, uses_logits=True),
 }
 """Every `kl.estimator` PPO and RLOO accept; each gives the exact gradient of β·KL(π‖π_ref) in expectation."""
 

@@ -107,17 +107,25 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def score_rollout(
-    policy, ref, critic, rollout: Rollout, estimator: str, chunk: int
+    policy, ref, critic, rollout: Rollout, estimator: str, chunk: int, sampled_logprobs: bool = False
 ) -> dict[str, torch.Tensor]:
     """Old and reference log-probs, values and the per-token KL penalty, `chunk` rows per forward pass.
 
     Returns {"old_logprobs", "ref_logprobs", "old_values", "kl"}, each (B, R), 0 off the response mask;
     "kl" is the reward term of `estimator`, a key of tether.losses.kl.REWARD_KL. Without a critic (None)
     there is no "old_values", without a reference no "ref_logprobs" nor "kl".
+
+    sampled_logprobs: π_old's log-probs are the ones the sampler recorded (rollout.logprobs, at the
+    sampling temperature like `policy_logits`), so the policy's forward pass is skipped unless the
+    estimator reads the policy's logits (token_kl). Only for a rollout that `policy` itself sampled in the
+    precision it is scored in: the two then differ by float rounding only (the sampler's cached decoding
+    against one pass over the whole sequence). Saves one of the iteration's forward passes, as CleanRL's
+    PPO keeps the log-prob of each action it samples.
     """
     if estimator not in REWARD_KL:
         raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {sorted(REWARD_KL)}")
     penalty = REWARD_KL[estimator].in_reward
+    forward = not sampled_logprobs or REWARD_KL[estimator].uses_logits
     parts: dict[str, list[torch.Tensor]] = {"old_logprobs": []}
     if ref is not None:
         parts.update(ref_logprobs=[], kl=[])
@@ -126,8 +134,8 @@ def score_rollout(
     for start in range(0, rollout.prompt_ids.shape[0], chunk):
         r = take_rows(rollout, slice(start, start + chunk))
         mask = r.response_mask
-        logits = policy_logits(policy, r)  # (b, R, V)
-        lp = token_logprobs(logits, r.response_ids) * mask  # (b, R)
+        logits = policy_logits(policy, r) if forward else None  # (b, R, V)
+        lp = token_logprobs(logits, r.response_ids) * mask if forward else r.logprobs * mask  # (b, R)
         parts["old_logprobs"].append(lp)
         if ref is not None:
             ref_logits = policy_logits(ref, r)  # (b, R, V)

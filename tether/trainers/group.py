@@ -58,11 +58,13 @@ def make_group_experience(
     advantage_fn: Callable[[torch.Tensor], torch.Tensor],
     estimator: str,
     chunk: int,
+    sampled_logprobs: bool = False,
 ) -> GroupExperience:
-    """Score a rollout with the policy (and the reference, when not None; `chunk` rows per forward pass),
-    put β·KL in the rewards when beta_in_reward ≠ 0 (`estimator`'s reward term, and its loss term's
-    coefficient β when it has one), and compute each response's advantage."""
-    s = score_rollout(policy, ref, None, rollout, estimator, chunk)
+    """Score a rollout with the policy (and the reference, when not None; `chunk` rows per forward pass;
+    π_old's log-probs from the sampler when `sampled_logprobs`, as `score_rollout` says), put β·KL in the
+    rewards when beta_in_reward ≠ 0 (`estimator`'s reward term, and its loss term's coefficient β when it
+    has one), and compute each response's advantage."""
+    s = score_rollout(policy, ref, None, rollout, estimator, chunk, sampled_logprobs)
     scores = scores.to(s["old_logprobs"].device)
     rewards, kl_loss_coef = scores, 0.0
     if beta_in_reward:

@@ -17,7 +17,7 @@ paper's form (k3 in the loss, std scaling, sequence_mean) optimises a different 
 One iteration (`grpo_iteration`, in this order):
 1. sample G responses to each of the iteration's `rollout.batch_size` prompts from π (contiguous);
 2. score them with the weighted reward sources, normalised and with the no-EOS penalty when configured;
-3. log-probs under π_old and, when β > 0, π_ref (`score_rollout`);
+3. log-probs under π_old (the sampler's own in float32) and, when β > 0, π_ref (`score_rollout`);
 4. with kl_in_reward, each reward r_i − β·Σ_t k1_t; else the score;
 5. one advantage per response from its group (`grpo_advantages` with `grpo.scale`);
 6. `grpo.epochs` passes over shuffled minibatches of `train.batch_size` responses of the clipped surrogate
@@ -64,7 +64,7 @@ def grpo_iteration(run: RLRun) -> dict:
     advantages = functools.partial(run.group_advantages, lambda r: grpo_advantages(r, g.group_size, g.scale))
     with run.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
         exp = make_group_experience(run.policy, run.ref, rollout, scores, g.beta if g.kl_in_reward else 0.0,
-                                    advantages, "k1", cfg.train.micro_batch_size)
+                                    advantages, "k1", cfg.train.micro_batch_size, run.sampled_logprobs)
     t1 = time.perf_counter()
     # 6. epochs of minibatch updates of the clipped surrogate (β·k3 in it unless the KL is in the reward)
     loss = GroupLoss(beta=0.0 if g.kl_in_reward else g.beta, eps_low=g.eps_low, eps_high=g.eps_high,

@@ -7,7 +7,8 @@ One iteration (`ppo_iteration`, in this order):
    stop strings);
 2. score them with the reward (tether.rewards), normalised by running moments and with the no-EOS penalty
    when configured;
-3. log-probs under π_old and π_ref and the critic's values V(s_t), each (B, R) (`score_rollout`);
+3. log-probs under π_old (the sampler's own in float32) and π_ref and the critic's values V(s_t), each
+   (B, R) (`score_rollout`);
 4. the per-token KL penalty kl_t of `kl.estimator` (tether.losses.kl) and the KL-shaped rewards
    r_t = −β·kl_t, plus the score on the last token;
 5. GAE advantages and returns (γ, λ), the advantages whitened over the batch;
@@ -104,7 +105,8 @@ def ppo_iteration(run: RLRun, kl_ctl) -> dict:
     # 3-5. log-probs, values, KL penalty, shaped rewards, advantages (whitened over every process's tokens)
     all_sum = run.loop.all_sum if run.loop.world > 1 else None
     with run.loop.autocast():  # reference and critic in the policy's precision (step-0 KL exactly 0)
-        exp = make_experience(run.policy, run.ref, run.critic, rollout, scores, beta, cfg, all_sum)
+        exp = make_experience(run.policy, run.ref, run.critic, rollout, scores, beta, cfg, all_sum,
+                              run.sampled_logprobs)
     t1 = time.perf_counter()
     # 6. epochs of minibatch updates
     update = run.update(exp, functools.partial(minibatch_loss, run.policy, run.critic, run.ref, cfg.ppo))
@@ -122,13 +124,16 @@ def ppo_iteration(run: RLRun, kl_ctl) -> dict:
 
 
 def make_experience(
-    policy, ref, critic, rollout: Rollout, scores: torch.Tensor, beta: float, cfg: PPOConfig, all_sum=None
+    policy, ref, critic, rollout: Rollout, scores: torch.Tensor, beta: float, cfg: PPOConfig, all_sum=None,
+    sampled_logprobs: bool = False,
 ) -> Experience:
     """Steps 3-5: score a rollout with the three models (train.micro_batch_size rows per forward pass) and
     compute its PPO targets with cfg.kl.estimator and cfg.ppo (whitening over all processes when `all_sum`,
-    a sum over processes, is given)."""
+    a sum over processes, is given; π_old's log-probs from the sampler when `sampled_logprobs`, as
+    `score_rollout` says)."""
     # 3. log-probs under π_old and π_ref, values; 4. the per-token KL penalty kl_t
-    s = score_rollout(policy, ref, critic, rollout, cfg.kl.estimator, cfg.train.micro_batch_size)
+    s = score_rollout(policy, ref, critic, rollout, cfg.kl.estimator, cfg.train.micro_batch_size,
+                      sampled_logprobs)
     scores = scores.to(s["kl"].device)
     # 4-5. KL-shaped rewards, GAE, whitening
     rewards, advantages, returns, scale = advantages_and_returns(

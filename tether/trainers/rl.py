@@ -241,6 +241,14 @@ class RLRun:
         )
         return cut_at_stop(rollout, tok, r.stop, pad_id(tok))
 
+    @property
+    def sampled_logprobs(self) -> bool:
+        """Whether π_old's log-probs are taken from the sampler (tether.trainers.experience.score_rollout):
+        when the policy sampled with the hf engine in float32 without autocast, where they differ from a
+        scoring pass by float rounding only (vLLM, bf16 weights or mixed precision differ by more)."""
+        dtype = next(self.loop.unwrapped.parameters()).dtype
+        return self.cfg.rollout.engine == "hf" and self.loop.precision == "no" and dtype == torch.float32
+
     def vllm_rollout(self, items, seed: int) -> Rollout:
         """Sample with this process's vLLM engine after copying the current policy weights into it."""
         from tether.rollout_vllm import VLLMSampler

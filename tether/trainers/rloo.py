@@ -17,7 +17,7 @@ trains without the reference model.
 One iteration (`rloo_iteration`, in this order):
 1. sample k responses to each of the iteration's `rollout.batch_size` prompts from π (contiguous);
 2. score them with the weighted reward sources, normalised and with the no-EOS penalty when configured;
-3. log-probs under π_old and π_ref (`score_rollout`);
+3. log-probs under π_old (the sampler's own in float32) and π_ref (`score_rollout`);
 4. the per-token KL penalty of `kl.estimator` and each reward R_i = r_i − β·Σ_t kl_t;
 5. the leave-one-out advantages (`rloo_advantages`);
 6. `rloo.epochs` passes over shuffled minibatches of `train.batch_size` responses of the clipped
@@ -62,7 +62,7 @@ def rloo_iteration(run: RLRun, kl_ctl) -> dict:
     advantages = functools.partial(run.group_advantages, lambda r: rloo_advantages(r, k))
     with run.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
         exp = make_group_experience(run.policy, run.ref, rollout, scores, beta, advantages, cfg.kl.estimator,
-                                    cfg.train.micro_batch_size)
+                                    cfg.train.micro_batch_size, run.sampled_logprobs)
     t1 = time.perf_counter()
     # 6. epochs of minibatch updates of the clipped surrogate, per-response token sums
     eps = cfg.rloo.clip_eps
