@@ -101,6 +101,27 @@ class _EosEverywhere(torch.nn.Module):
         return out
 
 
+def test_repeated_prompts_share_one_prefill_and_each_row_is_still_its_own(model):
+    """GRPO's layout, G = 3 copies of each prompt in a row (plus one more copy of the first at the end): the
+    prompt pass runs on the 3 distinct rows only, with the LM head on the last position (logits_to_keep 1),
+    and every sampled row's log-probs still match a forward pass of that row alone."""
+    prompts = [p for p in PROMPTS for _ in range(3)] + [PROMPTS[0]]
+    shapes = []
+
+    def record(module, args, kwargs):
+        shapes.append((tuple(kwargs["input_ids"].shape), kwargs.get("logits_to_keep")))
+
+    hook = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        r = _sample(model, prompts, temperature=1.0, seed=2)
+    finally:
+        hook.remove()
+    assert shapes[0] == ((3, 3), 1) and all(s[0][0] == 10 for s in shapes[1:])
+    for prompt, (tokens, logps) in zip(prompts, _rows(r), strict=True):
+        assert logps == pytest.approx(_rescore_alone(model, prompt, tokens, 1.0), abs=1e-5)
+    assert len({tuple(t) for t, _ in _rows(r)}) > 3  # the copies of a prompt drew different responses
+
+
 def test_sampling_stops_once_every_row_has_ended(model):
     r = _sample(_EosEverywhere(model), PROMPTS, max_new_tokens=12)
     assert r.response_ids.tolist() == [[EOS]] * 3 and r.ended.all()

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tether.data import position_ids
-from tether.lora import merged_in_place
+from tether.lora import merged_in_place, unwrap
 from tether.losses import token_logprobs
 from tether.packing import run_packed
 
@@ -110,19 +110,50 @@ def _banned(ids: Sequence[int], vocab_size: int, device) -> torch.Tensor | None:
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
+def _inner(model):
+    """The transformers model whose forward() receives the keyword arguments: DDP and compile wrappers
+    forward them as they are, a peft model (or its adapters-off view) to the model it wraps."""
+    return unwrap(getattr(model, "module", model))
+
+
+def _takes(model, argument: str) -> bool:
+    """Whether the transformers model inside `model` has a forward() argument of that name."""
+    return argument in inspect.signature(_inner(model).forward).parameters
+
+
 def _cache_argument(model) -> str:
     """The name under which forward() takes the KV cache: `cache` in recent transformers, else the older
     `past_key_values`."""
-    from tether.lora import unwrap
-
-    inner = getattr(model, "module", model)  # a DDP-wrapped model forwards its keyword arguments as they are
-    inner = unwrap(inner)  # a LoRA model (or its adapters-off view) passes them on to the transformers model
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    return "cache" if _takes(model, "cache") else "past_key_values"
 
 
 def _cache_of(out):
     cache = out.get("cache")
     return cache if cache is not None else out.get("past_key_values")
+
+
+def _prefill(model, prompt_ids: Tensor, attn: Tensor, pos: Tensor):
+    """The prompts' forward pass with the KV cache, run once per distinct prompt row (GRPO and RLOO sample
+    G responses to each prompt, rows in a row): logits and cache are then copied out to every row, (B, ...)
+    as if all B rows had run (up to float rounding). The LM head runs on the last position only
+    (`logits_to_keep=1` where forward() takes it): the others' logits are never read."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()  # given, not left to forward(): older transformers would return a legacy tuple
+    kwargs = {_cache_argument(model): cache, "use_cache": True}
+    if _takes(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = 1
+    rows = torch.cat([prompt_ids, attn], dim=1)  # (B, 2P): a row's tokens and padding
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)  # (B,) the distinct row of each row
+    B, U = rows.shape[0], int(inverse.max()) + 1
+    if U == B:
+        return model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, **kwargs)
+    index = torch.arange(B, device=rows.device)
+    first = torch.full((U,), B, device=rows.device).scatter_reduce(0, inverse, index, "amin")  # (U,)
+    out = model(input_ids=prompt_ids[first], attention_mask=attn[first], position_ids=pos[first], **kwargs)
+    cache.reorder_cache(inverse)  # every layer's keys and values indexed by row: (U, ...) → (B, ...)
+    out["logits"] = out.logits[inverse]  # (B, 1, V)
+    return out
 
 
 @torch.no_grad()
@@ -164,7 +195,7 @@ def _decode(model, prompt_ids, attn, max_new_tokens, eos_token_id, pad_token_id,
     B, device = prompt_ids.shape[0], prompt_ids.device
     cache_arg = _cache_argument(model)
     pos = position_ids(attn)  # (B, P)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+    out = _prefill(model, prompt_ids, attn, pos)
     banned = _banned(banned_token_ids, out.logits.shape[-1], device)  # (K,) or None
     next_pos = pos[:, -1:] + 1  # (B, 1): rows are left-padded, so the last column is each row's last token
     finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -204,17 +235,13 @@ def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
 
 
 def _keeps_logits(model) -> bool:
-    """Whether forward() takes transformers' `logits_to_keep` (the LM head applied to some positions only)."""
-    from tether.lora import unwrap
-
-    # DDP / compile wrappers forward keyword arguments as they are; a peft model (or its adapters-off view)
-    # to the model it wraps
-    inner = unwrap(getattr(model, "module", model))
-    if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+    """Whether forward() takes transformers' `logits_to_keep` as a boolean (B, T) mask (the LM head applied
+    to those positions only)."""
+    if not _takes(model, "logits_to_keep"):
         return False
     # a boolean (B, T) mask is understood only where the model slices through transformers'
     # slice_logits_to_keep (older releases and some architectures take an int or 1-D index only)
-    module = sys.modules.get(type(inner).__module__)
+    module = sys.modules.get(type(_inner(model)).__module__)
     return getattr(module, "slice_logits_to_keep", None) is not None
 
 

@@ -1,0 +1,78 @@
+"""Sampling throughput of tether's rollout engine (`tether.rollout.sample`, the hf engine) on the CPU.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/sampling.py [--model DIR] [--new-tokens 64] [--reps 3]
+
+The rows are vs_trl.py's GRPO rollout: the last 300 characters of the first pairs' prompts (vs_trl's
+selection of the HH-RLHF file), tokenised without a chat template, batch 8 in two layouts: 8 distinct
+prompts, and 2 prompts × G 4 copies in a row (GRPO's; the copies share one prompt pass). Every row decodes
+exactly --new-tokens tokens (no EOS stops a row), at temperature 1, top-p 1, so that tokens/s is new tokens
+÷ wall time of the whole `sample` call, prompt pass included. Both as loaded (fp32) and with LoRA r 16 on
+every linear layer (whose adapters `sample` merges while it decodes). The best of --reps runs after one
+warm-up; the load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vs_trl import DEFAULT_DATA, DEFAULT_MODEL, GRPO_PROMPT_CHARS, select_pairs  # noqa: E402
+
+
+def prompts(data: str, n: int) -> list[str]:
+    return [p["prompt"][-GRPO_PROMPT_CHARS:] for p in select_pairs(data, n)]
+
+
+def tokens_per_s(model, tok, texts: list[str], new_tokens: int, reps: int) -> float:
+    from tether.data import pad
+    from tether.rollout import sample
+
+    ids, mask = pad([tok(t)["input_ids"] for t in texts], tok.pad_token_id or 0, side="left")
+    best = float("inf")
+    for rep in range(reps + 1):  # the first is the warm-up
+        start = time.perf_counter()
+        sample(model, ids, mask, max_new_tokens=new_tokens, eos_token_id=-1, pad_token_id=0,
+               generator=torch.Generator().manual_seed(rep))
+        if rep:
+            best = min(best, time.perf_counter() - start)
+    return len(texts) * new_tokens / best
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether.config import LoRAConfig
+    from tether.lora import add_adapters
+
+    torch.set_num_threads(args.threads)
+    path = os.path.expanduser(args.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    distinct = prompts(args.data, 8)
+    layouts = {"8 distinct prompts": distinct, "2 prompts × G 4": [p for p in distinct[:2] for _ in range(4)]}
+    print(f"load average {os.getloadavg()[0]:.2f}; batch 8, {args.new_tokens} new tokens per row")
+    for name, texts in layouts.items():
+        print(f"fp32, {name}: {tokens_per_s(model, tok, texts, args.new_tokens, args.reps):.1f} tokens/s")
+    torch.manual_seed(0)
+    lora = add_adapters(model, LoRAConfig(r=16, alpha=32, target_modules=["all-linear"]))
+    for name, texts in layouts.items():
+        print(f"LoRA r 16, {name}: {tokens_per_s(lora, tok, texts, args.new_tokens, args.reps):.1f} tokens/s")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
