@@ -11,7 +11,8 @@ Each step draws one uniform number per row from `generator` (a CPU generator, wh
 device) and inverts the CDF of the (temperature-scaled, top-p-truncated) next-token distribution, so a
 seed fixes the samples. The CDF runs over the vocabulary in id order; only top-p < 1 sorts the tokens by
 probability (most likely first), which it needs to find the nucleus (a sort of the 49k-token vocabulary
-at batch 8 took ~18 ms of a ~100 ms SmolLM2 decode step on 2 CPU cores). A row stops at its EOS (kept, mask 1); later positions hold the pad id with mask 0.
+at batch 8 took ~18 ms of a ~100 ms SmolLM2 decode step on 2 CPU cores). A row stops at its EOS (kept,
+mask 1); later positions hold the pad id with mask 0.
 
 Banned tokens (`banned_token_ids`, e.g. the lab's <pad> <bos> <unk>) are never drawn: their logits are
 set to −inf before temperature, top-p and the draw (a logits mask, as transformers' logits processors
@@ -189,8 +190,8 @@ def sample(
         model.train(was_training)
 
 
-def _decode(model, prompt_ids, attn, max_new_tokens, eos_token_id, pad_token_id, temperature, top_p, generator,
-            banned_token_ids) -> Rollout:
+def _decode(model, prompt_ids, attn, max_new_tokens, eos_token_id, pad_token_id, temperature, top_p,
+            generator, banned_token_ids) -> Rollout:
     """`sample`'s loop: the prompt's forward pass, then one cached forward pass per new token."""
     B, device = prompt_ids.shape[0], prompt_ids.device
     cache_arg = _cache_argument(model)
