@@ -138,17 +138,18 @@ def _prefill(model, prompt_ids: Tensor, attn: Tensor, pos: Tensor):
     G responses to each prompt, rows in a row): logits and cache are then copied out to every row, (B, ...)
     as if all B rows had run (up to float rounding). The LM head runs on the last position only
     (`logits_to_keep=1` where forward() takes it): the others' logits are never read."""
-    from transformers import DynamicCache
+    from transformers import DynamicCache, PreTrainedModel
 
-    cache = DynamicCache()  # given, not left to forward(): older transformers would return a legacy tuple
-    kwargs = {_cache_argument(model): cache, "use_cache": True}
+    kwargs = {"use_cache": True}
     if _takes(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     rows = torch.cat([prompt_ids, attn], dim=1)  # (B, 2P): a row's tokens and padding
     _, inverse = torch.unique(rows, dim=0, return_inverse=True)  # (B,) the distinct row of each row
     B, U = rows.shape[0], int(inverse.max()) + 1
-    if U == B:
+    if U == B or not isinstance(_inner(model), PreTrainedModel):  # another model's cache: rows not copied
         return model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, **kwargs)
+    cache = DynamicCache()  # given, not left to forward(): older transformers would return a legacy tuple
+    kwargs[_cache_argument(model)] = cache
     index = torch.arange(B, device=rows.device)
     first = torch.full((U,), B, device=rows.device).scatter_reduce(0, inverse, index, "amin")  # (U,)
     out = model(input_ids=prompt_ids[first], attention_mask=attn[first], position_ids=pos[first], **kwargs)
