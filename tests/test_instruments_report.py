@@ -60,6 +60,43 @@ def test_evaluate_same_model_has_zero_kl_and_rewards_match_samples():
     assert wr["value"] == pytest.approx(wins / 12) and wr["n"] == 12
 
 
+def test_the_evaluation_samples_both_models_at_the_temperature_asked():
+    """temperature 0.5: the policy's samples are those `sample_responses` draws at 0.5 with the policy's seed
+    (and the base's with seed + 1), and each KL is the closed form at 0.5, Σ_t Σ_v p_t(v)·log(p_t(v)/q_t(v))
+    with p, q = softmax(logits / 0.5) of each model, written out here from one forward pass per row. The two
+    models differ (seeds 3 and 4), so the KL is not 0. Temperature 0 is refused: the KL needs samples."""
+    import torch
+
+    from tether.instruments.evaluate import sample_responses
+
+    tok, items = _items(["a b", "c d e", "f", "a a"])
+    policy = build_tiny_llama(len(tok), hidden_size=16, num_layers=1, num_heads=2, seed=3).eval()
+    base = build_tiny_llama(len(tok), hidden_size=16, num_layers=1, num_heads=2, seed=4).eval()
+    res = evaluate_against_base(policy, base, tok, items, judge=ScoreJudge(_length, "length"), proxy=_length,
+                                gold=None, max_new_tokens=5, seed=0, batch_size=4, temperature=0.5)
+    pol, ref = res["samples"]["policy"], res["samples"]["base"]
+    for samples, model, seed in ((pol, policy, 0), (ref, base, 1)):
+        again = sample_responses(model, tok, items, max_new_tokens=5, seed=seed, batch_size=4, temperature=0.5)
+        assert torch.equal(again.rollouts[0].response_ids, samples.rollouts[0].response_ids)
+        assert samples.rollouts[0].temperature == 0.5
+    r = pol.rollouts[0]
+    expected = []
+    with torch.no_grad():
+        for b in range(len(items)):
+            prompt = r.prompt_ids[b][r.prompt_mask[b].bool()]
+            resp = r.response_ids[b][r.response_mask[b].bool()]
+            seq = torch.cat([prompt, resp])[None]
+            P = len(prompt)
+            p = torch.log_softmax(policy(input_ids=seq).logits[0, P - 1 : -1].double() / 0.5, -1)
+            q = torch.log_softmax(base(input_ids=seq).logits[0, P - 1 : -1].double() / 0.5, -1)
+            expected.append(float((p.exp() * (p - q)).sum()))
+    assert pol.kl == pytest.approx(expected, abs=1e-4) and min(expected) > 0
+    assert res["instruments"]["kl_from_base"]["value"] == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        evaluate_against_base(policy, base, tok, items, judge=ScoreJudge(_length, "length"), gold=None,
+                              max_new_tokens=5, temperature=0.0)
+
+
 def _summary():
     return {
         "instruments": {

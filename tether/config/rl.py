@@ -136,6 +136,9 @@ class PPOEvalConfig:
 
     max_prompts: int = ranged(200, ">= 1")
     """Held-out prompts to evaluate on (the first ones of data.test)."""
+    temperature: float = ranged(1.0, "> 0")
+    """The temperature the policy and the base are both sampled at (top-p 1); 1: the models' own
+    distributions. KL-from-base is then that of the temperature-T distributions."""
     gold: str = ranged("auto", "non-empty")
     """The gold reward that judges the win-rate and is logged beside the proxy (tether.rewards.gold_source):
     auto, the lab's if every prompt is the lab's; lab, the lab's (they must be); none; or 'module:function',

@@ -51,6 +51,9 @@ class EvalConfig:
     beta: float | None = None
     """The policy's KL coefficient (default: read from the policy run's summary.json or config.yaml)."""
     max_prompts: int = 200
+    temperature: float = ranged(1.0, "> 0")
+    """The temperature both models are sampled at on the held-out prompts (top-p 1); 1: their own
+    distributions. KL-from-base is then that of the temperature-T distributions."""
     max_new_tokens: int | None = None
     """Default: the lab's max_response_words, else 64."""
     max_prompt_length: int = 256
@@ -186,6 +189,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         max_new_tokens=max_new_tokens,
         seed=cfg.seed + EVAL_SEED_OFFSET,
         batch_size=EVAL_BATCH_SIZE,
+        temperature=cfg.temperature,
         hacking=cfg.hacking,
         repetition_n=cfg.repetition_n,
         probes=probes,
@@ -195,6 +199,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     summary = {
         **result,
         "beta": beta,
+        "temperature": cfg.temperature,
         "wall_seconds": time.perf_counter() - start,
         "policy": str(policy_dir),
         "base": str(base_dir),

@@ -2,8 +2,10 @@
 mean rewards, for every caller (the RL trainers' evaluation, `tether eval`, `tether run`).
 
 "base" is the model the policy started from and is held to by the KL (π_SFT in the InstructGPT pipeline).
-Each held-out prompt gets one policy sample and one base sample (temperature 1, top-p 1: the models'
-own distributions), so the win-rate compares like with like and the KL is that of the trained policy.
+Each held-out prompt gets one policy sample and one base sample (temperature 1 by default, top-p 1: the
+models' own distributions; both at the same temperature T when another is asked, the KL then that of the
+temperature-T distributions), so the win-rate compares like with like and the KL is that of the trained
+policy.
 `choose_judge` decides who judges the win-rate and which gold reward is reported, from a `gold` setting
 (auto | lab | none | module:function, tether.rewards.gold_source); `evaluate_judged` is both together, as the
 trainers call it; tether/instruments/policy.py adds the other instruments on the same samples.
@@ -113,19 +115,20 @@ def evaluate_against_base(
     max_new_tokens: int,
     seed: int = 0,
     batch_size: int = 64,
+    temperature: float = 1.0,
 ) -> dict:
     """{"instruments": {"kl_from_base", "win_rate_vs_base", "win_rate_length_controlled"}, "rewards":
     {"policy"/"base": {"proxy", "gold"}}, "samples": {"policy", "base"}}: KL from policy samples (closed-form
     token KL summed per response), the judge's win-rate of policy over base samples, raw and at equal length
     in characters (tether/instruments/length_controlled.py), and mean proxy (e.g. reward model) and gold
     rewards (None without that score). Policy samples are seeded with `seed`, base samples with seed + 1;
-    the samples carry each response's proxy and gold scores, the policy's also its KL from the base."""
-    pol = sample_responses(
-        policy, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
-    )
-    ref = sample_responses(
-        base, tokenizer, items, max_new_tokens=max_new_tokens, seed=seed + 1, batch_size=batch_size
-    )
+    the samples carry each response's proxy and gold scores, the policy's also its KL from the base. Both
+    models are sampled at `temperature` (> 0)."""
+    if not temperature > 0:
+        raise ValueError(f"the evaluation samples at a temperature > 0 (the KL needs samples), got {temperature}")
+    opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": temperature}
+    pol = sample_responses(policy, tokenizer, items, seed=seed, **opts)
+    ref = sample_responses(base, tokenizer, items, seed=seed + 1, **opts)
     closed, k1 = response_kls(policy, base, pol.rollouts)
     pol.kl = closed
     for s in (pol, ref):
@@ -191,6 +194,7 @@ def evaluate_judged(
     seed: int,
     gold: str = "auto",
     keep_samples: bool = False,
+    temperature: float = 1.0,
 ) -> dict:
     """`evaluate_against_base` as the RL trainers call it: judged as `choose_judge` decides from `gold`
     (auto | lab | none | module:function: a gold reward judges and is reported, else the proxy judges);
@@ -208,6 +212,7 @@ def evaluate_judged(
         max_new_tokens=max_new_tokens,
         seed=seed + EVAL_SEED_OFFSET,
         batch_size=EVAL_BATCH_SIZE,
+        temperature=temperature,
     )
     if not keep_samples:
         result.pop("samples")

@@ -177,6 +177,7 @@ def evaluate_policy(
     max_new_tokens: int,
     seed: int = 0,
     batch_size: int = 64,
+    temperature: float = 1.0,
     chat_template: str = "auto",
     hacking: HackingConfig | None = None,
     repetition_n: int = 1,
@@ -198,7 +199,8 @@ def evaluate_policy(
         raise ValueError("evaluate_policy needs held-out prompts or probe sets")
 
     def sampling(offset: int) -> dict:
-        return {"max_new_tokens": max_new_tokens, "seed": seed + offset, "batch_size": batch_size}
+        return {"max_new_tokens": max_new_tokens, "seed": seed + offset, "batch_size": batch_size,
+                "temperature": temperature}
 
     if items:
         if judge is None:

@@ -369,6 +369,7 @@ class RLRun:
                 seed=self.cfg.seed,
                 gold=self.cfg.eval.gold,
                 keep_samples=True,
+                temperature=self.cfg.eval.temperature,
             )
 
     def log_eval(self) -> None:
