@@ -53,9 +53,9 @@ CONFIGS = {"rm": RMConfig, "dpo": DPOConfig, "ppo": PPOConfig, "grpo": GRPOConfi
 BETA = {"dpo": "beta", "ppo": "kl.beta", "rloo": "kl.beta", "grpo": "grpo.beta"}
 
 
-def dry_run(out: Path) -> list[list[str]]:
+def dry_run(out: Path, **env_vars: str) -> list[list[str]]:
     """run.sh's commands (DRY_RUN=1 prints them), split into words, with MODEL and OUT as given."""
-    env = {**os.environ, "DRY_RUN": "1"}
+    env = {**os.environ, "DRY_RUN": "1", **env_vars}
     done = subprocess.run(["bash", str(RECIPE / "run.sh"), "MODEL", str(out)], env=env, check=True,
                           capture_output=True, text=True)
     return [shlex.split(line) for line in done.stdout.splitlines()]
@@ -91,6 +91,14 @@ def test_run_sh_commands_parse_and_configs_load_at_three_betas(tmp_path):
             betas[stage].add(value)
     assert stages == set(CONFIGS)
     assert all(len(b) >= 3 for b in betas.values()), betas
+
+
+def test_methods_chooses_the_trained_methods(tmp_path):
+    """METHODS="dpo rloo": the pairs, the reward model, DPO and RLOO at their three β each, best-of-n; no PPO
+    and no GRPO run."""
+    words = dry_run(tmp_path / "out", METHODS="dpo rloo")
+    stages = [w[1] if not w[1].endswith("best_of_n.py") else "best_of_n" for w in words]
+    assert stages == ["data", "data", "rm", "dpo", "dpo", "dpo", "rloo", "rloo", "rloo", "best_of_n"]
 
 
 def test_pairs_command_scores_with_vader_on_a_tiny_model(tmp_path):

@@ -7,7 +7,8 @@
 # `tether eval` of every policy on the held-out prompts -> best-of-n against the RM -> frontier.py (table
 # and plot in OUT/frontier.md, OUT/frontier.png). A step whose OUT/.../summary.json exists is skipped, so
 # an interrupted run continues. DRY_RUN=1 prints the commands instead of running them (the test reads
-# them). The β lists and the noise can be set from the environment (DPO_BETAS="0.1 1" ...).
+# them). The β lists and the noise can be set from the environment (DPO_BETAS="0.1 1" ...), and METHODS
+# chooses the trained methods (default "dpo ppo rloo grpo"; best-of-n always runs).
 set -euo pipefail
 MODEL=${1:?usage: run.sh MODEL OUT}
 OUT=${2:?usage: run.sh MODEL OUT}
@@ -20,6 +21,7 @@ RL_BETAS=${RL_BETAS:-"0.02 0.1 0.5"}     # PPO's and RLOO's kl.beta, RM units pe
 GRPO_BETAS=${GRPO_BETAS:-"0.01 0.04 0.2"} # GRPO's grpo.beta (k3 in the loss, group-scaled rewards)
 BON_NS=${BON_NS:-"1 4 16"}               # best-of-n against the RM
 NOISE=${NOISE:-0.25}                     # Bradley-Terry temperature of the VADER labels
+METHODS=${METHODS:-"dpo ppo rloo grpo"}  # the trained methods, each at its three β
 TOKENS=48                                # new tokens per response, everywhere
 PROMPTS=$R/data
 
@@ -45,10 +47,12 @@ step "$OUT/rm" "$TETHER" rm --config "$R/rm.yaml" --out "$OUT/rm" model="$MODEL"
 RM=$OUT/rm/model
 
 for b in $DPO_BETAS; do
+    [[ " $METHODS " == *" dpo "* ]] || break
     step "$OUT/dpo/beta-$b" "$TETHER" dpo --config "$R/dpo.yaml" --out "$OUT/dpo/beta-$b" policy="$MODEL" \
         "${pairs[@]}" beta="$b"
 done
 for algo in ppo rloo grpo; do
+    [[ " $METHODS " == *" $algo "* ]] || continue
     betas=$RL_BETAS key=kl.beta
     if [[ $algo == grpo ]]; then betas=$GRPO_BETAS key=grpo.beta; fi
     for b in $betas; do
