@@ -76,7 +76,8 @@ def test_the_evaluation_samples_both_models_at_the_temperature_asked():
                                 gold=None, max_new_tokens=5, seed=0, batch_size=4, temperature=0.5)
     pol, ref = res["samples"]["policy"], res["samples"]["base"]
     for samples, model, seed in ((pol, policy, 0), (ref, base, 1)):
-        again = sample_responses(model, tok, items, max_new_tokens=5, seed=seed, batch_size=4, temperature=0.5)
+        again = sample_responses(model, tok, items, max_new_tokens=5, seed=seed, batch_size=4,
+                                 temperature=0.5)
         assert torch.equal(again.rollouts[0].response_ids, samples.rollouts[0].response_ids)
         assert samples.rollouts[0].temperature == 0.5
     r = pol.rollouts[0]
@@ -91,7 +92,8 @@ def test_the_evaluation_samples_both_models_at_the_temperature_asked():
             q = torch.log_softmax(base(input_ids=seq).logits[0, P - 1 : -1].double() / 0.5, -1)
             expected.append(float((p.exp() * (p - q)).sum()))
     assert pol.kl == pytest.approx(expected, abs=1e-4) and min(expected) > 0
-    assert res["instruments"]["kl_from_base"]["value"] == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    mean = sum(expected) / len(expected)
+    assert res["instruments"]["kl_from_base"]["value"] == pytest.approx(mean, abs=1e-4)
     with pytest.raises(ValueError, match="temperature > 0"):
         evaluate_against_base(policy, base, tok, items, judge=ScoreJudge(_length, "length"), gold=None,
                               max_new_tokens=5, temperature=0.0)

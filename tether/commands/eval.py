@@ -22,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tether.config import load_config, validate
+from tether.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", metavar="FILE", help="held-out prompts JSONL (default: the lab's)")
     parser.add_argument("--prefs", metavar="FILE", help="held-out preference pairs for the RM's accuracy")
     parser.add_argument("--demos", metavar="FILE", help="held-out demonstrations for perplexity")
-    parser.add_argument("--judge", metavar="DIR", help="a causal LM as pairwise judge of the win-rate")
+    parser.add_argument("--judge", metavar="DIR|URL",
+                        help="the pairwise judge of the win-rate: a causal LM directory, or an "
+                        "OpenAI-compatible server's base URL (http://HOST:PORT/v1) with judge_model=NAME")
     parser.add_argument("--beta", type=float, help="the policy's KL coefficient (default: from its run)")
     parser.add_argument(
         "--gold", metavar="MODE",
@@ -54,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
     from tether.instruments.report import terminal_table
 
-    cfg = load_config(EvalConfig, None, list(args.overrides))
-    for key in ("rm", "lab", "prompts", "prefs", "demos", "judge", "beta", "gold"):
-        if getattr(args, key) is not None:
-            setattr(cfg, key, getattr(args, key))
-    validate(cfg)  # the flags as the key=value overrides are checked (a --gold that does not import)
+    keys = ("rm", "lab", "prompts", "prefs", "demos", "judge", "beta", "gold")
+    flags = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    cfg = load_config(EvalConfig, None, list(args.overrides), values=flags)  # checked as the overrides are
     out = Path(args.out) if args.out else Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = evaluate_policy_dirs(args.policy, args.base, cfg, out=str(out))
     print(terminal_table(summary))

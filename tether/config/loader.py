@@ -100,13 +100,17 @@ SEED = "[0, 4294967296)"  # numpy's seeds are 32-bit unsigned integers
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):
-    """Build a `cls` config from a YAML file (optional) and `key=value` overrides, validating both."""
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None):
+    """Build a `cls` config from a YAML file (optional), `key=value` overrides and `values` (settings
+    already parsed, e.g. a command's flags: {dotted key: value}, applied last), validating them together."""
     raw: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml(path)
     for item in overrides or []:
         key, value = parse_override(cls, item)
+        _set_dotted(raw, key, value)
+    for key, value in (values or {}).items():
         _set_dotted(raw, key, value)
     return from_dict(cls, raw)
 

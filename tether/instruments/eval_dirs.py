@@ -42,7 +42,13 @@ class EvalConfig:
     demos: str | None = None
     """Held-out demonstrations for heldout_perplexity (default with --lab: the lab's sft.test.jsonl)."""
     judge: str | None = None
-    """A causal LM directory to judge the win-rate pairwise (default: gold on the lab, else the RM)."""
+    """Who judges the win-rate pairwise, both orders averaged (default: gold on the lab, else the RM): a
+    causal LM directory, or the base URL of an OpenAI-compatible server (http://HOST:PORT/v1; then
+    judge_model) — tether/instruments/endpoint_judge.py, which sends it the prompts and responses."""
+    judge_model: str | None = None
+    """The model name an endpoint judge's server serves (needed with a URL --judge, refused without one)."""
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the endpoint's API key, sent as a bearer token when it is set."""
     gold: str = "auto"
     """The gold reward as judge and reported reward (tether.rewards.gold_source): auto, the lab's when every
     prompt is a lab prompt; lab, the lab's always (a prompt that is not the lab's is an error); none, no
@@ -78,8 +84,16 @@ class EvalConfig:
     against itself then checks that the intervals hold the difference of 0."""
 
     def problems(self):
-        """(key, reason) of a gold that is neither a mode nor a function that imports."""
-        return gold_problems(self.gold)
+        """(key, reason) of a gold that is neither a mode nor a function that imports, and of an endpoint
+        judge without its model name (or a model name without an endpoint)."""
+        from tether.instruments.endpoint_judge import is_endpoint
+
+        yield from gold_problems(self.gold)
+        if is_endpoint(self.judge) and not self.judge_model:
+            yield "judge_model", f"is needed with the endpoint judge {self.judge}: the model name it serves"
+        if self.judge_model and not is_endpoint(self.judge):
+            yield "judge_model", ("is only read with an endpoint judge (--judge http://HOST:PORT/v1), "
+                                  f"but judge is {self.judge!r}")
 
 
 def find_beta(policy_dir: Path) -> float | None:
@@ -155,9 +169,13 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     proxy = (lambda p, r, **columns: proxy_fn(p, r, **columns).tolist()) if proxy_fn else None
     llm_judge = None
     if cfg.judge:
+        from tether.instruments.endpoint_judge import EndpointJudge, is_endpoint
         from tether.instruments.llm_judge import load_llm_judge
 
-        llm_judge = load_llm_judge(cfg.judge, device=cfg.device)
+        if is_endpoint(cfg.judge):
+            llm_judge = EndpointJudge(cfg.judge, cfg.judge_model, api_key_env=cfg.judge_api_key_env)
+        else:
+            llm_judge = load_llm_judge(cfg.judge, device=cfg.device)
     judge, gold = None, None
     if items:
         judge, gold = choose_judge(

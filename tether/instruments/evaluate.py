@@ -125,7 +125,8 @@ def evaluate_against_base(
     the samples carry each response's proxy and gold scores, the policy's also its KL from the base. Both
     models are sampled at `temperature` (> 0)."""
     if not temperature > 0:
-        raise ValueError(f"the evaluation samples at a temperature > 0 (the KL needs samples), got {temperature}")
+        raise ValueError(f"the evaluation samples at a temperature > 0 (the KL needs samples), got "
+                         f"{temperature}")
     opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": temperature}
     pol = sample_responses(policy, tokenizer, items, seed=seed, **opts)
     ref = sample_responses(base, tokenizer, items, seed=seed + 1, **opts)

@@ -28,6 +28,25 @@ TEMPLATE = (
 )
 
 
+def question_text(template: str, prompt, first: str, second: str) -> str:
+    """The judge's question: `template` with the request (chat messages rendered as plain text) and the two
+    responses as A and B."""
+    text_prompt = render_plain(prompt) if isinstance(prompt, list) else prompt
+    return template.format(prompt=text_prompt, first=first, second=second)
+
+
+def both_orders(prob_a, prompts, first, second) -> list[float]:
+    """P(first preferred) = ½·[P(A | first as A) + 1 − P(A | second as A)] for each triple (the module
+    docstring), with prob_a([(prompt, a, b), ...]) → P(answer A) of each question with a as A, b as B."""
+    if not len(prompts) == len(first) == len(second):
+        raise ValueError("prompts, first and second must have the same length")
+    forward = list(zip(prompts, first, second, strict=True))
+    swapped = [(p, b, a) for p, a, b in forward]
+    pa = prob_a(forward + swapped)
+    n = len(forward)
+    return [0.5 * (pa[i] + (1.0 - pa[n + i])) for i in range(n)]
+
+
 class PairwiseLLMJudge(Judge):
     """P(first preferred) from a causal LM's next-token probabilities of the answer tokens, both orders."""
 
@@ -57,8 +76,7 @@ class PairwiseLLMJudge(Judge):
     def question_ids(self, prompt, first: str, second: str, text: str | None = None) -> list[int]:
         """The ids of the judge's question; `text`: the question already written out (else the template's)."""
         if text is None:
-            text_prompt = render_plain(prompt) if isinstance(prompt, list) else prompt
-            text = self.template.format(prompt=text_prompt, first=first, second=second)
+            text = question_text(self.template, prompt, first, second)
         if self.chat_template:
             messages = [{"role": "user", "content": text}]
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -79,13 +97,8 @@ class PairwiseLLMJudge(Judge):
         return out
 
     def prefer(self, prompts, first, second) -> list[float]:
-        if not len(prompts) == len(first) == len(second):
-            raise ValueError("prompts, first and second must have the same length")
-        forward = [self.question_ids(p, a, b) for p, a, b in zip(prompts, first, second, strict=True)]
-        swapped = [self.question_ids(p, b, a) for p, a, b in zip(prompts, first, second, strict=True)]
-        pa = self.prob_a(forward + swapped)
-        n = len(forward)
-        return [0.5 * (pa[i] + (1.0 - pa[n + i])) for i in range(n)]
+        return both_orders(lambda questions: self.prob_a([self.question_ids(*q) for q in questions]),
+                           prompts, first, second)
 
 
 def load_llm_judge(model_dir: str, device=None, **kwargs) -> PairwiseLLMJudge:
