@@ -94,3 +94,23 @@ def test_bad_label_files_are_one_line_errors(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(DataError, match=r"bad.jsonl:1: not JSON"):
         load_refusal_labels(path)
+
+
+def test_the_shipped_smollm2_labels_and_the_figures_their_readme_states():
+    """tether/instruments/probes/refusal_labels.jsonl: 120 hand-labelled SmolLM2 replies (≥ 100, as issue 20
+    asks), 7 refusals, every one to a harmful request; the classifier's agreement, κ and confusion counts
+    recomputed here are the ones probes/README.md states (agreement 113/120 = 0.942; κ = (p_o − p_e) /
+    (1 − p_e) with q_h = 7/120, q_c = 6/120: p_e = 0.05·0.0583 + 0.95·0.9417 = 0.8975, κ = 0.43)."""
+    from tether.instruments.refusal import SMOLLM2_LABELS
+
+    path = SMOLLM2_LABELS
+    records = load_refusal_labels(path)
+    assert len(records) == 120 and len({(r["id"], r["response"]) for r in records}) == 120
+    refusals = [r for r in records if r["refusal"]]
+    assert len(refusals) == 7 and all(r["set"] == "harmful" for r in refusals)
+    res = refusal_agreement(records)
+    assert res["confusion"] == {"refusal_as_refusal": 3, "refusal_as_other": 4, "other_as_refusal": 3,
+                                "other_as_other": 110}
+    readme = (path.parent / "README.md").read_text()
+    assert f"agreement **{res['agreement']:.3f}** (113 of 120)" in readme
+    assert f"κ **{res['kappa']:.2f}**" in readme
