@@ -166,3 +166,33 @@ def test_frontier_table_holds_each_runs_figures(tmp_path):
     text = readme.read_text()
     assert "placeholder" not in text and "| dpo | β = 0.5 |" in text and text.endswith("end\n")
     assert (tmp_path / "frontier.png").is_file()
+
+
+def test_frontier_states_the_base_mean_the_rm_accuracy_the_whole_time_and_each_invocation(tmp_path):
+    """Steps' own wall times: pairs 60 + 30 s, RM 120 s, two DPO runs 100 s each, their evaluations 20 s
+    each, best-of-n 50 s: 500 s = 8.3 minutes over 8 steps. The base mean and the RM accuracy are read from
+    their summaries; each line of OUT/invocations.jsonl (run.sh's) is stated."""
+    frontier = recipe_module("frontier")
+    out = tmp_path / "out"
+    base = ["good", "terrible", "A table.", "A chair."]
+    write_run(out, "dpo", "0.1", base, base, kl=1.0)
+    write_run(out, "dpo", "0.5", base, base, kl=0.5)
+    (out / "pairs").mkdir()
+    (out / "pairs" / "train.summary.json").write_text(json.dumps({"pairs": 600, "gold_mean": 0.2,
+                                                                  "wall_seconds": 60.0}))
+    (out / "pairs" / "test.summary.json").write_text(json.dumps({"pairs": 120, "gold_mean": 0.26,
+                                                                 "wall_seconds": 30.0}))
+    (out / "rm").mkdir()
+    (out / "rm" / "summary.json").write_text(json.dumps({
+        "instruments": {"rm_test_accuracy": {"value": 0.812, "n": 117}}, "wall_seconds": 120.0}))
+    (out / "best_of_n").mkdir()
+    (out / "best_of_n" / "summary.json").write_text(json.dumps({"wall_seconds": 50.0, "rows": []}))
+    (out / "invocations.jsonl").write_text(json.dumps({"date": "2026-12-02 02:30 UTC", "commit": "abc1234",
+                                                       "cpu": "AMD EPYC", "cores": 2, "load": 0.5}) + "\n")
+    assert frontier.main([str(out)]) == 0
+    md = (out / "frontier.md").read_text()
+    assert "held-out VADER mean over its 240 pair samples (OUT/pairs/test.summary.json): +0.260." in md
+    assert "Reward model's held-out accuracy 0.812 (n = 117)." in md
+    assert "The recipe's 8 steps took 8.3 minutes in all" in md
+    stated = "run.sh started 2026-12-02 02:30 UTC at commit abc1234, 2 cores (AMD EPYC), load average 0.5."
+    assert stated in md

@@ -33,6 +33,15 @@ step() {  # step DIR COMMAND...: run COMMAND unless DIR/summary.json exists (DRY
     "$@"
 }
 
+if [[ ${DRY_RUN:-0} != 1 ]]; then  # provenance of each invocation (a resumed run has several): frontier.py
+    mkdir -p "$OUT"
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git -C "$ROOT" diff --quiet HEAD 2>/dev/null || commit="$commit+dirty"
+    cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
+    printf '{"date": "%s", "commit": "%s", "cpu": "%s", "cores": %s, "load": %s}\n' \
+        "$(date -u '+%Y-%m-%d %H:%M UTC')" "$commit" "$cpu" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" \
+        >> "$OUT/invocations.jsonl"
+fi
 for split in train test; do
     f=$OUT/pairs/$split.jsonl
     if [[ -f ${f%.jsonl}.summary.json ]]; then echo "run.sh: $f done, skipping"; continue; fi
