@@ -148,7 +148,10 @@ def _prefill(model, prompt_ids: Tensor, attn: Tensor, pos: Tensor):
     B, U = rows.shape[0], int(inverse.max()) + 1
     if U == B or not isinstance(_inner(model), PreTrainedModel):  # another model's cache: rows not copied
         return model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, **kwargs)
-    cache = DynamicCache()  # given, not left to forward(): older transformers would return a legacy tuple
+    try:  # given, not left to forward(), which in older transformers returns a legacy tuple; from the config
+        cache = DynamicCache(config=_inner(model).config)  # where it takes one (sliding or linear layers)
+    except TypeError:
+        cache = DynamicCache()
     kwargs[_cache_argument(model)] = cache
     index = torch.arange(B, device=rows.device)
     first = torch.full((U,), B, device=rows.device).scatter_reduce(0, inverse, index, "amin")  # (U,)
