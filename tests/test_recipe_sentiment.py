@@ -190,7 +190,7 @@ def test_frontier_states_the_base_mean_the_rm_accuracy_the_whole_time_and_each_i
     (out / "invocations.jsonl").write_text(json.dumps({"date": "2026-12-02 02:30 UTC", "commit": "abc1234",
                                                        "cpu": "AMD EPYC", "cores": 2, "load": 0.5}) + "\n")
     assert frontier.main([str(out)]) == 0
-    md = (out / "frontier.md").read_text()
+    md = " ".join((out / "frontier.md").read_text().split())  # the paragraph is wrapped as the README is
     assert "held-out VADER mean over its 240 pair samples (OUT/pairs/test.summary.json): +0.260." in md
     assert "Reward model's held-out accuracy 0.812 (n = 117)." in md
     assert "The recipe's 8 steps took 8.3 minutes in all" in md

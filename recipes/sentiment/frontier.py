@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # figure_blocks
 
-from figure_blocks import read_for_write, write_blocks  # noqa: E402
+from figure_blocks import read_for_write, wrap, write_blocks  # noqa: E402
 
 from tether.errors import TetherError  # noqa: E402
 from tether.instruments.plots import _pyplot  # noqa: E402
@@ -148,7 +148,7 @@ def provenance(out: Path, rows: list[dict]) -> str:
         for line in read_jsonl(runs):
             parts.append(f"run.sh started {line['date']} at commit {line['commit']}, {line['cores']} cores "
                          f"({line['cpu']}), load average {line['load']}.")
-    return " ".join(parts)
+    return wrap(" ".join(parts))
 
 
 def plot(rows: list[dict], path: Path) -> Path:
