@@ -119,29 +119,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + f"\n\nn = {n} held-out prompts per row (KL ± its standard error).\n"
 
 
-def provenance(out: Path, rows: list[dict]) -> str:
+def provenance(out: Path) -> str:
     """What the table rests on: the base model's held-out mean over its pair samples, the reward model's
     held-out accuracy, the whole recipe's time (the sum of every step's own wall time, so a resumed run counts
     only work done) and, from OUT/invocations.jsonl (run.sh), the commit, date and machine of each
     invocation."""
+    test, rm = out / "pairs" / "test.summary.json", out / "rm" / "summary.json"
+    steps = [out / "pairs" / "train.summary.json", test, rm, *sorted(out.glob("*/beta-*/summary.json")),
+             *sorted((out / "eval").glob("*/summary.json")), out / "best_of_n" / "summary.json"]
+    summaries = {path: json.loads(path.read_text()) for path in steps if path.is_file()}  # each read once
     parts = []
-    test = out / "pairs" / "test.summary.json"
-    seconds = []
-    if test.is_file():
-        t = json.loads(test.read_text())
+    if test in summaries:
+        t = summaries[test]
         parts.append(f"Base model's held-out VADER mean over its {2 * t['pairs']} pair samples "
                      f"(OUT/pairs/test.summary.json): {t['gold_mean']:+.3f}.")
-    for path in [out / "pairs" / "train.summary.json", test, out / "rm" / "summary.json",
-                 *sorted(out.glob("*/beta-*/summary.json")), *sorted((out / "eval").glob("*/summary.json")),
-                 out / "best_of_n" / "summary.json"]:
-        if path.is_file():
-            seconds.append(json.loads(path.read_text()).get("wall_seconds") or 0.0)
-    rm = out / "rm" / "summary.json"
-    if rm.is_file():
-        acc = json.loads(rm.read_text())["instruments"].get("rm_test_accuracy") or {}
-        if acc.get("value") is not None:
-            parts.append(f"Reward model's held-out accuracy {acc['value']:.3f} (n = {acc['n']}).")
-    parts.append(f"The recipe's {len(seconds)} steps took {sum(seconds) / 60:.1f} minutes in all (the sum of "
+    acc = (summaries[rm]["instruments"].get("rm_test_accuracy") or {}) if rm in summaries else {}
+    if acc.get("value") is not None:
+        parts.append(f"Reward model's held-out accuracy {acc['value']:.3f} (n = {acc['n']}).")
+    seconds = sum(s.get("wall_seconds") or 0.0 for s in summaries.values())
+    parts.append(f"The recipe's {len(summaries)} steps took {seconds / 60:.1f} minutes in all (the sum of "
                  "their own wall times).")
     runs = out / "invocations.jsonl"
     if runs.is_file():
@@ -194,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"{out}: no evaluated runs yet", file=sys.stderr)
         return 1
-    text = table(rows) + "\n" + provenance(out, rows) + "\n"
+    text = table(rows) + "\n" + provenance(out) + "\n"
     (out / "frontier.md").write_text(text, encoding="utf-8")
     (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     png = plot(rows, out / "frontier.png")

@@ -134,8 +134,11 @@ def score_rollout(
     for start in range(0, rollout.prompt_ids.shape[0], chunk):
         r = take_rows(rollout, slice(start, start + chunk))
         mask = r.response_mask
-        logits = policy_logits(policy, r) if forward else None  # (b, R, V)
-        lp = token_logprobs(logits, r.response_ids) * mask if forward else r.logprobs * mask  # (b, R)
+        if forward:
+            logits = policy_logits(policy, r)  # (b, R, V)
+            lp = token_logprobs(logits, r.response_ids) * mask  # (b, R)
+        else:
+            logits, lp = None, r.logprobs * mask  # the sampler's own log-probs of π_old
         parts["old_logprobs"].append(lp)
         if ref is not None:
             ref_logits = policy_logits(ref, r)  # (b, R, V)

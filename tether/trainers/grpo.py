@@ -62,7 +62,7 @@ def grpo_iteration(run: RLRun) -> dict:
     scores = run.condition(raw, rollout.ended)
     # 3. log-probs; 4. β·KL in the rewards (kl_in_reward); 5. group advantages
     advantages = functools.partial(run.group_advantages, lambda r: grpo_advantages(r, g.group_size, g.scale))
-    with run.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
+    with run.loop.autocast():  # the reference in the policy's precision (step-0 KL 0 up to rounding)
         exp = make_group_experience(run.policy, run.ref, rollout, scores, g.beta if g.kl_in_reward else 0.0,
                                     advantages, "k1", cfg.train.micro_batch_size, run.sampled_logprobs)
     t1 = time.perf_counter()

@@ -104,7 +104,7 @@ def ppo_iteration(run: RLRun, kl_ctl) -> dict:
     scores = run.condition(raw, rollout.ended)
     # 3-5. log-probs, values, KL penalty, shaped rewards, advantages (whitened over every process's tokens)
     all_sum = run.loop.all_sum if run.loop.world > 1 else None
-    with run.loop.autocast():  # reference and critic in the policy's precision (step-0 KL exactly 0)
+    with run.loop.autocast():  # reference and critic in the policy's precision (step-0 KL 0 up to rounding)
         exp = make_experience(run.policy, run.ref, run.critic, rollout, scores, beta, cfg, all_sum,
                               run.sampled_logprobs)
     t1 = time.perf_counter()

@@ -60,7 +60,7 @@ def rloo_iteration(run: RLRun, kl_ctl) -> dict:
     scores = run.condition(raw, rollout.ended)
     # 3. log-probs; 4. KL penalty and KL-shaped rewards; 5. leave-one-out advantages
     advantages = functools.partial(run.group_advantages, lambda r: rloo_advantages(r, k))
-    with run.loop.autocast():  # the reference in the policy's precision (step-0 KL exactly 0)
+    with run.loop.autocast():  # the reference in the policy's precision (step-0 KL 0 up to rounding)
         exp = make_group_experience(run.policy, run.ref, rollout, scores, beta, advantages, cfg.kl.estimator,
                                     cfg.train.micro_batch_size, run.sampled_logprobs)
     t1 = time.perf_counter()
