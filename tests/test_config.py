@@ -209,6 +209,7 @@ BAD_VALUES = [
     ("sft", "lora.dropout=1", "lora.dropout", "in [0, 1)"),
     ("sft", "lora.target_modules=[]", "lora.target_modules", "at least 1 item"),
     ("ppo", "lora.bias=all", "lora.bias", "adapters-off reference"),
+    ("rm", "lora.layers=[-1]", "lora.layers", "lora.r is 0"),
     ("ppo", "rollout.engine=vllm", "rollout.engine", "LoRA", ["lora.r=4"]),
     ("rloo", "rollout.engine=vllm", "rollout.engine", "LoRA", ["lora.r=4"]),
     ("rm", "center_coef=nan", "center_coef", "finite"),

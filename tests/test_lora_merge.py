@@ -85,6 +85,32 @@ def test_bad_lora_settings_are_refused():
         lora.add_adapters(model, LoRAConfig(r=4, bias="all"))
 
 
+def test_lora_layers_puts_adapters_in_the_named_blocks_only():
+    """The tiny Llama has 2 blocks of 7 linear layers (q, k, v, o, gate, up, down). lora.layers=[-1] is
+    block 1: its 7 layers get an adapter and block 0's none, so nothing below block 1 needs a gradient
+    (block 0's output does not require one: the backward pass stops at block 1). The seq_cls head trains
+    in full as without lora.layers. An index past the blocks is refused."""
+    from transformers import LlamaForSequenceClassification
+
+    model = lora.add_adapters(tiny_model(), LoRAConfig(r=4, layers=[-1]))
+    adapted = {n.removesuffix(".lora_A.default.weight") for n, _ in model.named_parameters() if ".lora_A." in n}
+    assert {n.split(".layers.")[1] for n in adapted} == {
+        f"1.{part}" for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    out = model(input_ids=IDS, output_hidden_states=True)
+    assert not out.hidden_states[1].requires_grad  # block 0's output
+    assert out.hidden_states[2].requires_grad
+    assert [n for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n] == []
+
+    config = tiny_model().config
+    config.num_labels = 1
+    head = lora.add_adapters(LlamaForSequenceClassification(config), LoRAConfig(r=4, layers=[0]), "seq_cls")
+    trained = [n for n, p in head.named_parameters() if p.requires_grad]
+    assert any("score" in n for n in trained) and not any(".layers.1." in n for n in trained)
+    with pytest.raises(TetherError, match=r"lora.layers: 2 is not a block of this model, which has 2"):
+        lora.add_adapters(tiny_model(), LoRAConfig(r=4, layers=[0, 2]))
+
+
 def test_an_adapter_over_a_gguf_base_merges(tmp_path, monkeypatch):
     """A LoRA run whose base was a .gguf records the directory the file was converted into, so `tether
     merge` finds the base again; with B = 0 (no update yet) the merged logits are the base's own."""

@@ -69,12 +69,16 @@ def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | 
     from peft import LoraConfig, get_peft_model
 
     check_lora(lora_cfg)
-    targets = lora_cfg.target_modules
+    targets = "all-linear" if lora_cfg.target_modules == ["all-linear"] else list(lora_cfg.target_modules)
+    layers = block_indices(model, lora_cfg.layers) if lora_cfg.layers else None
+    if layers is not None and targets == "all-linear":  # peft takes a block list only with named modules
+        targets = block_linear_names(model)
     config = LoraConfig(
         r=lora_cfg.r,
         lora_alpha=lora_cfg.alpha,
         lora_dropout=lora_cfg.dropout,
-        target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+        target_modules=targets,
+        layers_to_transform=layers,
         bias=lora_cfg.bias,
         task_type=_TASKS[task],
         modules_to_save=[HEAD] if task == "seq_cls" else None,
@@ -95,6 +99,27 @@ def add_adapters(model, lora_cfg, task: str = "causal", base_path: str | Path | 
             if isinstance(module, torch.nn.Dropout):
                 train_while_grad(module)
     return peft_model
+
+
+def block_indices(model, layers: list[int]) -> list[int]:
+    """lora.layers as peft's layers_to_transform: sorted block indices from 0, a negative one counted from
+    the model's last block; an index the model does not have is a TetherError."""
+    n = model.config.num_hidden_layers
+    bad = [i for i in layers if not -n <= i < n]
+    if bad:
+        raise TetherError(f"lora.layers: {bad[0]} is not a block of this model, which has {n} "
+                          f"(0 to {n - 1}, or -{n} to -1 from the end)")
+    return sorted({i % n for i in layers})
+
+
+def block_linear_names(model) -> list[str]:
+    """The last name component of every linear layer inside the numbered transformer blocks (q_proj, ...,
+    down_proj for Llama; c_attn, c_proj, c_fc for GPT-2's Conv1D): what 'all-linear' adapts, spelled out."""
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear | Conv1D)
+                   and any(part.isdigit() for part in name.split("."))})
 
 
 def train_while_grad(module: torch.nn.Module) -> None:

@@ -141,12 +141,19 @@ class LoRAConfig:
     target_modules: list[str] = ranged(["all-linear"], "non-empty", min_length=1)
     """Module names (suffixes) that get adapters; ['all-linear']: every linear layer but the output head
     (attention and MLP projections)."""
+    layers: list[int] = ranged([])
+    """Transformer blocks whose target modules get adapters, by index from 0 (negative: from the end, -1 the
+    last block); empty: every block. Below the lowest adapted block nothing trains, so the backward pass
+    stops there: adapters in the last 10 of SmolLM2-135M's 30 blocks halve an RM step on CPU."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases train too; only none is accepted (peft trains biases in place, and the reference is the
     model with its adapters off, which must be the starting model)."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of each value the adapters cannot take (peft has the other biases)."""
+        if self.layers and self.r == 0:
+            yield "layers", (f"is {self.layers}, but lora.r is 0 (every weight trains, no adapters): set "
+                             "lora.r > 0 or leave lora.layers empty")
         if self.bias != "none":  # peft trains the base's own bias tensors, which disable_adapter() keeps
             yield "bias", (f"must be none, got {self.bias!r}: it trains the base model's biases in place, so "
                            "the adapters-off reference would no longer be the starting model")
