@@ -22,10 +22,13 @@ from tether.data import (
     pad,
     position_ids,
     render_plain,
+    set_template,
     tokenize_prompts,
     tokenize_sft,
 )
-from tether.errors import DataError
+from tether.config import TemplateConfig, load_config
+from tether.config.supervised import SFTConfig
+from tether.errors import DataError, TetherError
 from tether.preferences import PairTokens, collate_pairs, load_preferences
 
 A, B, C, D, EOS, PAD = word_id("a"), word_id("b"), word_id("c"), word_id("d"), 3, 0
@@ -135,6 +138,41 @@ def test_chat_template_is_used_for_messages_and_plain_text_otherwise():
     assert encode_prompt(tok, "a b") == [A, B]  # auto: a string prompt stays plain
     assert encode_prompt(tok, "a b", chat_template="always") == [C, A, B, D]
     assert encode_prompt(tok, messages, chat_template="never") == [1, A, B, 1]
+
+
+def test_data_template_replaces_the_chat_template_and_sets_its_variables(tmp_path):
+    """data.template.file replaces the tokenizer's template; each kwargs entry becomes a set-line at its top,
+    read back by Jinja as the same Python value: true → True, 2 → 2 (so n + 1 renders 3), a string with
+    quotes → itself, 0.25 → 0.25 (x * 2 renders 0.5). Without a file the variables go on top of the
+    tokenizer's own template; without either nothing changes; variables with no template are refused."""
+    template = tmp_path / "chat.jinja"
+    template.write_text("{{ flag }}|{{ n + 1 }}|{{ word }}|{{ x * 2 }}|"
+                        "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    tok = tiny_tokenizer()
+    kwargs = {"flag": True, "n": 2, "word": 'say "hi"', "x": 0.25}
+    set_template(tok, TemplateConfig(file=str(template), kwargs=kwargs))
+    messages = [{"role": "user", "content": "a b"}]
+    assert tok.apply_chat_template(messages, tokenize=False) == 'True|3|say "hi"|0.5|a b'
+
+    own = tiny_tokenizer()
+    own.chat_template = "{% for m in messages %}{{ lead }} {{ m['content'] }}{% endfor %}"
+    set_template(own, TemplateConfig(kwargs={"lead": "c"}))
+    assert encode_prompt(own, messages) == [C, A, B]
+    before = own.chat_template
+    set_template(own, TemplateConfig())
+    assert own.chat_template == before
+    with pytest.raises(TetherError, match="data.template.kwargs: the tokenizer has no chat template"):
+        set_template(tiny_tokenizer(), TemplateConfig(kwargs={"lead": "c"}))
+
+
+@pytest.mark.parametrize("item, message", [
+    ("data.template.file=no/such.jinja", "config key data.template.file 'no/such.jinja' is not a file"),
+    ("data.template.kwargs={a-b: 1}", "config key data.template.kwargs.a-b is not a name"),
+    ("data.template.kwargs.x=[1]", "config key data.template.kwargs.x: expected bool | int | str | float"),
+])
+def test_bad_template_settings_are_refused_at_load(item, message):
+    with pytest.raises(TetherError, match=re.escape(message)):
+        load_config(SFTConfig, None, ["model=m", "data.train=t.jsonl", item])
 
 
 def test_collate_sft_right_and_left():

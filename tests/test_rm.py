@@ -345,6 +345,32 @@ def test_a_reward_model_reward_scores_as_the_reward_model_was_trained(paths, tmp
         load_reward(str(run / "model"))(["b e f g h i"], ["a"])  # [c b e f g h i d]: 8 tokens, 0 left
 
 
+def test_a_reward_model_keeps_the_data_template_it_was_trained_with(paths, tmp_path):
+    """An RM trained with data.template (a file whose user turns start with the variable `lead`, and
+    data.template.kwargs lead=c) on a tokenizer without a chat template saves its tokenizer with that
+    template and the set-line, so its reward source renders prompt "b e" as "c b e d" as training did:
+    [c b e d] + [f EOS] by hand (a=4, b=5, ..., EOS=3). The file alone (lead undefined) renders "b e d",
+    another row, so the check can tell."""
+    sft = write_model_dir(tmp_path / "sft")
+    template = tmp_path / "chat.jinja"
+    template.write_text(CHAT_TEMPLATE.replace("c {% endif %}", "{{ lead }} {% endif %}"))
+    more = ["data.chat_template=always", "data.test=null", f"model={sft}",
+            f"data.template.file={template}", "data.template.kwargs.lead=c"]
+    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0, eval_every=0), *more])
+    run = train_rm(cfg, tmp_path / "run")
+    model, tok = load_reward_model(run / "model")
+    assert tok.chat_template.startswith('{%- set lead = "c" -%}')
+
+    C, D, EOS = 6, 7, 3
+    w = {x: 4 + WORDS.index(x) for x in WORDS}
+    row, without_lead = [C, w["b"], w["e"], D, w["f"], EOS], [w["b"], w["e"], D, w["f"], EOS]
+    with torch.no_grad():
+        by_hand, other = (float(sequence_scores(model, torch.tensor([r]), torch.ones(1, len(r)))[0])
+                          for r in (row, without_lead))
+    assert load_reward(str(run / "model"))(["b e"], ["f"]).tolist() == pytest.approx([by_hand], abs=1e-6)
+    assert abs(by_hand - other) > 1e-4
+
+
 def test_training_settings_come_from_the_rm_run_s_config(tmp_path):
     """RUN/model's settings are RUN/config.yaml's data.chat_template and data.max_length when that file is a
     `tether rm` config (it has center_coef); without one, or beside another stage's config, tether's

@@ -184,6 +184,23 @@ def render_plain(messages: list[dict[str, str]]) -> str:
     return "\n\n".join([*turns, "Assistant:"])
 
 
+def set_template(tokenizer, template) -> None:
+    """Give `tokenizer` the run's data.template (tether.config.TemplateConfig): its file's text in place of
+    the chat template, then one `{%- set name = value -%}` line per kwargs entry at the top, so that the
+    tokenizer saved with the trained model renders as training did. Values are written as JSON literals,
+    which Jinja reads as the same booleans, numbers and strings. No change without either setting."""
+    import json
+
+    text = Path(template.file).read_text(encoding="utf-8") if template.file else tokenizer.chat_template
+    if template.kwargs:
+        if not text:
+            raise TetherError("data.template.kwargs: the tokenizer has no chat template to give them to "
+                              "(set data.template.file)")
+        text = "".join(f"{{%- set {k} = {json.dumps(v)} -%}}\n" for k, v in template.kwargs.items()) + text
+    if text != tokenizer.chat_template:
+        tokenizer.chat_template = text
+
+
 def encode_prompt(tokenizer, prompt: Prompt, chat_template: str = "auto") -> list[int]:
     """Prompt ids, with the tokenizer's special tokens (e.g. BOS) and the chat template where it applies."""
     has_template = bool(getattr(tokenizer, "chat_template", None))

@@ -59,6 +59,7 @@ from tether.config.supervised import (
     RMDataConfig,
     SFTConfig,
     SFTDataConfig,
+    TemplateConfig,
 )
 from tether.config.train import EpochLoopConfig, LoopConfig, LoRAConfig
 
@@ -69,5 +70,5 @@ __all__ = [
     "DPOEvalConfig", "RMConfig", "RMDataConfig", "SFTConfig", "SFTDataConfig", "GroupRewardConfig",
     "GroupRolloutConfig", "GroupStageConfig", "GRPOAlgoConfig", "GRPOConfig", "PPOAlgoConfig",
     "PPOConfig", "PPODataConfig", "PPOEvalConfig", "PPOKLConfig", "PPORewardConfig", "PPORolloutConfig",
-    "RewardTerm", "RLOOAlgoConfig", "RLOOConfig", "RLStageConfig",
+    "RewardTerm", "RLOOAlgoConfig", "RLOOConfig", "RLStageConfig", "TemplateConfig",
 ]

@@ -6,6 +6,7 @@ Every stage's config (tether.config.train, supervised, rl) and the lab's (tether
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -322,6 +323,11 @@ def _check(key: str, value: Any, hint) -> Any:
     if inner is not None:
         return None if value is None else _check(key, value, inner)
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # scalars of several types: the first that takes it
+        for arm in typing.get_args(hint):
+            with contextlib.suppress(TetherError):
+                return _check(key, value, arm)
+        raise bad
     if origin is Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(repr(a) for a in typing.get_args(hint))

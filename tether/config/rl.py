@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from tether.config.loader import SEED, is_default, ranged
-from tether.config.supervised import column_problems
+from tether.config.supervised import TemplateConfig, column_problems
 from tether.config.train import LoopConfig, LoRAConfig, schedule_problems
 from tether.errors import TetherError
 from tether.functions import import_function, is_function_spec
@@ -34,6 +34,8 @@ class PPODataConfig:
     keeps its last max_prompt_length tokens (the end the response follows)."""
     chat_template: Literal["auto", "always", "never"] = "auto"
     """As for SFT: the tokenizer's chat template for messages prompts when it has one."""
+    template: TemplateConfig = dataclasses.field(default_factory=TemplateConfig)
+    """As for SFT; the policy is saved with it."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of a renamed column that nothing reads."""

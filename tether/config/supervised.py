@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 from tether.config.loader import SEED, ranged
@@ -18,6 +19,27 @@ def column_problems(data, names: tuple[str, ...]) -> Iterator[tuple[str, str]]:
     for ours in data.columns:
         if ours not in names:
             yield f"columns.{ours}", f"names no column tether reads here (it reads: {', '.join(names)})"
+
+
+@dataclasses.dataclass
+class TemplateConfig:
+    """A chat template of the run's own in place of the tokenizer's (tether.data.set_template). The trained
+    model's tokenizer is saved with the template as used, so later stages, `tether eval` and the reward
+    model's scoring render prompts exactly as training did."""
+
+    file: str | None = None
+    """A Jinja chat-template file used in place of the tokenizer's chat template; none: the tokenizer's."""
+    kwargs: dict[str, bool | int | str | float] = ranged({})
+    """Variables the template reads, e.g. {enable_thinking: false}: set at the top of the template (a
+    `{%- set name = value -%}` line each), so that every later render of the saved template sees them."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, reason) of a template file that cannot be read or a variable name Jinja cannot set."""
+        if self.file is not None and not Path(self.file).is_file():
+            yield "file", f"{self.file!r} is not a file"
+        for name in self.kwargs:
+            if not name.isidentifier():
+                yield f"kwargs.{name}", "is not a name a template variable can have"
 
 
 @dataclasses.dataclass
@@ -38,6 +60,8 @@ class SFTDataConfig:
     chat_template: Literal["auto", "always", "never"] = "auto"
     """'auto': the tokenizer's chat template for messages records when it has one; 'always': also wrap
     plain prompts as a user turn; 'never': plain text only."""
+    template: TemplateConfig = dataclasses.field(default_factory=TemplateConfig)
+    """The chat template and its variables, when not the tokenizer's own."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of a renamed column that nothing reads."""
@@ -91,6 +115,8 @@ class PairDataConfig:
     """A prompt that leaves no room for a response: 'error' names the record, 'skip' drops and counts it."""
     chat_template: Literal["auto", "always", "never"] = "auto"
     """As in SFT, so that prompts read exactly as the policy was (or will be) trained on them."""
+    template: TemplateConfig = dataclasses.field(default_factory=TemplateConfig)
+    """As in SFT."""
     use_soft_labels: bool = False
     """Read each record's "label", P(chosen ≻ rejected), and fit it with the soft Bradley-Terry (reward
     model) or soft-label DPO (loss_type sigmoid only) cross-entropy; off: every pair is a sure preference."""

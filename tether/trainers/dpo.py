@@ -35,7 +35,7 @@ from accelerate.utils import gather_object, set_seed
 
 from tether import lora
 from tether.config import DPOConfig, DPODataConfig, validate
-from tether.data import collate_prompts, eos_id, pad_id
+from tether.data import collate_prompts, eos_id, pad_id, set_template
 from tether.errors import TetherError
 from tether.files import storage_error
 from tether.instruments.kl import kl_from_base
@@ -334,6 +334,7 @@ def _train_dpo(cfg: DPOConfig, run_dir: Path, resume) -> Path:
     resume = prepare_run_dir(run_dir, resume, cfg, "dpo", startup=("metrics.jsonl", REF_CACHE))
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
+    set_template(tokenizer, cfg.data.template)
     d = cfg.data
     train = load_dpo_pairs(d.train, tokenizer, d)
     test = load_dpo_pairs(d.test, tokenizer, d) if d.test else None

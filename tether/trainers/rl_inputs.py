@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tether.data import load_prompts, tokenize_prompts
+from tether.data import load_prompts, set_template, tokenize_prompts
 from tether.errors import TetherError
 from tether.files import write_text_atomic
 from tether.model_files import load_causal_lm, load_tokenizer
@@ -16,6 +16,7 @@ from tether.rewards import require_lab_prompts
 def load_policy(cfg):
     """The model at cfg.policy (eval mode: no dropout, so π/π_old = 1 before an update) and its tokenizer."""
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy, cfg.trust_remote_code)
+    set_template(tokenizer, cfg.data.template)
     return load_causal_lm(cfg.policy, cfg.dtype, cfg.trust_remote_code).eval(), tokenizer
 
 

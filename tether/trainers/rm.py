@@ -23,7 +23,7 @@ from accelerate.utils import gather_object, set_seed
 
 from tether import lora
 from tether.config import RMConfig, RMDataConfig
-from tether.data import pad_id
+from tether.data import pad_id, set_template
 from tether.errors import TetherError
 from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
@@ -145,6 +145,7 @@ def _train_rm(cfg: RMConfig, run_dir: Path, resume) -> Path:
     resume = prepare_run_dir(run_dir, resume, cfg, "rm")
     set_seed(cfg.seed)  # before the head is drawn
     model, tokenizer = create_reward_model(cfg.model, cfg.tokenizer, cfg.dtype, cfg.trust_remote_code)
+    set_template(tokenizer, cfg.data.template)
     if lora.enabled(cfg.lora):  # adapters on the trunk, the new score head trained in full
         model = lora.add_adapters(model, cfg.lora, "seq_cls", cfg.model)
     d = cfg.data

@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 
 from tether import lora
 from tether.config import SFTConfig
-from tether.data import SFTTokens, collate_sft, load_sft, pad_id, tokenize_sft
+from tether.data import SFTTokens, collate_sft, load_sft, pad_id, set_template, tokenize_sft
 from tether.errors import TetherError
 from tether.losses import sft_loss
 from tether.model_files import load_causal_lm, load_tokenizer
@@ -80,6 +80,7 @@ class SFTTask:
 
 def load_model(cfg: SFTConfig):
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
+    set_template(tokenizer, cfg.data.template)
     return load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code), tokenizer
 
 
