@@ -11,6 +11,8 @@ import pytest
 import torch
 from plumbing_helpers import tiny_tokenizer, word_id, write_jsonl
 
+from tether.config import TemplateConfig, load_config
+from tether.config.supervised import SFTConfig
 from tether.data import (
     PromptTokens,
     SFTTokens,
@@ -26,8 +28,6 @@ from tether.data import (
     tokenize_prompts,
     tokenize_sft,
 )
-from tether.config import TemplateConfig, load_config
-from tether.config.supervised import SFTConfig
 from tether.errors import DataError, TetherError
 from tether.preferences import PairTokens, collate_pairs, load_preferences
 

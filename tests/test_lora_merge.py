@@ -93,10 +93,11 @@ def test_lora_layers_puts_adapters_in_the_named_blocks_only():
     from transformers import LlamaForSequenceClassification
 
     model = lora.add_adapters(tiny_model(), LoRAConfig(r=4, layers=[-1]))
-    adapted = {n.removesuffix(".lora_A.default.weight") for n, _ in model.named_parameters() if ".lora_A." in n}
-    assert {n.split(".layers.")[1] for n in adapted} == {
-        f"1.{part}" for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    adapted = {n.removesuffix(".lora_A.default.weight").split(".layers.")[1]
+               for n, _ in model.named_parameters() if ".lora_A." in n}
+    parts = ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert adapted == {*(f"1.self_attn.{p}" for p in parts),
+                       *(f"1.mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj"))}
     out = model(input_ids=IDS, output_hidden_states=True)
     assert not out.hidden_states[1].requires_grad  # block 0's output
     assert out.hidden_states[2].requires_grad
