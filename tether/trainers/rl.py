@@ -52,6 +52,7 @@ from tether.data import collate_prompts, eos_id, pad_id
 from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
+from tether.model_card import write_model_card
 from tether.model_files import resolve_model
 from tether.reference import load_reference
 from tether.rewards import (
@@ -471,4 +472,5 @@ class RLRun:
             "wall_seconds": seconds,
         }
         write_json(self.run_dir / "summary.json", summary)
+        write_model_card(self.run_dir)
         self.loop.end_tracking(summary)

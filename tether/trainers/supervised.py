@@ -33,6 +33,7 @@ import torch
 from tether.config import dump_config, to_dict
 from tether.errors import TetherError
 from tether.files import write_json
+from tether.model_card import write_model_card
 from tether.trainers.base import Loop, TrainingInterrupted
 from tether.trainers.run_files import save_final
 
@@ -221,6 +222,7 @@ def train_supervised(
         if finish is not None:
             finish(summary)
         write_json(run_dir / "summary.json", summary)
+        write_model_card(run_dir)
         loop.end_tracking(summary)
     finally:
         loop.end_tracking()
