@@ -21,7 +21,8 @@ SUMMARY = {
     "instruments": {
         "kl_from_base": {"value": 2.12, "stderr": 0.01, "n": 16, "unit": "nats"},
         "rm_test_accuracy": {"value": 0.6, "n": 396, "threshold": 0.65, "pass": False},
-        "win_rate_vs_base": {"value": 0.5625, "ci95": [0.4, 0.7], "n": 32, "verdict": "no measurable difference"},
+        "win_rate_vs_base": {"value": 0.5625, "ci95": [0.4, 0.7], "n": 32,
+                             "verdict": "no measurable difference"},
     },
     "rewards": {"policy": {"gold": 0.58}, "base": {"gold": 0.2}},
 }

@@ -324,7 +324,7 @@ def train_dpo(cfg: DPOConfig, out: str | Path, resume: bool | str | Path = False
     saved) and `TetherError` on bad input. Holds the run directory's lock while it runs (tether.rundir).
     """
     check_config(cfg)
-    with claim_run(out, "dpo", cfg, resume):
+    with claim_run(out, "dpo", cfg, resume) as cfg:
         return _train_dpo(cfg, Path(out), resume)
 
 

@@ -311,5 +311,5 @@ def train_ppo(cfg: PPOConfig, out: str | Path, resume: bool | str | Path = False
     resume: True continues from the run's latest checkpoint, a path from that checkpoint. Raises
     `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
-    with claim_run(out, "ppo", cfg, resume):  # the run directory's lock while it runs
+    with claim_run(out, "ppo", cfg, resume) as cfg:  # the run directory's lock while it runs
         return RLRun(cfg, out, resume, algorithm=ppo_algorithm).train()

@@ -104,5 +104,5 @@ def train_rloo(cfg: RLOOConfig, out: str | Path, resume: bool | str | Path = Fal
     run directory. resume: True continues from the run's latest checkpoint, a path from that checkpoint.
     Raises `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input.
     """
-    with claim_run(out, "rloo", cfg, resume):  # the run directory's lock while it runs
+    with claim_run(out, "rloo", cfg, resume) as cfg:  # the run directory's lock while it runs
         return RLRun(cfg, out, resume, algorithm=rloo_algorithm).train()

@@ -136,7 +136,7 @@ def train_rm(cfg: RMConfig, out: str | Path, resume: bool | str | Path = False) 
     `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input. Holds
     the run directory's lock while it runs (tether.rundir).
     """
-    with claim_run(out, "rm", cfg, resume):
+    with claim_run(out, "rm", cfg, resume) as cfg:
         return _train_rm(cfg, Path(out), resume)
 
 

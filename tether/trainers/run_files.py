@@ -3,6 +3,7 @@ lock), settling a fresh start or a resume, and the final model in RUN/model."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from tether import lora, rundir
 from tether.config.train import missing_tracker
 from tether.errors import TetherError
+from tether.inputs import inputs_on_disk
 from tether.trainers import checkpoint as ckpt
 from tether.trainers.base import (
     STAGE_CONFIGS,
@@ -23,11 +25,14 @@ from tether.trainers.base import (
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
 def claim_run(out: str | Path, stage: str, cfg, resume):
     """The lock and ownership check of a training run directory for its whole run (tether.rundir): `out` must
     be new, or `stage`'s (its marker, or a config.yaml of `cfg`'s type from before markers); resuming needs it
-    to exist. Use as `with claim_run(...):` around the run."""
-    return rundir.claim(out, stage, must_exist=bool(resume), legacy=made_by(type(cfg)))
+    to exist. Use as `with claim_run(...) as cfg:` around the run: it yields `cfg` with its in-memory data
+    and models written into RUN/inputs/ (tether.inputs)."""
+    with rundir.claim(out, stage, must_exist=bool(resume), legacy=made_by(type(cfg))) as path:
+        yield inputs_on_disk(cfg, path)
 
 
 def made_by(cls: type):

@@ -91,7 +91,7 @@ def train_sft(cfg: SFTConfig, out: str | Path, resume: bool | str | Path = False
     `TrainingInterrupted` after SIGTERM (once a checkpoint is saved) and `TetherError` on bad input. Holds
     the run directory's lock while it runs (tether.rundir).
     """
-    with claim_run(out, "sft", cfg, resume):
+    with claim_run(out, "sft", cfg, resume) as cfg:
         return _train_sft(cfg, Path(out), resume)
 
 
