@@ -175,6 +175,32 @@ def test_bad_template_settings_are_refused_at_load(item, message):
         load_config(SFTConfig, None, ["model=m", "data.train=t.jsonl", item])
 
 
+def test_all_assistant_turns_makes_one_example_per_turn(tmp_path):
+    """[system, user, assistant, user, assistant]: by default one example (the last turn after the four
+    messages before it); with all_assistant_turns two, each turn after the messages before it. An opening
+    assistant turn has nothing before it and is not trained; an empty middle turn is named by its position,
+    and two assistant turns in a row are refused as a prompt that ends on one."""
+    chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"},
+            {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"},
+            {"role": "assistant", "content": "a2"}]
+    f = write_jsonl(tmp_path / "chat.jsonl", [{"messages": chat}, {"messages": [
+        {"role": "assistant", "content": "hello"}, {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a"}]}])
+    assert [(x.prompt, x.completion) for x in load_sft(f)] == [(chat[:4], "a2"), (
+        [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "u"}], "a")]
+    every = [(x.prompt, x.completion, x.line) for x in load_sft(f, all_assistant_turns=True)]
+    assert every == [(chat[:2], "a1", 1), (chat[:4], "a2", 1), (
+        [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "u"}], "a", 2)]
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"messages": [*chat[:2], {**chat[2], "content": " "},
+                                                                 *chat[3:]]}])
+    with pytest.raises(DataError, match=r"empty.jsonl:1: empty completion \(assistant message 3\)"):
+        load_sft(empty, all_assistant_turns=True)
+    assert len(load_sft(empty)) == 1  # only the last turn is read by default
+    twice = write_jsonl(tmp_path / "twice.jsonl", [{"messages": [*chat[:3], chat[2]]}])
+    with pytest.raises(DataError, match="twice.jsonl:1: the prompt ends on an assistant turn"):
+        load_sft(twice, all_assistant_turns=True)
+
+
 def test_collate_sft_right_and_left():
     items = [SFTTokens([A, B], [C, EOS]), SFTTokens([A], [EOS])]
     right = collate_sft(items, PAD, "right")

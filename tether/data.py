@@ -126,9 +126,13 @@ def response_column(path, line, obj, key) -> str:
     return msgs[0]["content"]
 
 
-def load_sft(path: str | Path, columns: dict[str, str] | None = None) -> list[SFTExample]:
+def load_sft(path: str | Path, columns: dict[str, str] | None = None,
+             all_assistant_turns: bool = False) -> list[SFTExample]:
     """Demonstrations: prompt/completion or messages records from any source (tether.data_sources), its
-    columns renamed by `columns` (tether's name -> the source's)."""
+    columns renamed by `columns` (tether's name -> the source's). A messages record gives its last assistant
+    turn as the completion, or with `all_assistant_turns` one example per assistant turn that follows
+    another message, the messages before it as the prompt (each turn trained once, on the conversation up to
+    it)."""
     out = []
     for line, obj in read_records(path, columns):
         if "messages" in obj:
@@ -136,10 +140,13 @@ def load_sft(path: str | Path, columns: dict[str, str] | None = None) -> list[SF
             last = msgs[-1]
             if last["role"] != "assistant":
                 raise DataError(path, line, f"the last message must be the assistant's, got {last['role']!r}")
-            if not last["content"].strip():
-                raise DataError(path, line, "empty completion (last assistant message)")
-            check_prompt_end(path, line, msgs[:-1])
-            out.append(SFTExample(msgs[:-1], last["content"], str(path), line))
+            turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant" and i > 0] * all_assistant_turns
+            for i in turns or [len(msgs) - 1]:
+                which = "last assistant message" if i == len(msgs) - 1 else f"assistant message {i + 1}"
+                if not msgs[i]["content"].strip():
+                    raise DataError(path, line, f"empty completion ({which})")
+                check_prompt_end(path, line, msgs[:i])
+                out.append(SFTExample(msgs[:i], msgs[i]["content"], str(path), line))
         elif "prompt" in obj or "completion" in obj:
             prompt = prompt_column(path, line, obj)
             completion = response_column(path, line, obj, "completion")

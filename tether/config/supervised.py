@@ -62,6 +62,9 @@ class SFTDataConfig:
     plain prompts as a user turn; 'never': plain text only."""
     template: TemplateConfig = dataclasses.field(default_factory=TemplateConfig)
     """The chat template and its variables, when not the tokenizer's own."""
+    all_assistant_turns: bool = False
+    """Train every assistant turn of a messages record, each on the conversation before it (one example per
+    turn: a conversation of n turns costs about n times its prompt tokens); off: only the last turn."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of a renamed column that nothing reads."""

@@ -103,11 +103,11 @@ def _train_sft(cfg: SFTConfig, run_dir: Path, resume) -> Path:
     if lora.enabled(cfg.lora):
         model = lora.add_adapters(model, cfg.lora, "causal", cfg.model)
     d = cfg.data
-    train, _ = tokenize_sft(load_sft(d.train, d.columns), tokenizer,
+    train, _ = tokenize_sft(load_sft(d.train, d.columns, d.all_assistant_turns), tokenizer,
                             d.max_length, d.too_long, d.chat_template)
     test = None
     if d.test:
-        test, _ = tokenize_sft(load_sft(d.test, d.columns), tokenizer,
+        test, _ = tokenize_sft(load_sft(d.test, d.columns, d.all_assistant_turns), tokenizer,
                                d.max_length, d.too_long, d.chat_template)
     if not train:
         raise TetherError(f"{d.train}: no training records left after skipping")
