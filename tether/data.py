@@ -140,8 +140,8 @@ def load_sft(path: str | Path, columns: dict[str, str] | None = None,
             last = msgs[-1]
             if last["role"] != "assistant":
                 raise DataError(path, line, f"the last message must be the assistant's, got {last['role']!r}")
-            turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant" and i > 0] * all_assistant_turns
-            for i in turns or [len(msgs) - 1]:
+            turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant" and i > 0]
+            for i in turns if all_assistant_turns else [len(msgs) - 1]:
                 which = "last assistant message" if i == len(msgs) - 1 else f"assistant message {i + 1}"
                 if not msgs[i]["content"].strip():
                     raise DataError(path, line, f"empty completion ({which})")
