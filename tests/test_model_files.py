@@ -206,3 +206,48 @@ def test_a_local_folder_wins_over_a_hub_id_of_the_same_name(tmp_path, offline_hu
     model = build_tiny_llama(len(tok), hidden_size=16, num_layers=1, num_heads=2)
     model.save_pretrained(tmp_path / "x" / "y")
     assert resolve_model("x/y").resolve() == (tmp_path / "x" / "y").resolve()  # no Hub lookup: none cached
+
+
+class RecordingHub:
+    """Stands in for huggingface_hub.HfApi: records the calls; `fail` makes the upload raise as the Hub does
+    without a token."""
+
+    def __init__(self, fail: bool = False):
+        self.calls, self.fail = [], fail
+
+    def create_repo(self, repo, private, exist_ok):
+        self.calls.append(("create_repo", repo, private, exist_ok))
+        return f"https://huggingface.co/{repo}"
+
+    def upload_folder(self, folder_path, repo_id, ignore_patterns, commit_message):
+        if self.fail:
+            raise RuntimeError("401 Client Error: Unauthorized\nInvalid credentials")
+        self.calls.append(("upload_folder", folder_path, repo_id, tuple(ignore_patterns)))
+
+
+def test_push_uploads_a_model_directory_and_refuses_in_one_line(tmp_path, monkeypatch):
+    """A model directory goes up whole (hidden temporary files left out) to a repository created when
+    missing; a directory without weights, a bad name, HF_HUB_OFFLINE and a refusing Hub are each one line,
+    and nothing is uploaded."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    build_tiny_llama(8, hidden_size=16, num_layers=1, num_heads=2).save_pretrained(tmp_path / "model")
+    hub = RecordingHub()
+    url = model_files.push_model(tmp_path / "model", "me/tiny", private=True, api=hub)
+    assert url == "https://huggingface.co/me/tiny"
+    assert hub.calls == [("create_repo", "me/tiny", True, True),
+                         ("upload_folder", str(tmp_path / "model"), "me/tiny", (".*",))]
+    (tmp_path / "empty").mkdir()
+    for directory, repo, problem in [(tmp_path / "empty", "me/tiny", "not a model directory"),
+                                     (tmp_path / "model", "tiny", "'tiny' is not a Hub repository name"),
+                                     (tmp_path / "model", "me/tiny@main", "is not a Hub repository name")]:
+        with pytest.raises(TetherError, match=problem):
+            model_files.push_model(directory, repo, api=hub)
+    with pytest.raises(TetherError, match=r"^cannot push to me/tiny: 401 Client Error: Unauthorized Invalid "
+                                          r"credentials$"):
+        model_files.push_model(tmp_path / "model", "me/tiny", api=RecordingHub(fail=True))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(TetherError, match="^cannot push to me/tiny: HF_HUB_OFFLINE is set$"):
+        model_files.push_model(tmp_path / "model", "me/tiny", api=hub)
+    assert len(hub.calls) == 2

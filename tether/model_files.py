@@ -89,6 +89,30 @@ def hub_snapshot(repo: str) -> Path:
                           f"{name} could not be fetched ({why})") from None
 
 
+def push_model(directory: str | Path, repo: str, private: bool = False, api=None) -> str:
+    """Upload the model directory (e.g. RUN/model: weights, tokenizer and its README.md model card) to the
+    Hub repository `owner/name`, created when missing; returns the repository's URL. TetherError, in one
+    line, for a directory that is not a model, with HF_HUB_OFFLINE set, or when the Hub refuses (no token,
+    no network, no right to write). `api`: a huggingface_hub.HfApi (tests pass their own)."""
+    from huggingface_hub import HfApi, constants
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file() or not any(directory.glob("*.safetensors")):
+        raise TetherError(f"{directory}: not a model directory (config.json and safetensors weights)")
+    if not HUB_ID.match(repo) or "@" in repo:
+        raise TetherError(f"{repo!r} is not a Hub repository name (owner/name)")
+    if constants.HF_HUB_OFFLINE:
+        raise TetherError(f"cannot push to {repo}: HF_HUB_OFFLINE is set")
+    api = api or HfApi()
+    try:
+        url = api.create_repo(repo, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(directory), repo_id=repo, ignore_patterns=[".*"],
+                          commit_message=f"Upload {directory.name} from tether")
+    except Exception as e:  # no token, no network, no right to write, ...
+        raise TetherError(f"cannot push to {repo}: {_one_line(e)}") from None
+    return str(url)
+
+
 def converted_dir(gguf: str | Path, cache: str | Path | None = None) -> Path:
     """The directory `resolve_model(gguf)` converts into (whether or not it exists yet)."""
     gguf = Path(gguf)
