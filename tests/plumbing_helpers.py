@@ -77,3 +77,16 @@ def sft_overrides(paths: dict[str, Path], **train) -> list[str]:
 
 def sft_config(paths: dict[str, Path], **train) -> SFTConfig:
     return load_config(SFTConfig, None, sft_overrides(paths, **train))
+
+
+def hub_cache(root, repo: str, files_from, commit: str = "0123456789abcdef0123456789abcdef01234567"):
+    """An offline Hugging Face cache laid out as huggingface_hub writes it: models--OWNER--NAME/refs/main
+    holds the commit, snapshots/COMMIT/ the files."""
+    folder = root / ("models--" + repo.replace("/", "--"))
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for f in files_from.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    return snapshot

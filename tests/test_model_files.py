@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from gguf_helpers import CHAT_TEMPLATE, tiny_source_model, write_tiny_gguf
+from plumbing_helpers import hub_cache
 
 from tether import model_files
 from tether.errors import TetherError
@@ -154,19 +155,6 @@ def test_the_hash_is_read_once_until_the_file_changes(tmp_path, monkeypatch):
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     assert model_files.file_sha256(f) == hashlib.sha256(b"other").hexdigest()
     assert len(reads) == 1
-
-
-def hub_cache(root, repo: str, files_from, commit: str = "0123456789abcdef0123456789abcdef01234567"):
-    """An offline Hugging Face cache laid out as huggingface_hub writes it: models--OWNER--NAME/refs/main
-    holds the commit, snapshots/COMMIT/ the files."""
-    folder = root / ("models--" + repo.replace("/", "--"))
-    snapshot = folder / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for f in files_from.iterdir():
-        (snapshot / f.name).write_bytes(f.read_bytes())
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 @pytest.fixture()

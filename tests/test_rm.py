@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 from pathlib import Path
 
@@ -343,6 +344,36 @@ def test_a_reward_model_reward_scores_as_the_reward_model_was_trained(paths, tmp
     assert all(abs(a - b) > 1e-4 for a, b in zip(defaults, by_hand, strict=True))
     with pytest.raises(TetherError, match="max_length 8"):
         load_reward(str(run / "model"))(["b e f g h i"], ["a"])  # [c b e f g h i d]: 8 tokens, 0 left
+
+
+def test_a_reward_model_s_settings_travel_with_its_directory(paths, tmp_path, monkeypatch):
+    """RUN/model/tether_rm.json holds data.chat_template and data.max_length, so RUN/model copied away from
+    its run (no config.yaml beside it), or served as a Hub id from an offline HF cache, scores as the run's
+    own directory does: prompt "b e", response "f g h i j" is [c b e d] + 4 tokens, not the defaults' row."""
+    from huggingface_hub import constants
+    from plumbing_helpers import hub_cache
+
+    sft = write_model_dir(tmp_path / "sft")
+    tok = tiny_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(sft)
+    more = ["data.chat_template=always", "data.max_length=8", "data.test=null", f"model={sft}"]
+    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0, eval_every=0), *more])
+    run = train_rm(cfg, tmp_path / "run")
+    assert json.loads((run / "model" / "tether_rm.json").read_text()) == {"chat_template": "always",
+                                                                          "max_length": 8}
+    copy = tmp_path / "elsewhere" / "rm"
+    shutil.copytree(run / "model", copy)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub_cache(tmp_path / "hub", "someone/tiny-rm", run / "model")
+    monkeypatch.chdir(tmp_path)
+    prompts, responses = ["b e"], ["f g h i j"]
+    own = load_reward(str(run / "model"))(prompts, responses)
+    model, tok = load_reward_model(run / "model")
+    assert abs(float(own[0]) - score_texts(model, tok, prompts, responses)[0]) > 1e-4  # the defaults differ
+    for elsewhere in (str(copy), "someone/tiny-rm"):
+        assert torch.equal(load_reward(elsewhere)(prompts, responses), own)
 
 
 def test_a_reward_model_keeps_the_data_template_it_was_trained_with(paths, tmp_path):

@@ -25,6 +25,7 @@ padding. A PPO critic initialised from the reward model uses `token_scores` as i
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,8 +36,9 @@ from torch import Tensor
 
 from tether.data import Prompt, encode_completion, encode_nonempty_prompt, pad, pad_id
 from tether.errors import TetherError
+from tether.files import write_json
 from tether.model_files import DTYPES as _DTYPES
-from tether.model_files import load_tokenizer, weights_dir
+from tether.model_files import load_tokenizer, resolve_model, weights_dir
 from tether.packing import run_packed
 from tether.quiet import quiet_transformers
 
@@ -79,9 +81,11 @@ def create_reward_model(
 def load_reward_model(
     model_dir: str | Path, dtype: str = "float32", device: str | torch.device | None = None
 ):
-    """(model, tokenizer) of a saved reward model (RUN/model of `tether rm`), in eval mode."""
+    """(model, tokenizer) of a saved reward model (RUN/model of `tether rm`, or a Hub id: resolve_model), in
+    eval mode."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    model_dir = resolve_model(model_dir)
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
         with quiet_transformers():
@@ -165,19 +169,34 @@ def score_sequences(
     return out
 
 
+SETTINGS = "tether_rm.json"  # in a reward model's directory: how its training rows were built
+
+
+def write_training_settings(model_dir: Path, chat_template: str, max_length: int | None) -> None:
+    """MODEL/tether_rm.json: the data.chat_template and data.max_length the reward model was trained with,
+    kept inside its directory so they travel with it (copied, or pushed to the Hub)."""
+    write_json(Path(model_dir) / SETTINGS, {"chat_template": chat_template, "max_length": max_length})
+
+
 def training_settings(model_dir: str | Path) -> tuple[str, int | None]:
-    """(chat_template, max_length) the reward model in `model_dir` was trained with: data.chat_template and
-    data.max_length of the `tether rm` run's RUN/config.yaml beside RUN/model. A directory without one (a
-    reward model saved by other means) gets tether's default formatting and no cut: ("auto", None)."""
+    """(chat_template, max_length) the reward model in `model_dir` was trained with: its tether_rm.json, or,
+    for one written before that file, data.chat_template and data.max_length of the `tether rm` run's
+    RUN/config.yaml beside RUN/model. A directory with neither (a reward model saved by other means) gets
+    tether's default formatting and no cut: ("auto", None)."""
     from tether.config import read_yaml
 
+    own = Path(model_dir) / SETTINGS
     path = Path(model_dir).parent / "config.yaml"
-    if not path.is_file():
+    if own.is_file():
+        path, data = own, json.loads(own.read_text())
+    elif path.is_file():
+        raw = read_yaml(path)
+        if "center_coef" not in raw or not isinstance(raw.get("data"), dict):  # not a tether rm run's
+            return "auto", None
+        data = raw["data"]
+    else:
         return "auto", None
-    raw = read_yaml(path)
-    if "center_coef" not in raw or not isinstance(raw.get("data"), dict):  # not a `tether rm` run's config
-        return "auto", None
-    chat_template, max_length = raw["data"].get("chat_template", "auto"), raw["data"].get("max_length")
+    chat_template, max_length = data.get("chat_template", "auto"), data.get("max_length")
     length_ok = max_length is None or (type(max_length) is int and max_length > 0)  # bool is not a length
     if chat_template not in ("auto", "always", "never") or not length_ok:
         raise TetherError(f"{path}: data.chat_template {chat_template!r} or data.max_length {max_length!r} "

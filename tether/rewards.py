@@ -49,12 +49,14 @@ class RewardModelReward:
     (tether.reward_model.training_settings), not the policy stage's settings."""
 
     def __init__(self, model_dir: str | Path, device=None, batch_size: int = 64):
+        from tether.model_files import resolve_model
         from tether.reward_model import load_reward_model, training_settings
 
         self.model_dir = str(model_dir)
-        self.model, self.tokenizer = load_reward_model(model_dir, device=device)
+        local = resolve_model(model_dir)  # a Hub id: its snapshot in the HF cache
+        self.model, self.tokenizer = load_reward_model(local, device=device)
         self.model.requires_grad_(False)
-        self.chat_template, self.max_length = training_settings(model_dir)
+        self.chat_template, self.max_length = training_settings(local)
         self.batch_size = batch_size
 
     def __call__(self, prompts: Sequence, responses: Sequence[str], **columns) -> torch.Tensor:
@@ -206,11 +208,17 @@ def imported_code(reward) -> dict[str, dict]:
 
 
 def is_reward_model_dir(spec: str) -> bool:
-    return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
+    """A reward model directory (with config.json), or a Hub id (owner/name[@revision]) that is not a local
+    path: a reward model on the Hub, fetched (or read from the HF cache) when loaded."""
+    from tether.model_files import HUB_ID
+
+    if Path(spec).exists():
+        return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
+    return bool(HUB_ID.match(spec))
 
 
 def load_reward(spec: str, device=None) -> RewardFn:
-    """The reward source a spec names: a reward model directory, "gold" or "module:function"."""
+    """The reward source a spec names: a reward model directory or Hub id, "gold" or "module:function"."""
     if spec == "gold":
         return gold
     if is_reward_model_dir(spec):
@@ -218,7 +226,7 @@ def load_reward(spec: str, device=None) -> RewardFn:
     if is_function_spec(spec):
         return FunctionReward(spec)
     raise TetherError(
-        f"unknown reward {spec!r}: expected a reward model directory (with config.json), "
+        f"unknown reward {spec!r}: expected a reward model directory (with config.json) or Hub id, "
         "'gold', or 'module:function'"
     )
 

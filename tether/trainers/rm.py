@@ -29,7 +29,7 @@ from tether.instruments import rm_accuracy
 from tether.instruments.rm_accuracy import PASS_ACCURACY
 from tether.losses import bradley_terry_loss
 from tether.preferences import PairTokens, collate_pairs, load_pairs, pair_shape
-from tether.reward_model import create_reward_model, sequence_scores
+from tether.reward_model import create_reward_model, sequence_scores, write_training_settings
 from tether.trainers.base import Loop
 from tether.trainers.run_files import claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
@@ -162,6 +162,7 @@ def _train_rm(cfg: RMConfig, run_dir: Path, resume) -> Path:
         margins=d.margin_field is not None,
     )
     def finish(summary: dict) -> None:
+        write_training_settings(Path(summary["model"]), d.chat_template, d.max_length)
         if test:
             acc = rm_accuracy_entry(summary["test_accuracy"], summary["test_pairs"])
             summary["instruments"] = {"rm_test_accuracy": acc}
