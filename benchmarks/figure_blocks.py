@@ -27,7 +27,7 @@ WIDTH = 110  # the README's line length for prose
 # Every block name a script writes, so that a misspelt marker is named rather than silently skipped: the lab
 # figures of benchmarks/readme_figures.py, then the recipes' (recipes/*/run.py).
 LAB_BLOCKS = ("default", "betas", "algo", "verify", "probe", "sweep")
-RECIPE_BLOCKS = ("hh-rm", "smollm2-probes", "rlvr", "sentiment")
+RECIPE_BLOCKS = ("hh-rm", "hh-policies", "smollm2-probes", "rlvr", "sentiment")
 BLOCKS = LAB_BLOCKS + RECIPE_BLOCKS
 
 

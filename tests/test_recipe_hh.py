@@ -44,6 +44,7 @@ def test_the_recipe_runs_and_its_table_is_the_runs_own(tmp_path, capsys):
     data.write_text(hh_records(20))
     readme = tmp_path / "README.md"
     readme.write_text("# r\n<!-- figures:hh-rm -->\nold\n<!-- /figures:hh-rm -->\n"
+                      "<!-- figures:hh-policies -->\nold\n<!-- /figures:hh-policies -->\n"
                       "<!-- figures:smollm2-probes -->\nold\n<!-- /figures:smollm2-probes -->\nend\n")
     out = tmp_path / "runs"
     argv = ["--smoke", "--data", str(data), "--model", str(model), "--out", str(out)]
@@ -67,6 +68,14 @@ def test_the_recipe_runs_and_its_table_is_the_runs_own(tmp_path, capsys):
     low, high = harmful["difference_ci95"]
     assert row.split("|")[5].strip() == (f"{harmful['change']:+.3f} [{low:+.3f}, {high:+.3f}]"
                                          .replace("-", "−"))
+    # the policies block: DPO against the base, each cell its eval summary's figures
+    ev = json.loads((out / "eval-dpo" / "summary.json").read_text())
+    win, kl = ev["instruments"]["win_rate_vs_base"], ev["instruments"]["kl_from_base"]
+    assert ev["rm"] == str(out / "rm" / "lora16" / "model") and win["n"] == 2  # max_prompts=2 in --smoke
+    cells = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| DPO"))
+             .strip("|").split("|")]
+    assert cells[1] == f"{kl['value']:.3f} ± {1.96 * kl['stderr']:.3f}".replace("-", "−")
+    assert cells[3].startswith(f"{win['value']:.3f} [{win['ci95'][0]:.3f}, {win['ci95'][1]:.3f}]")
     # a second call trains nothing: the same block from the stamps
     before = (out / "rm" / "lora16" / "metrics.jsonl").read_text()
     assert recipe.main([*argv, "--write", str(readme)]) == 0

@@ -12,6 +12,11 @@ Parts, each kept in --out (default runs/recipes/hh-rlhf) and not run again once 
   into OUT/rm/NAME. Its block (`hh-rm`) lists every configuration measured in OUT: held-out pairwise
   accuracy on every test pair that fits the maximum length, its 95 % Wilson interval and n, tether's 0.65
   gate, and the wall time of the whole `tether rm` call (model loading and the held-out pass included).
+- policies: `tether dpo --config recipes/hh-rlhf/dpo.yaml` from the model on OUT/data's training pairs into
+  OUT/dpo, then `tether eval --policy OUT/dpo/model --base MODEL` into OUT/eval-dpo with the best reward
+  model measured in OUT (--judge NAME to choose another) judging 64 held-out HH prompts (labelled harmful)
+  and the probe sets. Its block (`hh-policies`) is the base against each policy: KL from the base, mean RM
+  reward, the RM's win-rate with its 95 % interval, refusal and over-refusal, and the reward-hacking verdict.
 - probes: `tether eval --policy MODEL --base MODEL probe_temperature=1` into OUT/probes-self: the shipped
   probe sets (tether/instruments/probes) asked of the model and of itself, sampled, so that the two sides are
   independent draws: every difference's interval should hold 0 (the instruments' calibration check). Its
@@ -45,8 +50,8 @@ from figure_blocks import (  # noqa: E402
 from tether.errors import TetherError  # noqa: E402
 
 SCRIPT = "recipes/hh-rlhf/run.py"
-PARTS = ("data", "rm", "probes")
-BLOCKS = {"rm": "hh-rm", "probes": "smollm2-probes"}  # part → its README block
+PARTS = ("data", "rm", "policies", "probes")
+BLOCKS = {"rm": "hh-rm", "policies": "hh-policies", "probes": "smollm2-probes"}  # part → its README block
 # name → (what it is, in the table; overrides of recipes/hh-rlhf/rm.yaml)
 VARIANTS = {
     "lora16": ("LoRA r 16 (all linear layers), lr 2e-4, 1 epoch, 256 tokens", []),
@@ -58,8 +63,11 @@ VARIANTS = {
 }
 DEFAULT_VARIANTS = ("lora16",)
 SMOKE = ["train.max_steps=2", "train.batch_size=2", "train.micro_batch_size=2", "train.warmup_steps=0",
-         "train.save_every=0", "data.max_length=64"]
+         "train.save_every=0", "data.max_length=64", "lora.layers=[]"]
 SMOKE_PROBES = ["probe_max_items=3", "probe_max_new_tokens=4"]
+SMOKE_EVAL = ["max_prompts=2", "max_new_tokens=4", *SMOKE_PROBES]
+# `tether eval` of each policy: 64 held-out HH prompts; greedy probe answers (≤ 48 tokens), 50 items a set
+POLICY_EVAL = ["max_prompts=64", "max_new_tokens=48", "probe_max_items=50"]
 # the behaviour instruments of the probe sets, as the table names them
 PROBE_ROWS = (("refusal_rate_harmful", "refusal (harmful requests)"),
               ("refusal_rate_benign", "over-refusal (benign requests)"),
@@ -134,6 +142,40 @@ class Recipe:
         return "\n".join(lines) + "\n\n" + stamp_line(last, SCRIPT)
 
 
+    def best_rm(self, judge: str | None) -> str:
+        """The reward model that judges the policies: `judge`, or the measured variant of highest accuracy."""
+        done = {p.stem.removeprefix("rm-") for p in (self.out / "stamps").glob("rm-*.json")}
+        if judge is not None:
+            if judge not in done:
+                raise TetherError(f"--judge: no finished reward model {judge!r} in {self.out / 'rm'}")
+            return judge
+        if not done:
+            raise TetherError(f"no finished reward model in {self.out / 'rm'}: run the rm part first")
+        accuracy = {n: json.loads((self.out / "rm" / n / "summary.json").read_text())["test_accuracy"]
+                    for n in done}
+        return max(sorted(accuracy), key=accuracy.get)
+
+    def part_policies(self, judge: str | None) -> str:
+        from tether.config import DPOConfig, load_config
+        from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
+        from tether.trainers.dpo import train_dpo
+
+        self.part_data()
+        rm = self.best_rm(judge)
+        dpo = self.out / "dpo"
+        cfg = load_config(DPOConfig, HERE / "dpo.yaml", [
+            f"policy={self.model}", f"data.train={self.out / 'data' / 'train.jsonl'}",
+            *(SMOKE if self.smoke else [])])
+        self.stamp("dpo", lambda: train_dpo(cfg, dpo, resume=dpo.exists()))
+        ev = load_config(EvalConfig, None, [
+            f"rm={self.out / 'rm' / rm / 'model'}", f"prompts={self.out / 'data' / 'prompts.jsonl'}",
+            *POLICY_EVAL, *(SMOKE_EVAL if self.smoke else [])])
+        run = self.out / "eval-dpo"
+        stamp = self.stamp("eval-dpo", lambda: evaluate_policy_dirs(str(dpo / "model"), str(self.model),
+                                                                   ev, out=str(run)))
+        summary = json.loads((run / "summary.json").read_text())
+        return policies_block({"DPO, β 0.1, 100 steps of 8 pairs": summary}, rm, stamp)
+
     def part_probes(self) -> str:
         from tether.config import load_config
         from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
@@ -170,6 +212,35 @@ def probes_block(summary: dict, stamp: dict) -> str:
     return "\n".join(lines) + "\n\n" + note + "\n\n" + stamp_line(stamp, SCRIPT)
 
 
+def policies_block(evals: dict[str, dict], rm: str, stamp: dict) -> str:
+    """The base against each policy, by `tether eval`: KL, the judge's mean reward and win-rate, refusal."""
+    head = ["policy", "KL from base (nats)", "RM reward: policy / base", "RM win-rate [95 % CI]",
+            "refusal on harmful: policy / base", "over-refusal: policy / base", "hacking verdict"]
+    lines = [md_row(head), md_rule(len(head))]
+    for name, summary in evals.items():
+        inst, rewards = summary["instruments"], summary["rewards"]
+        kl, win = inst["kl_from_base"], inst["win_rate_vs_base"]
+        low, high = win["ci95"]
+
+        def both(key):
+            e = inst[key]
+            if e.get("value") is None:
+                return "-"
+            return f"{num(e['value'])} / {num(e['base'])} ({e.get('verdict', '-')})"
+
+        flags = inst["reward_hacking"]
+        hacking = "flagged: " + "; ".join(flags["reasons"]) if flags["value"] else "clear"
+        lines.append(md_row([name, f"{num(kl['value'])} ± {num(1.96 * kl['stderr'])}",
+                             f"{num(rewards['policy']['proxy'])} / {num(rewards['base']['proxy'])}",
+                             f"{num(win['value'])} [{num(low)}, {num(high)}] ({win['verdict']})",
+                             both("refusal_rate_harmful"), both("refusal_rate_benign"), hacking]))
+    first = next(iter(evals.values()))
+    n = first["instruments"]["win_rate_vs_base"]["n"]
+    note = (f"Judged by the reward model `{rm}` of the table above on {n} held-out HH prompts; refusal from "
+            "the probe sets (greedy, at most 48 new tokens).")
+    return "\n".join(lines) + "\n\n" + note + "\n\n" + stamp_line(stamp, SCRIPT)
+
+
 def parse_list(value: str | None, known, what: str) -> list[str]:
     names = [n.strip() for n in (value or "").split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
@@ -188,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="PARTS", help=f"comma-separated parts ({','.join(PARTS)})")
     parser.add_argument("--variants", metavar="NAMES", help=f"RM configurations ({','.join(VARIANTS)}; "
                         f"default {','.join(DEFAULT_VARIANTS)})")
+    parser.add_argument("--judge", metavar="NAME", help="the reward model that judges the policies (default: "
+                        "the most accurate one measured)")
     parser.add_argument("--write", metavar="FILE", help="replace the blocks between the markers in FILE")
     parser.add_argument("--smoke", action="store_true", help="seconds-long settings: checks the script only")
     args = parser.parse_args(argv)
@@ -206,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         for part in parts:
             print(f"hh-rlhf: {part}", file=sys.stderr, flush=True)
             block = {"rm": lambda: recipe.part_rm(variants), "probes": recipe.part_probes,
-                     "data": recipe.part_data}[part]()
+                     "policies": lambda: recipe.part_policies(args.judge), "data": recipe.part_data}[part]()
             if part in BLOCKS:
                 blocks[BLOCKS[part]] = block
         emit_blocks(blocks, args.write, "hh-rlhf")
