@@ -18,7 +18,9 @@ from tether.data import (
     SFTTokens,
     collate_prompts,
     collate_sft,
+    encode_completion,
     encode_prompt,
+    eos_id,
     load_prompts,
     load_sft,
     pad,
@@ -199,6 +201,21 @@ def test_all_assistant_turns_makes_one_example_per_turn(tmp_path):
     twice = write_jsonl(tmp_path / "twice.jsonl", [{"messages": [*chat[:3], chat[2]]}])
     with pytest.raises(DataError, match="twice.jsonl:1: the prompt ends on an assistant turn"):
         load_sft(twice, all_assistant_turns=True)
+
+
+def test_completions_end_with_the_template_s_end_of_turn_token_where_it_is_not_eos():
+    """A template that ends each turn with the special token <eot> (id 16: the 12 words after ids 0-3): a
+    completion "a b" is [a, b, <eot>], and <eot> is the id that stops sampling (eos_id). Where the template
+    ends turns with EOS, with a plain word, or the tokenizer has no template, EOS (3) stays."""
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<eot>"]})
+    assert eos_id(tok) == EOS and encode_completion(tok, "a b") == [A, B, EOS]
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} <eot> {% endfor %}"
+    assert eos_id(tok) == 16 and encode_completion(tok, "a b") == [A, B, 16]
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} <eos> {% endfor %}"
+    assert eos_id(tok) == EOS
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} c {% endfor %}"
+    assert eos_id(tok) == EOS
 
 
 def test_collate_sft_right_and_left():

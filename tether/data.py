@@ -175,9 +175,35 @@ def load_prompts(path: str | Path, columns: dict[str, str] | None = None) -> lis
 
 
 def eos_id(tokenizer) -> int:
+    """The id that ends every completion and stops sampling: the chat template's end-of-turn token where the
+    template ends an assistant turn with a special token other than EOS (e.g. `<end_of_turn>` where EOS is
+    `<eos>`), so that a trained reply ends as the template's turns do; otherwise the tokenizer's EOS.
+    Worked out once per chat template (kept on the tokenizer)."""
     if tokenizer.eos_token_id is None:
         raise TetherError("the tokenizer has no EOS token; tether needs one to end completions")
-    return int(tokenizer.eos_token_id)
+    template = getattr(tokenizer, "chat_template", None)
+    known = getattr(tokenizer, "_tether_end_of_turn", None)
+    if known is None or known[0] != template:
+        known = (template, end_of_turn_id(tokenizer) if template else None)
+        tokenizer._tether_end_of_turn = known
+    return known[1] if known[1] is not None else int(tokenizer.eos_token_id)
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the chat template writes right after an assistant turn's text, when it is not EOS;
+    None when it is EOS, is not a special token, or the template cannot render a two-turn chat."""
+    mark = "TETHERMARK"
+    chat = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": mark}]
+    try:
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+    except Exception:  # a template with rules of its own (roles, a system turn): keep EOS
+        return None
+    if mark not in text:
+        return None
+    after = tokenizer(text[text.index(mark) + len(mark):], add_special_tokens=False)["input_ids"]
+    if not after or after[0] == tokenizer.eos_token_id or after[0] not in tokenizer.all_special_ids:
+        return None
+    return int(after[0])
 
 
 def pad_id(tokenizer) -> int:
