@@ -69,6 +69,54 @@ def test_an_sft_run_sends_every_metrics_record_to_tensorboard(tmp_path):
     assert_same(scalars(ea), expected)  # SFT has no instruments: no summary/ tags either
 
 
+def wandb_history(wandb_dir) -> dict[str, list[tuple[int, float]]]:
+    """{key: [(step, value)]} of every history row in the one offline run under `wandb_dir`, read from its
+    .wandb file with wandb's own protobuf Record. The file is W&B's record log: a 7-byte header (":W&B",
+    magic, version), then 32 KiB blocks of records, each behind a 7-byte header (crc32, length, type: 1 a
+    whole record, 2-4 its first, middle and last piece), a block's tail shorter than a header left empty."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = wandb_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, pos, piece, out = path.read_bytes(), 7, b"", {}
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (length == 0 and kind == 0):
+            pos += left
+            continue
+        piece, pos = piece + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record.FromString(piece)
+            piece = b""
+            if record.WhichOneof("record_type") == "history":
+                row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+                for key, value in row.items():
+                    if not key.startswith("_"):
+                        out.setdefault(key, []).append((row["_step"], value))
+    return out
+
+
+def test_an_sft_run_sends_every_metrics_record_to_wandb_offline(tmp_path, monkeypatch):
+    """wandb in offline mode (nothing leaves the machine): the run's history rows, read back from the
+    .wandb file, are metrics.jsonl's numbers value for value (float64, as logged) at the record's step."""
+    pytest.importorskip("wandb")
+    for name, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true")):
+        monkeypatch.setenv(name, value)
+    paths = sft_setup(tmp_path / "data")
+    out = tmp_path / "run"
+    train_sft(sft_config(paths, report_to="[wandb]", max_steps=3, save_every=0, eval_every=3), out)
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for r in read_metrics(out):
+        for key, value in r.items():
+            if key not in ("step", "kind") and isinstance(value, int | float):
+                expected.setdefault(f"{r['kind']}/{key}", []).append((r["step"], value))
+    assert len(expected["train/loss"]) == 3 and expected["eval/test_loss"][0][0] == 3
+    assert wandb_history(tmp_path) == expected
+
+
 @pytest.fixture(scope="module")
 def ppo_run_dir(tmp_path_factory):
     """A tiny PPO run (2 iterations, an evaluation after each) reporting to TensorBoard."""
