@@ -77,3 +77,19 @@ def test_a_loaded_model_needs_its_tokenizer_object(tmp_path):
     with pytest.raises(TetherError, match="model is a loaded model: give its tokenizer object as tokenizer"):
         train_sft(dataclasses.replace(cfg, model=tiny_model()), tmp_path / "new" / "run")
     assert not (tmp_path / "new").exists()  # the directory the refused run would have made is gone
+
+
+def test_a_tokenizer_object_beside_a_model_path_is_saved_to_inputs(tmp_path):
+    """The model as a path and its tokenizer as an object: the tokenizer goes to RUN/inputs/tokenizer and
+    config.yaml names it; the trained model is the files-only run's, bit for bit. Another model for the same
+    directory is refused naming RUN/inputs/model."""
+    paths = sft_setup(tmp_path / "files")
+    cfg = sft_config(paths, max_steps=2, save_every=0)
+    a = train_sft(cfg, tmp_path / "a")
+    b = train_sft(dataclasses.replace(cfg, tokenizer=tiny_tokenizer()), tmp_path / "b")
+    assert yaml.safe_load((b / "config.yaml").read_text())["tokenizer"] == str(b / "inputs" / "tokenizer")
+    wa, wb = _weights(a), _weights(b)
+    assert all(wa[k].equal(wb[k]) for k in wa)
+    c = train_sft(dataclasses.replace(cfg, model=tiny_model(0), tokenizer=tiny_tokenizer()), tmp_path / "c")
+    with pytest.raises(TetherError, match=r"model: .*inputs/model holds another model"):
+        train_sft(dataclasses.replace(cfg, model=tiny_model(1), tokenizer=tiny_tokenizer()), c, resume=True)

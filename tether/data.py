@@ -25,6 +25,7 @@ asked (`"always"`); without a template, messages are rendered as "Role: content"
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -222,8 +223,6 @@ def set_template(tokenizer, template) -> None:
     the chat template, then one `{%- set name = value -%}` line per kwargs entry at the top, so that the
     tokenizer saved with the trained model renders as training did. Values are written as JSON literals,
     which Jinja reads as the same booleans, numbers and strings. No change without either setting."""
-    import json
-
     text = Path(template.file).read_text(encoding="utf-8") if template.file else tokenizer.chat_template
     if template.kwargs:
         if not text:

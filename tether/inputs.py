@@ -7,7 +7,8 @@
     train_dpo(cfg, "runs/dpo")                            # saves them to runs/dpo/inputs/policy/ first
 
 A stage's `data.train` / `data.test` may be a list of records (dicts) or a `datasets.Dataset`, and its
-`model` / `policy` a loaded `transformers.PreTrainedModel` with its tokenizer object in `tokenizer`. Each
+`model` / `policy` / `reference` a loaded `transformers.PreTrainedModel` with its tokenizer object in
+`tokenizer` (a tokenizer object alone also works, beside a model given as a path). Each
 is written once into the run directory (records as JSON lines, a model with save_pretrained in safetensors)
 and the run goes on with that path: the same record checks with `inputs/train.jsonl:LINE` in their errors,
 the data's SHA-256 in config.yaml, and a `--resume` that reads the same files. Given again to a run
@@ -33,21 +34,26 @@ def inputs_on_disk(cfg, run_dir: Path):
     """`cfg` with every in-memory input replaced by the path it was written to under RUN/inputs/ (a new
     config; `cfg` itself is left as it is). A config whose inputs are all paths comes back unchanged."""
     data = cfg.data
-    written = {name: str(write_records(getattr(data, name), run_dir / "inputs" / f"{name}.jsonl", name))
-               for name in ("train", "test") if is_records(getattr(data, name))}
-    changes: dict[str, Any] = {"data": dataclasses.replace(data, **written)} if written else {}
-    for name in MODEL_FIELDS:
-        model = getattr(cfg, name, None)
-        if is_model(model):
-            changes[name] = str(write_model(model, cfg.tokenizer, run_dir / "inputs" / name, name))
-            changes["tokenizer"] = None  # saved beside the model
-    if not changes:
+    in_memory = [name for name in ("train", "test") if is_records(getattr(data, name))]
+    models = [name for name in MODEL_FIELDS if is_model(getattr(cfg, name, None))]
+    tokenizer = getattr(cfg, "tokenizer", None)
+    tokenizer_object = tokenizer is not None and not isinstance(tokenizer, str | Path)
+    if not (in_memory or models or tokenizer_object):
         return cfg
     from tether.rundir import is_main_process
 
     if not is_main_process():
         raise TetherError("in-memory data or models are for one process: write them to files for a "
                           "multi-process run")
+    changes: dict[str, Any] = {}
+    if in_memory:
+        changes["data"] = dataclasses.replace(data, **{
+            name: str(write_records(getattr(data, name), run_dir / "inputs" / f"{name}.jsonl", name))
+            for name in in_memory})
+    for name in models:
+        changes[name] = str(write_model(getattr(cfg, name), tokenizer, run_dir / "inputs" / name, name))
+    if tokenizer_object:  # saved beside each model, or alone for a model given as a path
+        changes["tokenizer"] = None if models else str(write_tokenizer(tokenizer, run_dir / "inputs"))
     return dataclasses.replace(cfg, **changes)
 
 
@@ -82,30 +88,44 @@ def write_records(records, path: Path, name: str) -> Path:
 
 
 def write_model(model, tokenizer, path: Path, name: str) -> Path:
-    """A loaded model and its tokenizer saved (safetensors) into the directory `path`; one already there must
-    hold the same weights."""
+    """A loaded model and its tokenizer saved (safetensors) into the directory `path`."""
     if tokenizer is None or isinstance(tokenizer, str | Path):
         raise TetherError(f"{name} is a loaded model: give its tokenizer object as tokenizer too")
     if hasattr(model, "peft_config"):
         raise TetherError(f"{name} is a peft model: merge its adapters first (merge_and_unload)")
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return write_dir(save, path, name, "model")
+
+
+def write_tokenizer(tokenizer, inputs: Path) -> Path:
+    """A tokenizer object saved into INPUTS/tokenizer."""
+    return write_dir(tokenizer.save_pretrained, inputs / "tokenizer", "tokenizer", "tokenizer")
+
+
+def write_dir(save, path: Path, name: str, what: str) -> Path:
+    """`save(directory)` into a temporary directory renamed to `path`; where `path` is already there (an
+    earlier start of this run), its files must be byte for byte the ones just saved, and it is kept."""
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if path.is_dir():
-        same = _weights_digest(path) == _weights_digest(tmp)
-        shutil.rmtree(tmp)
-        if not same:
-            raise TetherError(f"{name}: {path} holds another model (this run directory's); give the same "
-                              "model to resume it, or choose another --out")
+    save(tmp)
+    if not path.is_dir():
+        tmp.replace(path)
         return path
-    tmp.replace(path)
+    same = _digest(path) == _digest(tmp)
+    shutil.rmtree(tmp)
+    if not same:
+        raise TetherError(f"{name}: {path} holds another {what} (this run directory's); give the same "
+                          f"{what} to resume it, or choose another --out")
     return path
 
 
-def _weights_digest(directory: Path) -> str:
+def _digest(directory: Path) -> str:
     digest = hashlib.sha256()
-    for file in sorted(directory.glob("*.safetensors")):
+    for file in sorted(p for p in directory.iterdir() if p.is_file()):
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()

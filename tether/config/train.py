@@ -144,7 +144,7 @@ class LoRAConfig:
     layers: list[int] = ranged([])
     """Transformer blocks whose target modules get adapters, by index from 0 (negative: from the end, -1 the
     last block); empty: every block. Below the lowest adapted block nothing trains, so the backward pass
-    stops there: adapters in the last 10 of SmolLM2-135M's 30 blocks halve an RM step on CPU."""
+    stops there: adapters in the last 10 of SmolLM2-135M's 30 blocks cut an RM step on CPU by about 40 %."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases train too; only none is accepted (peft trains biases in place, and the reference is the
     model with its adapters off, which must be the starting model)."""
