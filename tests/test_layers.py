@@ -37,10 +37,11 @@ LAYERS = [
     # packing (padding-free forward passes) serves reward_model as much as rollout: it sits here.
     ("models", ("tether.models", "tether.models_pull", "tether.model_files", "tether.reward_model",
                 "tether.lora", "tether.lora_merge", "tether.reference", "tether.config",
-                "tether.activations", "tether.precision", "tether.packing")),
+                "tether.activations", "tether.precision", "tether.packing", "tether.model_card")),
     # design.md lists data with the plumbing; it sits below the models because reward_model and
     # models_pull tokenise and pad with it (it imports only tether.errors).
-    ("data", ("tether.data", "tether.data_sources", "tether.preferences")),
+    # tether.inputs writes a Python caller's in-memory records and models into the run directory.
+    ("data", ("tether.data", "tether.data_sources", "tether.preferences", "tether.inputs")),
     # tether.functions imports user code by 'module:function': below the config, which refuses a bad one.
     ("base", ("tether.errors", "tether.files", "tether.rundir", "tether.quiet", "tether.functions",
               "tether")),
