@@ -83,10 +83,23 @@ class EvalConfig:
     """0: greedy probe answers. Above 0 they are sampled, policy and base with different seeds — a model
     against itself then checks that the intervals hold the difference of 0."""
 
+    lm_eval_tasks: list[str] = field(default_factory=list)
+    """lm-evaluation-harness tasks run on policy and base, each metric an instrument with the difference's
+    interval (tether/instruments/lm_eval_tasks.py; pip install 'tether[lm-eval]'); [] runs none."""
+    lm_eval_include: str | None = None
+    """A folder of lm-eval task YAMLs of your own (e.g. on local data files) that lm_eval_tasks may name."""
+    lm_eval_limit: int | None = ranged(None, ">= 1")
+    """At most this many documents of each lm-eval task (lm-eval's --limit); default: every document."""
+
     def problems(self):
-        """(key, reason) of a gold that is neither a mode nor a function that imports, and of an endpoint
-        judge without its model name (or a model name without an endpoint)."""
+        """(key, reason) of a gold that is neither a mode nor a function that imports, of an endpoint judge
+        without its model name (or a model name without an endpoint), and of lm-eval settings without
+        lm_eval_tasks."""
         from tether.instruments.endpoint_judge import is_endpoint
+
+        for key in ("lm_eval_include", "lm_eval_limit"):
+            if getattr(self, key) is not None and not self.lm_eval_tasks:
+                yield key, "is only read with lm_eval_tasks (the lm-eval tasks to run), which is empty"
 
         yield from gold_problems(self.gold)
         if is_endpoint(self.judge) and not self.judge_model:
@@ -225,6 +238,12 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         "prompts": prompts_path,
         "lab": cfg.lab,
     }
+    if cfg.lm_eval_tasks:
+        from tether.instruments.lm_eval_tasks import lm_eval_instruments
+
+        summary["instruments"].update(lm_eval_instruments(policy_dir, base_dir, cfg.lm_eval_tasks,
+                                                          cfg.lm_eval_include, cfg.lm_eval_limit, cfg.device))
+        summary["wall_seconds"] = time.perf_counter() - start
     if measured is not None:
         summary["probes"] = {
             "version": PROBES_VERSION,
