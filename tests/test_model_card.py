@@ -39,7 +39,7 @@ def test_the_card_copies_the_config_and_the_summary():
     assert ("- **Stage:** `tether dpo`, direct preference optimisation (Rafailov et al. 2023); loss sigmoid; "
             "β = 0.1.") in body
     assert "LoRA r 16, α 32 on all-linear, blocks [-2, -1], merged" in body
-    assert "- **Training:** 40 optimizer steps, 160 training items, 1.5 min of wall time." in body
+    assert "- **Training:** 40 optimizer steps, a training set of 160 items, 1.5 min of wall time." in body
     assert "- `pairs.jsonl` (SHA-256 `ff00`)" in body
     assert "| kl_from_base | 2.120 nats | ± 0.020 | 16 |  |" in body
     assert "| rm_test_accuracy | 0.600 |  | 396 | fail (threshold 0.650) |" in body

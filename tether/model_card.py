@@ -83,7 +83,7 @@ def _weights(lora: dict[str, Any]) -> str:
 def _training(summary: dict[str, Any]) -> str:
     parts = [f"{summary['iterations']} iterations" if "iterations" in summary else None,
              f"{summary['steps']} optimizer steps" if "steps" in summary else None,
-             f"{summary['train_items']} training items" if "train_items" in summary else None,
+             f"a training set of {summary['train_items']} items" if "train_items" in summary else None,
              f"{summary['wall_seconds'] / 60:.1f} min of wall time" if "wall_seconds" in summary else None]
     return ", ".join(p for p in parts if p)
 
