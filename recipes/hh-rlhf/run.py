@@ -166,7 +166,7 @@ class Recipe:
         cfg = load_config(DPOConfig, HERE / "dpo.yaml", [
             f"policy={self.model}", f"data.train={self.out / 'data' / 'train.jsonl'}",
             *(SMOKE if self.smoke else [])])
-        self.stamp("dpo", lambda: train_dpo(cfg, dpo, resume=dpo.exists()))
+        trained = self.stamp("dpo", lambda: train_dpo(cfg, dpo, resume=dpo.exists()))
         ev = load_config(EvalConfig, None, [
             f"rm={self.out / 'rm' / rm / 'model'}", f"prompts={self.out / 'data' / 'prompts.jsonl'}",
             *POLICY_EVAL, *(SMOKE_EVAL if self.smoke else [])])
@@ -174,7 +174,8 @@ class Recipe:
         stamp = self.stamp("eval-dpo", lambda: evaluate_policy_dirs(str(dpo / "model"), str(self.model),
                                                                    ev, out=str(run)))
         summary = json.loads((run / "summary.json").read_text())
-        return policies_block({"DPO, β 0.1, 100 steps of 8 pairs": summary}, rm, stamp)
+        name = f"DPO, β 0.1, 100 steps of 8 pairs ({trained['seconds'] / 60:.1f} min)"
+        return policies_block({name: summary}, rm, stamp)
 
     def part_probes(self) -> str:
         from tether.config import load_config
@@ -222,7 +223,7 @@ def policies_block(evals: dict[str, dict], rm: str, stamp: dict) -> str:
         kl, win = inst["kl_from_base"], inst["win_rate_vs_base"]
         low, high = win["ci95"]
 
-        def both(key):
+        def both(key, inst=inst):
             e = inst[key]
             if e.get("value") is None:
                 return "-"
