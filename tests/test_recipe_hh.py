@@ -89,7 +89,7 @@ def test_bad_arguments_are_one_line_before_any_run(tmp_path, capsys):
     capsys.readouterr()  # saving the model draws a progress bar
     assert recipe.main(["--variants", "lora61", "--model", str(model), "--out", str(out)]) == 2
     assert capsys.readouterr().err == ("hh-rlhf: error: --variants: unknown lora61; choose from lora16, "
-                                       "full, top10, top10-1.5ep\n")
+                                       "full, top10, top10-lr5e-4, top10-1.5ep\n")
     readme = tmp_path / "README.md"
     readme.write_text("# no blocks\n")
     assert recipe.main(["--model", str(model), "--out", str(out), "--write", str(readme)]) == 2

@@ -58,6 +58,8 @@ VARIANTS = {
     "full": ("every weight, lr 2e-5, 1 epoch, 256 tokens", ["lora.r=0", "train.lr=2e-5"]),
     "top10": ("LoRA r 16 in the last 10 of 30 blocks, lr 2e-4, 1 epoch, 256 tokens",
               ["lora.layers=[-10,-9,-8,-7,-6,-5,-4,-3,-2,-1]"]),
+    "top10-lr5e-4": ("LoRA r 16 in the last 10 of 30 blocks, lr 5e-4, 1 epoch, 256 tokens",
+                     ["lora.layers=[-10,-9,-8,-7,-6,-5,-4,-3,-2,-1]", "train.lr=5e-4"]),
     "top10-1.5ep": ("LoRA r 16 in the last 10 of 30 blocks, lr 2e-4, 1.5 epochs, 256 tokens",
                     ["lora.layers=[-10,-9,-8,-7,-6,-5,-4,-3,-2,-1]", "train.epochs=1.5"]),
 }
