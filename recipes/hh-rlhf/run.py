@@ -177,7 +177,7 @@ class Recipe:
                                                                    ev, out=str(run)))
         summary = json.loads((run / "summary.json").read_text())
         name = f"DPO, β 0.1, 100 steps of 8 pairs ({trained['seconds'] / 60:.1f} min)"
-        return policies_block({name: summary}, rm, stamp)
+        return policies_block({name: summary}, stamp)
 
     def part_probes(self) -> str:
         from tether.config import load_config
@@ -215,8 +215,9 @@ def probes_block(summary: dict, stamp: dict) -> str:
     return "\n".join(lines) + "\n\n" + note + "\n\n" + stamp_line(stamp, SCRIPT)
 
 
-def policies_block(evals: dict[str, dict], rm: str, stamp: dict) -> str:
-    """The base against each policy, by `tether eval`: KL, the judge's mean reward and win-rate, refusal."""
+def policies_block(evals: dict[str, dict], stamp: dict) -> str:
+    """The base against each policy, by `tether eval`: KL, the judge's mean reward and win-rate, refusal.
+    The judge is named from the evaluation's own summary (OUT/rm/NAME/model)."""
     head = ["policy", "KL from base (nats)", "RM reward: policy / base", "RM win-rate [95 % CI]",
             "refusal on harmful: policy / base", "over-refusal: policy / base", "hacking verdict"]
     lines = [md_row(head), md_rule(len(head))]
@@ -238,7 +239,7 @@ def policies_block(evals: dict[str, dict], rm: str, stamp: dict) -> str:
                              f"{num(win['value'])} [{num(low)}, {num(high)}] ({win['verdict']})",
                              both("refusal_rate_harmful"), both("refusal_rate_benign"), hacking]))
     first = next(iter(evals.values()))
-    n = first["instruments"]["win_rate_vs_base"]["n"]
+    n, rm = first["instruments"]["win_rate_vs_base"]["n"], Path(first["rm"]).parent.name
     note = (f"Judged by the reward model `{rm}` of the table above on {n} held-out HH prompts; refusal from "
             "the probe sets (greedy, at most 48 new tokens).")
     return "\n".join(lines) + "\n\n" + note + "\n\n" + stamp_line(stamp, SCRIPT)
