@@ -14,8 +14,8 @@ Parts, each kept in --out (default runs/recipes/hh-rlhf) and not run again once 
   gate, and the wall time of the whole `tether rm` call (model loading and the held-out pass included).
 - policies: `tether dpo --config recipes/hh-rlhf/dpo.yaml` from the model on OUT/data's training pairs into
   OUT/dpo, then `tether eval --policy OUT/dpo/model --base MODEL` into OUT/eval-dpo with the best reward
-  model measured in OUT (--judge NAME to choose another) judging 64 held-out HH prompts (labelled harmful)
-  and the probe sets. Its block (`hh-policies`) is the base against each policy: KL from the base, mean RM
+  model measured in OUT (--judge NAME to choose another) judging 64 held-out HH prompts (labelled harmful),
+  and the probe sets at their default sizes. Its block (`hh-policies`) is the base against each policy: KL from the base, mean RM
   reward, the RM's win-rate with its 95 % interval, refusal and over-refusal, and the reward-hacking verdict.
 - probes: `tether eval --policy MODEL --base MODEL probe_temperature=1` into OUT/probes-self: the shipped
   probe sets (tether/instruments/probes) asked of the model and of itself, sampled, so that the two sides are
@@ -68,8 +68,9 @@ SMOKE = ["train.max_steps=2", "train.batch_size=2", "train.micro_batch_size=2", 
          "train.save_every=0", "data.max_length=64", "lora.layers=[]"]
 SMOKE_PROBES = ["probe_max_items=3", "probe_max_new_tokens=4"]
 SMOKE_EVAL = ["max_prompts=2", "max_new_tokens=4", *SMOKE_PROBES]
-# `tether eval` of each policy: 64 held-out HH prompts; greedy probe answers (≤ 48 tokens), 50 items a set
-POLICY_EVAL = ["max_prompts=64", "max_new_tokens=48", "probe_max_items=50"]
+# `tether eval` of each policy: 64 held-out HH prompts; the probe sets at their default sizes, answered
+# greedily (≤ 48 tokens)
+POLICY_EVAL = ["max_prompts=64", "max_new_tokens=48"]
 # the behaviour instruments of the probe sets, as the table names them
 PROBE_ROWS = (("refusal_rate_harmful", "refusal (harmful requests)"),
               ("refusal_rate_benign", "over-refusal (benign requests)"),
