@@ -13,8 +13,8 @@ from plumbing_helpers import WORDS, write_model_dir
 
 from tether.config import load_config
 from tether.errors import TetherError
-from tether.instruments.eval_dirs import EvalConfig
-from tether.instruments.lm_eval_tasks import lm_eval_instruments
+from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
+from tether.instruments.lm_eval_tasks import lm_eval_instruments, task_manager
 from tether.model_files import load_causal_lm, load_tokenizer
 
 TASK = """task: tiny_choice
@@ -61,7 +61,8 @@ def accuracy_by_hand(model_dir, docs) -> float:
 def test_a_local_task_s_accuracies_and_their_difference(tmp_path, monkeypatch):
     """12 documents, policy and base two tiny models of other seeds: the instrument's value and base are the
     accuracies recomputed here; each standard error is lm-eval's sample one, sqrt(p(1 − p)/(n − 1)); the
-    interval is change ± 1.96·sqrt(se² + se_base²) and the verdict is the one it gives."""
+    interval is change ± 1.96·sqrt(se² + se_base²) and the verdict is the one it gives. A task name lm-eval
+    does not know stops `tether eval` before any model loads."""
     pytest.importorskip("lm_eval")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     docs = documents(12)
@@ -70,7 +71,8 @@ def test_a_local_task_s_accuracies_and_their_difference(tmp_path, monkeypatch):
     (tmp_path / "tasks" / "tiny.yaml").write_text(TASK.format(docs=tmp_path / "docs.jsonl"))
     policy, base = write_model_dir(tmp_path / "policy", seed=0), write_model_dir(tmp_path / "base", seed=1)
 
-    got = lm_eval_instruments(policy, base, ["tiny_choice"], str(tmp_path / "tasks"))
+    manager = task_manager(["tiny_choice"], str(tmp_path / "tasks"))
+    got = lm_eval_instruments(policy, base, ["tiny_choice"], manager)
     assert list(got) == ["lm_eval/tiny_choice/acc"]
     e = got["lm_eval/tiny_choice/acc"]
     p, b = accuracy_by_hand(policy, docs), accuracy_by_hand(base, docs)
@@ -81,8 +83,11 @@ def test_a_local_task_s_accuracies_and_their_difference(tmp_path, monkeypatch):
     assert e["difference_ci95"] == pytest.approx([p - b - half, p - b + half], abs=1e-6)
     low, high = e["difference_ci95"]
     assert e["verdict"] == ("better" if low > 0 else "worse" if high < 0 else "no measurable difference")
+    # `tether eval` checks the task names before anything loads: the missing policy is never reached
+    cfg = load_config(EvalConfig, None, ["probes=always", "lm_eval_tasks=[no_such_task]",
+                                         f"lm_eval_include={tmp_path / 'tasks'}"])
     with pytest.raises(TetherError, match="lm-eval knows no task 'no_such_task'"):
-        lm_eval_instruments(policy, base, ["no_such_task"], str(tmp_path / "tasks"))
+        evaluate_policy_dirs(str(tmp_path / "no-such-policy"), str(base), cfg)
 
 
 def test_lm_eval_settings_without_tasks_and_a_missing_harness_are_one_line(tmp_path, monkeypatch):
@@ -92,4 +97,4 @@ def test_lm_eval_settings_without_tasks_and_a_missing_harness_are_one_line(tmp_p
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(TetherError, match=r"^lm_eval_tasks needs lm-evaluation-harness: pip install "
                                           r"'tether\[lm-eval\]'$"):
-        lm_eval_instruments(tmp_path / "p", tmp_path / "b", ["x"])
+        task_manager(["x"], None)

@@ -172,6 +172,11 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         raise TetherError("no prompts: give --prompts FILE or --lab DIR (or probes=always)")
     if examples:  # gold=lab: a prompt not the lab's stops here, before models load (and a gold function's
         gold_source(cfg.gold, examples)  # missing column)
+    lm_eval = None  # lm-eval's task manager: a task it does not know stops here too
+    if cfg.lm_eval_tasks:
+        from tether.instruments.lm_eval_tasks import lm_eval_instruments, task_manager
+
+        lm_eval = task_manager(cfg.lm_eval_tasks, cfg.lm_eval_include)
     policy, base, tokenizer = _load(policy_dir, base_dir, cfg.device)
     items = []
     if examples:
@@ -227,6 +232,9 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         probe_options=probe_options,
     )
     samples, measured = result.pop("samples"), result.pop("probes")
+    if lm_eval is not None:
+        result["instruments"].update(lm_eval_instruments(policy_dir, base_dir, cfg.lm_eval_tasks, lm_eval,
+                                                         cfg.lm_eval_limit, cfg.device))
     summary = {
         **result,
         "beta": beta,
@@ -238,12 +246,6 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         "prompts": prompts_path,
         "lab": cfg.lab,
     }
-    if cfg.lm_eval_tasks:
-        from tether.instruments.lm_eval_tasks import lm_eval_instruments
-
-        summary["instruments"].update(lm_eval_instruments(policy_dir, base_dir, cfg.lm_eval_tasks,
-                                                          cfg.lm_eval_include, cfg.lm_eval_limit, cfg.device))
-        summary["wall_seconds"] = time.perf_counter() - start
     if measured is not None:
         summary["probes"] = {
             "version": PROBES_VERSION,

@@ -18,14 +18,14 @@ import math
 from pathlib import Path
 
 from tether.errors import TetherError
-from tether.instruments.stats import Z95
+from tether.instruments.stats import Z95, interval_verdict
 
 
-def lm_eval_instruments(policy_dir: str | Path, base_dir: str | Path, tasks: list[str],
-                        include: str | None = None, limit: int | None = None, device: str = "cpu") -> dict:
+def lm_eval_instruments(policy_dir: str | Path, base_dir: str | Path, tasks: list[str], manager,
+                        limit: int | None = None, device: str = "cpu") -> dict:
     """{"lm_eval/TASK/METRIC": {"value", "base", "stderr", "base_stderr", "change", "difference_ci95",
-    "n", "verdict", "higher_is_better", "source"}} for every metric with a standard error of every task."""
-    manager = task_manager(tasks, include)
+    "n", "verdict", "higher_is_better", "source"}} for every metric with a standard error of every task;
+    `manager` is `task_manager(tasks, include)`, made before any long work so a bad task name stops early."""
     policy = run_tasks(policy_dir, tasks, manager, limit, device)
     base = run_tasks(base_dir, tasks, manager, limit, device)
     out = {}
@@ -44,17 +44,12 @@ def lm_eval_instruments(policy_dir: str | Path, base_dir: str | Path, tasks: lis
             change = value - b
             half = Z95 * math.sqrt(se**2 + base_se**2)
             up = higher.get(metric, True)
-            if change - half > 0:
-                verdict = "better" if up else "worse"
-            elif change + half < 0:
-                verdict = "worse" if up else "better"
-            else:
-                verdict = "no measurable difference"
+            ci = [change - half, change + half]
             name = metric if filt in ("", "none") else f"{metric}[{filt}]"
             source = f"lm-eval {_version()}: {task}" + (f", limit {limit}" if limit else "")
             out[f"lm_eval/{task}/{name}"] = {
                 "value": value, "base": b, "stderr": se, "base_stderr": base_se, "change": change,
-                "difference_ci95": [change - half, change + half], "n": n, "verdict": verdict,
+                "difference_ci95": ci, "n": n, "verdict": interval_verdict(ci, 0.0, up),
                 "higher_is_better": up, "source": source,
             }
     return out
