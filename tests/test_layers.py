@@ -26,7 +26,9 @@ LAYERS = [
     ("face", ("tether.cli", "tether.commands", "tether.api")),
     ("orchestration", ("tether.pipeline", "tether.sweep", "tether.verify")),
     # reward_pairs labels a policy's samples (drawn by tether.cai.label's sample_pairs) with a reward
-    ("training", ("tether.trainers", "tether.cai", "tether.reward_pairs")),
+    # tether.inputs writes a Python caller's in-memory records and models into a training run's directory
+    # (comparing them with checkpoints' manifests)
+    ("training", ("tether.trainers", "tether.cai", "tether.reward_pairs", "tether.inputs")),
     # design.md puts rewards with the plumbing, but one reward source is the lab's gold reward (rewards
     # imports tether.lab), so the reward sources sit with the lab and the instruments that read them.
     # tether.verifiable and tether.sentiment: reward functions (exact answers, VADER) that the RL stages and
@@ -40,8 +42,7 @@ LAYERS = [
                 "tether.activations", "tether.precision", "tether.packing", "tether.model_card")),
     # design.md lists data with the plumbing; it sits below the models because reward_model and
     # models_pull tokenise and pad with it (it imports only tether.errors).
-    # tether.inputs writes a Python caller's in-memory records and models into the run directory.
-    ("data", ("tether.data", "tether.data_sources", "tether.preferences", "tether.inputs")),
+    ("data", ("tether.data", "tether.data_sources", "tether.preferences")),
     # tether.functions imports user code by 'module:function': below the config, which refuses a bad one.
     ("base", ("tether.errors", "tether.files", "tether.rundir", "tether.quiet", "tether.functions",
               "tether")),

@@ -18,7 +18,6 @@ directory that already holds different ones, they are refused: nothing written t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from tether.errors import TetherError
 from tether.files import write_text_atomic
+from tether.trainers.checkpoint import manifest_of
 
 MODEL_FIELDS = ("model", "policy", "reference")
 
@@ -115,17 +115,9 @@ def write_dir(save, path: Path, name: str, what: str) -> Path:
     if not path.is_dir():
         tmp.replace(path)
         return path
-    same = _digest(path) == _digest(tmp)
+    same = manifest_of(path) == manifest_of(tmp)  # every file's size and SHA-256
     shutil.rmtree(tmp)
     if not same:
         raise TetherError(f"{name}: {path} holds another {what} (this run directory's); give the same "
                           f"{what} to resume it, or choose another --out")
     return path
-
-
-def _digest(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in directory.iterdir() if p.is_file()):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
