@@ -314,6 +314,18 @@ CHAT_TEMPLATE = (
 )
 
 
+def templated_rm(paths, tmp_path):
+    """A 1-step RM run with data.chat_template=always and data.max_length=8, on an SFT directory whose
+    tokenizer has CHAT_TEMPLATE; its run directory."""
+    sft = write_model_dir(tmp_path / "sft")
+    tok = tiny_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(sft)
+    more = ["data.chat_template=always", "data.max_length=8", "data.test=null", f"model={sft}"]
+    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0, eval_every=0), *more])
+    return train_rm(cfg, tmp_path / "run")
+
+
 def test_a_reward_model_reward_scores_as_the_reward_model_was_trained(paths, tmp_path):
     """An RM trained with data.chat_template=always and data.max_length=8, on a tokenizer that has a chat
     template, is scored by its reward source (`load_reward(RUN/model)`) the way its training rows were
@@ -323,13 +335,7 @@ def test_a_reward_model_reward_scores_as_the_reward_model_was_trained(paths, tmp
     each row scored alone at its last token. Scoring with tether's defaults instead ("auto", no cut: plain
     prompts stay plain) gives other scores, so the check can tell. A prompt with no room left for a response
     within max_length (the RM never saw one) is a one-line error."""
-    sft = write_model_dir(tmp_path / "sft")
-    tok = tiny_tokenizer()
-    tok.chat_template = CHAT_TEMPLATE
-    tok.save_pretrained(sft)
-    more = ["data.chat_template=always", "data.max_length=8", "data.test=null", f"model={sft}"]
-    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0, eval_every=0), *more])
-    run = train_rm(cfg, tmp_path / "run")
+    run = templated_rm(paths, tmp_path)
     model, tok = load_reward_model(run / "model")
     assert tok.chat_template == CHAT_TEMPLATE
 
@@ -353,13 +359,7 @@ def test_a_reward_model_s_settings_travel_with_its_directory(paths, tmp_path, mo
     from huggingface_hub import constants
     from plumbing_helpers import hub_cache
 
-    sft = write_model_dir(tmp_path / "sft")
-    tok = tiny_tokenizer()
-    tok.chat_template = CHAT_TEMPLATE
-    tok.save_pretrained(sft)
-    more = ["data.chat_template=always", "data.max_length=8", "data.test=null", f"model={sft}"]
-    cfg = load_config(RMConfig, None, [*overrides(paths, max_steps=1, save_every=0, eval_every=0), *more])
-    run = train_rm(cfg, tmp_path / "run")
+    run = templated_rm(paths, tmp_path)
     assert json.loads((run / "model" / "tether_rm.json").read_text()) == {"chat_template": "always",
                                                                           "max_length": 8}
     copy = tmp_path / "elsewhere" / "rm"
