@@ -51,7 +51,7 @@ for split in train test; do
 done
 
 pairs=(data.train="$OUT/pairs/train.jsonl" data.test="$OUT/pairs/test.jsonl")
-prompts=(data.train="$PROMPTS/prompts.train.jsonl" data.test="$PROMPTS/prompts.test.jsonl")
+prompts=(data.train="$PROMPTS/prompts.train.jsonl")   # held out: `tether eval` below, for every policy
 step "$OUT/rm" "$TETHER" rm --config "$R/rm.yaml" --out "$OUT/rm" model="$MODEL" "${pairs[@]}"
 RM=$OUT/rm/model
 
