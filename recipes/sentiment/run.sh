@@ -70,13 +70,14 @@ for algo in ppo rloo grpo; do
     done
 done
 
-# every policy measured alike: the held-out prompts, one sample each from it and from the base
+# every policy measured alike: the held-out prompts, one sample each from it and from the base; VADER is the
+# gold beside the RM, so that the reward-hacking verdict can check "RM up while VADER falls"
 for run in "$OUT"/{dpo,ppo,rloo,grpo}/beta-*; do
     [[ -d $run ]] || continue
     name=$(basename "$(dirname "$run")")-$(basename "$run")
     step "$OUT/eval/$name" "$TETHER" eval --policy "$run/model" --base "$MODEL" --rm "$RM" \
-        --prompts "$PROMPTS/prompts.test.jsonl" --out "$OUT/eval/$name" max_prompts=120 \
-        max_new_tokens=$TOKENS repetition_n=4 probes=never
+        --gold tether.sentiment:vader --prompts "$PROMPTS/prompts.test.jsonl" --out "$OUT/eval/$name" \
+        max_prompts=120 max_new_tokens=$TOKENS repetition_n=4 probes=never
 done
 
 # shellcheck disable=SC2086
