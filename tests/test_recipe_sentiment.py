@@ -196,3 +196,29 @@ def test_frontier_states_the_base_mean_the_rm_accuracy_the_whole_time_and_each_i
     assert "The recipe's 8 steps took 8.3 minutes in all" in md
     stated = "run.sh started 2026-12-02 02:30 UTC at commit abc1234, 2 cores (AMD EPYC), load average 0.5."
     assert stated in md
+
+
+def test_rm_follows_gold_against_vaders_own_scores():
+    """Three held-out pairs (VADER chosen, rejected): (0.5, -0.5), (0.2, 0.2) a tie, (0.1, 0.3); a stand-in
+    RM scores them (1, 0), (7, 7), (2, 1). Order: pair 1 agrees ((1−0)·(0.5+0.5) > 0), pair 3 does not
+    ((2−1)·(0.1−0.3) < 0), the tie is left out: 1 of 2 = 0.5. Pearson over the six responses, RM [1, 7, 2,
+    0, 7, 1] (mean 3) against VADER [0.5, 0.2, 0.1, −0.5, 0.2, 0.3] (mean 0.8/6): Σ products of deviations
+    1.4, Σ squares 50 and 0.57333, r = 1.4/√(50·0.57333) = 0.26148. The provenance paragraph states both."""
+    frontier = recipe_module("frontier")
+    pairs = [{"prompt": "p1", "chosen": "a", "rejected": "b", "gold_chosen": 0.5, "gold_rejected": -0.5},
+             {"prompt": "p2", "chosen": "c", "rejected": "d", "gold_chosen": 0.2, "gold_rejected": 0.2},
+             {"prompt": "p3", "chosen": "e", "rejected": "f", "gold_chosen": 0.1, "gold_rejected": 0.3}]
+    rm = {"a": 1, "b": 0, "c": 7, "d": 7, "e": 2, "f": 1}
+    seen = []
+
+    def score(prompts, responses):
+        seen.append(list(prompts))
+        return [rm[r] for r in responses]
+
+    follows = frontier.rm_follows_gold(pairs, score)
+    assert seen == [["p1", "p2", "p3", "p1", "p2", "p3"]]
+    assert follows["order_agrees"] == 0.5 and follows["pairs"] == 2 and follows["responses"] == 6
+    assert follows["r"] == pytest.approx(0.26148, abs=1e-5)
+    text = " ".join(frontier.provenance(Path("/nonexistent"), follows).split())
+    assert "Its scores correlate 0.26 (Pearson) with VADER's over the 6 held-out pair responses, and it " \
+           "orders 0.500 of the 2 untied pairs as VADER does." in text

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -119,11 +120,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + f"\n\nn = {n} held-out prompts per row (KL ± its standard error).\n"
 
 
-def provenance(out: Path) -> str:
+def rm_follows_gold(pairs: list[dict], score) -> dict:
+    """How closely the reward model follows VADER itself on the held-out pairs (`tether data pairs` stores
+    both responses' VADER scores): Pearson's r between `score(prompts, responses)` and VADER over the 2n
+    responses, and the share of pairs, VADER's ties left out, that the RM orders as VADER does. The RM's
+    accuracy counts agreement with the noisy labels instead; these say what a policy optimising the RM is
+    pushed towards."""
+    n = len(pairs)
+    responses = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    gold = [p["gold_chosen"] for p in pairs] + [p["gold_rejected"] for p in pairs]
+    rm = [float(x) for x in score([p["prompt"] for p in pairs] * 2, responses)]
+    untied = [i for i in range(n) if gold[i] != gold[n + i]]
+    same = sum((rm[i] - rm[n + i]) * (gold[i] - gold[n + i]) > 0 for i in untied)
+    return {"r": statistics.correlation(rm, gold), "order_agrees": same / len(untied), "pairs": len(untied),
+            "responses": 2 * n}
+
+
+def rm_follows_gold_of(out: Path) -> dict | None:
+    """`rm_follows_gold` for OUT's reward model on OUT/pairs/test.jsonl; None before both exist."""
+    from tether.rewards import load_reward
+
+    model, pairs = out / "rm" / "model", out / "pairs" / "test.jsonl"
+    if not (model.is_dir() and pairs.is_file()):
+        return None
+    return rm_follows_gold(read_jsonl(pairs), load_reward(str(model)))
+
+
+def provenance(out: Path, follows: dict | None = None) -> str:
     """What the table rests on: the base model's held-out mean over its pair samples, the reward model's
-    held-out accuracy, the whole recipe's time (the sum of every step's own wall time, so a resumed run counts
-    only work done) and, from OUT/invocations.jsonl (run.sh), the commit, date and machine of each
-    invocation."""
+    held-out accuracy and how closely it follows VADER (`rm_follows_gold`), the whole recipe's time (the
+    sum of every step's own wall time, so a resumed run counts only work done) and, from
+    OUT/invocations.jsonl (run.sh), the commit, date and machine of each invocation."""
     test, rm = out / "pairs" / "test.summary.json", out / "rm" / "summary.json"
     steps = [out / "pairs" / "train.summary.json", test, rm, *sorted(out.glob("*/beta-*/summary.json")),
              *sorted((out / "eval").glob("*/summary.json")), out / "best_of_n" / "summary.json"]
@@ -136,6 +163,10 @@ def provenance(out: Path) -> str:
     acc = (summaries[rm]["instruments"].get("rm_test_accuracy") or {}) if rm in summaries else {}
     if acc.get("value") is not None:
         parts.append(f"Reward model's held-out accuracy {acc['value']:.3f} (n = {acc['n']}).")
+    if follows:
+        parts.append(f"Its scores correlate {follows['r']:.2f} (Pearson) with VADER's over the "
+                     f"{follows['responses']} held-out pair responses, and it orders "
+                     f"{follows['order_agrees']:.3f} of the {follows['pairs']} untied pairs as VADER does.")
     seconds = sum(s.get("wall_seconds") or 0.0 for s in summaries.values())
     parts.append(f"The recipe's {len(summaries)} steps took {seconds / 60:.1f} minutes in all (the sum of "
                  "their own wall times).")
@@ -190,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"{out}: no evaluated runs yet", file=sys.stderr)
         return 1
-    text = table(rows) + "\n" + provenance(out) + "\n"
+    text = table(rows) + "\n" + provenance(out, rm_follows_gold_of(out)) + "\n"
     (out / "frontier.md").write_text(text, encoding="utf-8")
     (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     png = plot(rows, out / "frontier.png")
