@@ -34,7 +34,7 @@ def _records(name: str) -> list[dict]:
 
 def test_the_shipped_files_are_the_generator_s_output_byte_for_byte():
     built = _module("make_data").build()
-    assert sorted(built) == ["test.jsonl", "train.jsonl"]
+    assert sorted(built) == ["sft.jsonl", "test.jsonl", "train.jsonl"]
     for name, text in built.items():
         assert (RECIPE / "data" / name).read_bytes() == text.encode("utf-8"), name
     assert _module("make_data").main(["--check"]) == 0
@@ -104,6 +104,34 @@ def test_every_answer_is_right_recomputed_from_the_question():
         assert r["answer"] == str(value) and r["steps"] == steps, question
         used.add(i)
     assert used == set(range(len(ANSWERS)))  # every template is in the data
+
+
+STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
+
+
+def test_sft_replies_work_each_step_and_end_on_the_training_answer():
+    """sft.jsonl: 250 training problems, each reply one line `a op b = c` per step of the problem (c
+    recomputed here), each later step starting from the one before's result, and a last line `Answer: N`
+    with N the training record's answer, which `tether.verifiable.correct` and `format` both reward 1."""
+    from tether.verifiable import correct, format as answer_format
+
+    sft, train = _records("sft.jsonl"), {json.dumps(r["prompt"]): r for r in _records("train.jsonl")}
+    assert len(sft) == 250
+    for r in sft:
+        user, reply = r["messages"]
+        problem = train[json.dumps([user])]  # a training problem, given as the user turn
+        *steps, last = reply["content"].split("\n")
+        assert len(steps) == problem["steps"] and last == f"Answer: {problem['answer']}"
+        result = None
+        for line in steps:
+            a, op, b, c = STEP.fullmatch(line).groups()
+            assert OPS[op](int(a), int(b)) == int(c), line
+            assert result is None or int(a) == result or int(b) == result, reply
+            result = int(c)
+        assert str(result) == problem["answer"]
+        assert correct([user], [reply["content"]], [problem["answer"]]) == [1.0]
+        assert answer_format([user], [reply["content"]]) == [1.0]
 
 
 # ----------------------------------------------------------------------------------------- the recipe

@@ -26,6 +26,7 @@ from tether.instruments.probes.generate import Numbers
 DATA = Path(__file__).resolve().parent / "data"
 INSTRUCTION = " Give the final answer on the last line as 'Answer: <number>'."
 N_RECORDS, TEST_EVERY = 1500, 6  # 1,500 distinct questions: 250 held out, 1,250 to train on
+SFT_RECORDS = 250  # training problems that also get a worked reply (sft.jsonl)
 
 NAMES = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Mo", "Nia",
          "Omar", "Pia", "Raj", "Sara", "Tom", "Uma"]
@@ -51,7 +52,8 @@ def _pick(rng: Numbers, items: list):
 
 def buys_more(rng):
     name, fruit, a, b = _name(rng), _pick(rng, FRUITS), rng.draw(2, 20), rng.draw(2, 20)
-    return f"{name} has {a} {fruit}. {name} buys {b} more. How many {fruit} does {name} have now?", a + b
+    return f"{name} has {a} {fruit}. {name} buys {b} more. How many {fruit} does {name} have now?", a + b, \
+        f"{a} + {b} = {a + b}"
 
 
 def gives_away(rng):
@@ -60,23 +62,27 @@ def gives_away(rng):
     a = rng.draw(8, 30)
     b = rng.draw(1, a - 1)
     return f"{name} had {a} {thing} and gave {b} of them to {friend}. How many {thing} does {name} have " \
-           "left?", a - b
+           "left?", a - b, \
+        f"{a} - {b} = {a - b}"
 
 
 def price_times(rng):
     (one, many), price, n = _pick(rng, SHOP), rng.draw(2, 9), rng.draw(2, 9)
-    return f"A shop sells one {one} for {price} dollars. How many dollars do {n} {many} cost?", price * n
+    return f"A shop sells one {one} for {price} dollars. How many dollars do {n} {many} cost?", price * n, \
+        f"{n} * {price} = {price * n}"
 
 
 def train_cars(rng):
     a, b = rng.draw(3, 20), rng.draw(2, 12)
     return f"A train has {a} cars. At the station {b} more cars are added. How many cars does the train " \
-           "have now?", a + b
+           "have now?", a + b, \
+        f"{a} + {b} = {a + b}"
 
 
 def age_later(rng):
     name, a, b = _name(rng), rng.draw(4, 40), rng.draw(2, 15)
-    return f"{name} is {a} years old. How old will {name} be in {b} years?", a + b
+    return f"{name} is {a} years old. How old will {name} be in {b} years?", a + b, \
+        f"{a} + {b} = {a + b}"
 
 
 def age_younger(rng):
@@ -85,17 +91,20 @@ def age_younger(rng):
     a = rng.draw(10, 40)
     b = rng.draw(2, a - 2)
     return f"{name} is {a} years old. {sibling} is {b} years younger than {name}. How old is " \
-           f"{sibling}?", a - b
+           f"{sibling}?", a - b, \
+        f"{a} - {b} = {a - b}"
 
 
 def boxes_each(rng):
     k, m = rng.draw(2, 9), rng.draw(2, 9)
-    return f"There are {k} boxes with {m} eggs in each box. How many eggs are there in all?", k * m
+    return f"There are {k} boxes with {m} eggs in each box. How many eggs are there in all?", k * m, \
+        f"{k} * {m} = {k * m}"
 
 
 def share_equally(rng):
     k, q = rng.draw(2, 6), rng.draw(2, 9)
-    return f"{k * q} cookies are shared equally among {k} children. How many cookies does each child get?", q
+    return f"{k * q} cookies are shared equally among {k} children. How many cookies does each child " \
+           "get?", q, f"{k * q} / {k} = {q}"
 
 
 # ----------------------------------------------------------------------------------------- two steps
@@ -105,21 +114,24 @@ def buys_then_eats(rng):
     name, fruit, a, b = _name(rng), _pick(rng, FRUITS), rng.draw(3, 20), rng.draw(2, 15)
     c = rng.draw(1, a + b - 1)
     return f"{name} has {a} {fruit}, buys {b} more and then eats {c}. How many {fruit} does {name} have " \
-           "left?", a + b - c
+           "left?", a + b - c, \
+        f"{a} + {b} = {a + b}\n{a + b} - {c} = {a + b - c}"
 
 
 def change_from_bill(rng):
     name, (one, many), price, n = _name(rng), _pick(rng, SHOP), rng.draw(2, 6), rng.draw(2, 5)
     bill = (20, 50)[price * n > 20]
     return f"One {one} costs {price} dollars. {name} buys {n} {many} and pays with a {bill}-dollar bill. " \
-           f"How many dollars of change does {name} get?", bill - price * n
+           f"How many dollars of change does {name} get?", bill - price * n, \
+        f"{n} * {price} = {price * n}\n{bill} - {price * n} = {bill - price * n}"
 
 
 def train_stop(rng):
     a = rng.draw(10, 40)
     b, c = rng.draw(2, a - 1), rng.draw(2, 20)
     return f"A train leaves with {a} passengers. At the first stop {b} passengers get off and {c} get on. " \
-           "How many passengers are on the train now?", a - b + c
+           "How many passengers are on the train now?", a - b + c, \
+        f"{a} - {b} = {a - b}\n{a - b} + {c} = {a - b + c}"
 
 
 def twice_as_old_later(rng):
@@ -127,20 +139,23 @@ def twice_as_old_later(rng):
     parent = _name(rng, name)
     a, b = rng.draw(3, 20), rng.draw(2, 10)
     return f"{name} is {a} years old. {parent} is twice as old as {name}. How old will {parent} be in {b} " \
-           "years?", 2 * a + b
+           "years?", 2 * a + b, \
+        f"2 * {a} = {2 * a}\n{2 * a} + {b} = {2 * a + b}"
 
 
 def bags_give_away(rng):
     name, thing, k, m = _name(rng), _pick(rng, THINGS), rng.draw(2, 6), rng.draw(2, 9)
     c = rng.draw(2, k * m - 1)  # k·m ≥ 4
     return f"{name} has {k} bags with {m} {thing} in each bag and gives away {c} {thing}. How many {thing} " \
-           f"does {name} have left?", k * m - c
+           f"does {name} have left?", k * m - c, \
+        f"{k} * {m} = {k * m}\n{k * m} - {c} = {k * m - c}"
 
 
 def pages_read(rng):
     name, p, d, q = _name(rng), rng.draw(2, 9), rng.draw(2, 7), rng.draw(2, 20)
     return f"{name} reads {p} pages every day for {d} days and then {q} more pages. How many pages does " \
-           f"{name} read in all?", p * d + q
+           f"{name} read in all?", p * d + q, \
+        f"{p} * {d} = {p * d}\n{p * d} + {q} = {p * d + q}"
 
 
 def two_purchases(rng):
@@ -150,14 +165,16 @@ def two_purchases(rng):
         one_b, many_b = _pick(rng, SHOP)
     n, p, q = rng.draw(2, 5), rng.draw(2, 6), rng.draw(2, 12)
     return f"{name} buys {n} {many_a} at {p} dollars each and one {one_b} for {q} dollars. How many " \
-           f"dollars does {name} spend?", n * p + q
+           f"dollars does {name} spend?", n * p + q, \
+        f"{n} * {p} = {n * p}\n{n * p} + {q} = {n * p + q}"
 
 
 def shared_after_buying(rng):
     name, fruit, k, q = _name(rng), _pick(rng, FRUITS), rng.draw(2, 5), rng.draw(2, 6)
     a = rng.draw(2, k * q - 1)  # k·q ≥ 4
     return f"{name} has {a} {fruit} and buys {k * q - a} more. {name} shares all of them equally among {k} " \
-           f"friends. How many {fruit} does each friend get?", q
+           f"friends. How many {fruit} does each friend get?", q, \
+        f"{a} + {k * q - a} = {k * q}\n{k * q} / {k} = {q}"
 
 
 TEMPLATES = {
@@ -173,20 +190,37 @@ def records(seed: int = 0) -> list[dict]:
     rng, out, seen = Numbers(seed), [], set()
     while len(out) < N_RECORDS:
         steps = 1 + (len(out) // TEST_EVERY) % 2
-        question, answer = _pick(rng, TEMPLATES[steps])(rng)
+        question, answer, working = _pick(rng, TEMPLATES[steps])(rng)
         if question in seen:
             continue
         seen.add(question)
         content = question + INSTRUCTION
-        out.append({"prompt": [{"role": "user", "content": content}], "answer": str(answer), "steps": steps})
+        out.append({"prompt": [{"role": "user", "content": content}], "answer": str(answer), "steps": steps,
+                    "working": working})
     return out
 
 
+def _problem(record: dict) -> dict:
+    """The record as train.jsonl and test.jsonl hold it: without its working."""
+    return {k: v for k, v in record.items() if k != "working"}
+
+
+def worked(record: dict) -> dict:
+    """An SFT record: the problem and a worked reply, each step's arithmetic on its own line and then the
+    answer line the instruction asks for."""
+    reply = f"{record['working']}\nAnswer: {record['answer']}"
+    return {"messages": [*record["prompt"], {"role": "assistant", "content": reply}]}
+
+
 def build(seed: int = 0) -> dict[str, str]:
-    """{file name: JSONL text}: every TEST_EVERY-th record held out in test.jsonl, the rest in train.jsonl."""
+    """{file name: JSONL text}: every TEST_EVERY-th record held out in test.jsonl, the rest in train.jsonl,
+    and the first SFT_RECORDS training problems with worked replies in sft.jsonl (a warm start: the format
+    and the working, before RL)."""
     rows = records(seed)
-    split = {"train.jsonl": [r for i, r in enumerate(rows) if i % TEST_EVERY],
-             "test.jsonl": [r for i, r in enumerate(rows) if i % TEST_EVERY == 0]}
+    train = [r for i, r in enumerate(rows) if i % TEST_EVERY]
+    test = [r for i, r in enumerate(rows) if i % TEST_EVERY == 0]
+    split = {"train.jsonl": [_problem(r) for r in train], "test.jsonl": [_problem(r) for r in test],
+             "sft.jsonl": [worked(r) for r in train[:SFT_RECORDS]]}
     return {name: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs) for name, rs in split.items()}
 
 
