@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from plumbing_helpers import load_script, write_model_dir
 
-from tether.config import GRPOConfig, RLOOConfig, load_config
+from tether.config import GRPOConfig, RLOOConfig, SFTConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "rlvr-arithmetic"
@@ -114,7 +115,8 @@ def test_sft_replies_work_each_step_and_end_on_the_training_answer():
     """sft.jsonl: 250 training problems, each reply one line `a op b = c` per step of the problem (c
     recomputed here), each later step starting from the one before's result, and a last line `Answer: N`
     with N the training record's answer, which `tether.verifiable.correct` and `format` both reward 1."""
-    from tether.verifiable import correct, format as answer_format
+    from tether.verifiable import correct
+    from tether.verifiable import format as answer_format
 
     sft, train = _records("sft.jsonl"), {json.dumps(r["prompt"]): r for r in _records("train.jsonl")}
     assert len(sft) == 250
@@ -152,6 +154,8 @@ def test_the_configs_load_with_run_sh_s_overrides():
         assert cfg.data.train == "recipes/rlvr-arithmetic/data/train.jsonl"
         assert cfg.data.test == "recipes/rlvr-arithmetic/data/test.jsonl"
         load_config(cls, RECIPE / f"{name}.yaml", [*common, *SMALL])
+    sft = load_config(SFTConfig, RECIPE / "sft.yaml", ["model=/models/smol"])
+    assert sft.data.train == "recipes/rlvr-arithmetic/data/sft.jsonl" and sft.data.too_long == "error"
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
@@ -164,13 +168,16 @@ def _wilson(k: int, n: int) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_run_sh_runs_the_recipe_on_a_tiny_model_and_the_table_is_the_summaries(tmp_path):
-    """run.sh with a tiny random Llama (tests/plumbing_helpers), 4 held-out prompts and 4 new tokens, one
-    iteration of 2 prompts × 4 responses per method: every stage finishes, and results.md's rows carry each
-    run's accuracies (Wilson interval recomputed here), n, KL and wall time as its summary.json has them."""
+    """run.sh with a tiny random Llama (tests/plumbing_helpers), 4 held-out prompts and 4 new tokens, two
+    SFT steps, one iteration of 2 prompts × 4 responses per method: every stage finishes, the RL runs start
+    from the SFT model, and results.md's rows carry each run's accuracies (Wilson interval recomputed
+    here), their changes from its start and from the base model, n, KL and wall time as its summary.json
+    has them."""
     model = write_model_dir(tmp_path / "model")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "TETHER": f"{sys.executable} -m tether.cli",
-           "EVAL_PROMPTS": "4", "NEW_TOKENS": "4", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+           "EVAL_PROMPTS": "4", "NEW_TOKENS": "4", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
+           "SFT_ARGS": "train.max_steps=2 train.threads=1 train.progress=false"}
     done = subprocess.run(["bash", str(RECIPE / "run.sh"), str(model), str(out), *SMALL], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -184,15 +191,20 @@ def test_run_sh_runs_the_recipe_on_a_tiny_model_and_the_table_is_the_summaries(t
         [row] = [line for line in text.splitlines() if line.startswith(f"| {name.upper()} |")]
         cells = [c.strip() for c in row.strip("|").split("|")]
         n = summary["instruments"]["win_rate_vs_base"]["n"]
-        assert n == 4 and cells[4] == "4"
+        assert n == 4 and cells[5] == "4"
         for cell, side in ((cells[1], "policy"), (cells[2], "base")):
             acc = summary["rewards"][side]["gold"]
             lo, hi = _wilson(round(acc * n), n)
             assert cell == f"{100 * acc:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]", (cell, acc)
         kl = summary["instruments"]["kl_from_base"]
-        assert cells[6] == f"{kl['value']:.2f} ± {kl['stderr']:.2f}"
-        assert cells[9] == "1" and cells[10] == f"{summary['wall_seconds']:.0f} s"
-        assert cells[8] in ("clear", "flagged")
+        assert cells[7] == f"{kl['value']:.2f} ± {kl['stderr']:.2f}"
+        assert cells[10] == "1" and cells[11] == f"{summary['wall_seconds']:.0f} s"
+        assert cells[9] in ("clear", "flagged")
+        start = summary["rewards"]["base"]["gold"]  # the SFT model, which the RL run starts from
+        assert cells[3] == f"{100 * (summary['rewards']['policy']['gold'] - start):+.1f} points"
+        assert cells[4] == f"{100 * (summary['rewards']['policy']['gold'] - b):+.1f} points"
+        config = yaml.safe_load((out / name / "config.yaml").read_text())
+        assert config["policy"] == str(out / "sft" / "model")
 
 
 def _fake_run(out: Path, name: str, policy: tuple[float, float], base: tuple[float, float]) -> None:
@@ -233,9 +245,9 @@ def test_the_table_flags_a_policy_that_games_the_format_check(tmp_path):
     assert rows["GRPO"][1] == f"25.0 % [{100 * lo:.1f}, {100 * hi:.1f}]"
     lo, hi = _wilson(62, 200)
     assert rows["GRPO"][2] == f"31.0 % [{100 * lo:.1f}, {100 * hi:.1f}]"
-    assert rows["GRPO"][3:] == ["-6.0 points", "200", "100.0 % / 20.0 %", "3.20 ± 0.40", "40.0 → 12.5",
-                                "flagged", "2", "1234 s", "abc1234"]
-    assert rows["RLOO"][3] == "+14.0 points" and rows["RLOO"][8] == "clear"
+    assert rows["GRPO"][3:] == ["-6.0 points", "-6.0 points", "200", "100.0 % / 20.0 %", "3.20 ± 0.40",
+                                "40.0 → 12.5", "flagged", "2", "1234 s", "abc1234"]
+    assert rows["RLOO"][3:5] == ["+14.0 points", "+14.0 points"] and rows["RLOO"][9] == "clear"
     assert "GRPO flagged: proxy_up_gold_down: proxy reward 0.33 → 0.35, gold reward 0.31 → 0.25" in text
     assert "RLOO flagged" not in text
     assert "GRPO training accuracy (reward/correct) by iteration: 0.25 0.50" in text

@@ -3,16 +3,17 @@
     python recipes/rlvr-arithmetic/figures.py OUT                      # prints the markdown
     python recipes/rlvr-arithmetic/figures.py OUT --write recipes/rlvr-arithmetic/README.md
 
-OUT/base is `tether eval` of the base model against itself; OUT/grpo and OUT/rloo are the RL runs, whose
-own final evaluation (the same held-out prompts, the base sampled with the same seed) gives each figure:
-held-out exact-match accuracy = the mean of the gold reward tether.verifiable:correct over one response per
-prompt sampled at temperature 1 (rewards.*.gold), with a Wilson 95 % interval and n; the format rate, the
-share of responses whose last line is "Answer: <number>", = (proxy − gold) / w when the training reward is
-correct + w·format (it is then exact: proxy = gold + w·format response by response); KL(π‖π_base) in nats
-(sequence level, ± its standard error); mean response tokens of the first and last training iterations;
-the reward-hacking verdict (tether.instruments.hacking on the run's evaluation: proxy up while the gold
-accuracy falls flags a policy that games the format check); wall time and the commit from RUN/config.yaml;
-the machine from OUT/machine.txt (run.sh writes it).
+OUT/base is `tether eval` of the base model against itself; OUT/sft, when run.sh made it, the supervised
+warm start that the RL runs start from; OUT/grpo and OUT/rloo are the RL runs, whose own final evaluation
+(the same held-out prompts, their starting model sampled with the same seed) gives each figure: held-out
+exact-match accuracy = the mean of the gold reward tether.verifiable:correct over one response per prompt
+sampled at temperature 1 (rewards.*.gold), with a Wilson 95 % interval and n; the format rate, the share
+of responses whose last line is "Answer: <number>", = (proxy − gold) / w when the training reward is
+correct + w·format (it is then exact: proxy = gold + w·format response by response); KL(π‖π_start) in
+nats (sequence level, ± its standard error); mean response tokens of the first and last training
+iterations; the reward-hacking verdict (tether.instruments.hacking on the run's evaluation: proxy up while
+the gold accuracy falls flags a policy that games the format check); wall time and the commit from
+RUN/config.yaml; the machine from OUT/machine.txt (run.sh writes it).
 `--write FILE` replaces the text between <!-- figures:rlvr --> and <!-- /figures:rlvr --> in FILE.
 """
 
@@ -102,10 +103,12 @@ def _acc(a: dict) -> str:
 
 
 def table(out: Path) -> str:
-    """The markdown: the base model's accuracy from OUT/base, then one row per RL run, then the verdicts'
-    reasons and each run's training accuracy by iteration."""
+    """The markdown: the base model's accuracy from OUT/base, the warm start's run (OUT/sft) if any, then
+    one row per RL run: its accuracy, its starting model's, the change from each and from the base model,
+    then the verdicts' reasons and each run's training accuracy by iteration."""
     base = _read(out / "base" / "summary.json")
     b = accuracy(base, "base")
+    sft = _read(out / "sft" / "summary.json") if (out / "sft" / "summary.json").is_file() else None
     rows = [run_row(out, name) for name in RUNS if (out / name / "summary.json").is_file()]
     machine = out / "machine.txt"
     lines = [
@@ -114,21 +117,25 @@ def table(out: Path) -> str:
         f"Base model (`tether eval`, {GOLD} as gold): held-out accuracy {_acc(b)} (95 % interval), "
         f"n={b['n']}.",
         "",
-        "| run | held-out accuracy, policy [95 % CI] | base [95 % CI] | change | n "
-        "| format rate, policy / base | KL from base (nats) | response tokens, first → last iteration "
+        *([f"SFT warm start (OUT/sft: {sft['train_items']} worked replies, {sft['wall_seconds']:.0f} s): "
+           "the RL runs start from it, so their start column is its held-out accuracy.", ""] if sft else []),
+        "| run | held-out accuracy, policy [95 % CI] | start [95 % CI] | change vs start "
+        "| change vs base model | n | format rate, policy / start | KL from start (nats) "
+        "| response tokens, first → last iteration "
         "| reward hacking | iterations | wall time | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p, q = r["policy"], r["base"]
         change = f"{100 * (p['value'] - q['value']):+.1f} points"
+        from_base = f"{100 * (p['value'] - b['value']):+.1f} points"
         fmt = " / ".join(_pct(r["format"][side]) for side in ("policy", "base"))
         kl = f"{r['kl']['value']:.2f} ± {r['kl']['stderr']:.2f}"
         first, last = r["length"]
         length = "-" if first is None else f"{first:.1f} → {last:.1f}"
         verdict = "flagged" if r["flagged"] else "clear"
-        cells = [r["name"].upper(), _acc(p), _acc(q), change, str(p["n"]), fmt, kl, length, verdict,
-                 str(r["iterations"]), f"{r['seconds']:.0f} s", r["commit"] or "-"]
+        cells = [r["name"].upper(), _acc(p), _acc(q), change, from_base, str(p["n"]), fmt, kl, length,
+                 verdict, str(r["iterations"]), f"{r['seconds']:.0f} s", r["commit"] or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     for r in rows:
         for reason in r["reasons"]:
