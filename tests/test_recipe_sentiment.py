@@ -222,3 +222,20 @@ def test_rm_follows_gold_against_vaders_own_scores():
     text = " ".join(frontier.provenance(Path("/nonexistent"), follows).split())
     assert "Its scores correlate 0.26 (Pearson) with VADER's over the 6 held-out pair responses, and it " \
            "orders 0.500 of the 2 untied pairs as VADER does." in text
+
+
+def test_a_training_run_stopped_part_way_resumes(tmp_path):
+    """OUT/dpo/beta-0.1 holds a run's config.yaml but no summary.json (stopped part-way): its command gets
+    --resume and parses; the finished OUT/dpo/beta-0.05 (summary.json) is skipped; the other runs, not
+    started, get no --resume."""
+    out = tmp_path / "out"
+    (out / "dpo" / "beta-0.1").mkdir(parents=True)
+    (out / "dpo" / "beta-0.1" / "config.yaml").write_text("beta: 0.1\n")
+    (out / "dpo" / "beta-0.05").mkdir(parents=True)
+    (out / "dpo" / "beta-0.05" / "summary.json").write_text("{}")
+    commands = [w for w in dry_run(out, METHODS="dpo") if w[1] == "dpo"]
+    outs = {w[w.index("--out") + 1]: w for w in commands}
+    assert sorted(Path(o).name for o in outs) == ["beta-0.1", "beta-0.5"]
+    for o, words in outs.items():
+        assert ("--resume" in words) == o.endswith("beta-0.1")
+        assert build_parser().parse_args(words[1:]).resume == o.endswith("beta-0.1")

@@ -5,8 +5,8 @@
 #
 # pairs of MODEL's samples labelled by VADER -> reward model -> DPO, PPO, GRPO and RLOO at three β each ->
 # `tether eval` of every policy on the held-out prompts -> best-of-n against the RM -> frontier.py (table
-# and plot in OUT/frontier.md, OUT/frontier.png). A step whose OUT/.../summary.json exists is skipped, so
-# an interrupted run continues. DRY_RUN=1 prints the commands instead of running them (the test reads
+# and plot in OUT/frontier.md, OUT/frontier.png). A step whose OUT/.../summary.json exists is skipped, and
+# a training run stopped part-way resumes from its last checkpoint, so an interrupted run continues. DRY_RUN=1 prints the commands instead of running them (the test reads
 # them). The β lists and the noise can be set from the environment (DPO_BETAS="0.1 1" ...), and METHODS
 # chooses the trained methods (default "dpo ppo rloo grpo"; best-of-n always runs).
 set -euo pipefail
@@ -25,9 +25,11 @@ METHODS=${METHODS:-"dpo ppo rloo grpo"}  # the trained methods, each at its thre
 TOKENS=48                                # new tokens per response, everywhere
 PROMPTS=$R/data
 
-step() {  # step DIR COMMAND...: run COMMAND unless DIR/summary.json exists (DRY_RUN=1: print it)
+step() {  # step DIR COMMAND...: run COMMAND unless DIR/summary.json exists (DRY_RUN=1: print it). A training
+          # run stopped part-way (DIR holds its config.yaml, no summary) continues from its last checkpoint.
     local dir=$1; shift
     if [[ -f $dir/summary.json ]]; then echo "run.sh: $dir done, skipping"; return; fi
+    if [[ -f $dir/config.yaml && " rm dpo ppo rloo grpo " == *" $2 "* ]]; then set -- "$@" --resume; fi
     if [[ ${DRY_RUN:-0} == 1 ]]; then echo "$*"; return; fi
     echo "run.sh: $*"
     "$@"
