@@ -6,9 +6,10 @@
 # pairs of MODEL's samples labelled by VADER -> reward model -> DPO, PPO, GRPO and RLOO at three β each ->
 # `tether eval` of every policy on the held-out prompts -> best-of-n against the RM -> frontier.py (table
 # and plot in OUT/frontier.md, OUT/frontier.png). A step whose OUT/.../summary.json exists is skipped, and
-# a training run stopped part-way resumes from its last checkpoint, so an interrupted run continues. DRY_RUN=1 prints the commands instead of running them (the test reads
-# them). The β lists and the noise can be set from the environment (DPO_BETAS="0.1 1" ...), and METHODS
-# chooses the trained methods (default "dpo ppo rloo grpo"; best-of-n always runs).
+# a training run stopped part-way resumes from its last checkpoint, so an interrupted run continues.
+# DRY_RUN=1 prints the commands instead of running them (the test reads them). The β lists and the noise
+# can be set from the environment (DPO_BETAS="0.1 1" ...), and METHODS chooses the trained methods (default
+# "dpo ppo rloo grpo"; best-of-n always runs).
 set -euo pipefail
 MODEL=${1:?usage: run.sh MODEL OUT}
 OUT=${2:?usage: run.sh MODEL OUT}
