@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from figure_blocks import read_for_write, wrap, write_blocks  # noqa: E402
 
 from tether.errors import TetherError  # noqa: E402
 from tether.instruments.plots import _pyplot  # noqa: E402
-from tether.instruments.stats import mean_stderr  # noqa: E402
+from tether.instruments.rm_accuracy import rm_accuracy  # noqa: E402
+from tether.instruments.stats import mean_stderr, pearson  # noqa: E402
 from tether.sentiment import vader  # noqa: E402
 
 METHODS = ("dpo", "ppo", "rloo", "grpo")
@@ -123,16 +123,16 @@ def table(rows: list[dict]) -> str:
 def rm_follows_gold(pairs: list[dict], score) -> dict:
     """How closely the reward model follows VADER itself on the held-out pairs (`tether data pairs` stores
     both responses' VADER scores): Pearson's r between `score(prompts, responses)` and VADER over the 2n
-    responses, and the share of pairs, VADER's ties left out, that the RM orders as VADER does. The RM's
-    accuracy counts agreement with the noisy labels instead; these say what a policy optimising the RM is
-    pushed towards."""
+    responses (None when either side is constant), and the RM's accuracy (ties wrong) on the pairs ordered
+    by VADER, its ties left out. The RM's own accuracy counts agreement with the noisy labels instead; these
+    say what a policy optimising the RM is pushed towards."""
     n = len(pairs)
     responses = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
     gold = [p["gold_chosen"] for p in pairs] + [p["gold_rejected"] for p in pairs]
     rm = [float(x) for x in score([p["prompt"] for p in pairs] * 2, responses)]
-    untied = [i for i in range(n) if gold[i] != gold[n + i]]
-    same = sum((rm[i] - rm[n + i]) * (gold[i] - gold[n + i]) > 0 for i in untied)
-    return {"r": statistics.correlation(rm, gold), "order_agrees": same / len(untied), "pairs": len(untied),
+    higher = [(i, n + i) if gold[i] > gold[n + i] else (n + i, i) for i in range(n) if gold[i] != gold[n + i]]
+    ordered = rm_accuracy([rm[h] for h, _ in higher], [rm[lo] for _, lo in higher])
+    return {"r": pearson(rm, gold), "order_agrees": ordered["value"], "pairs": ordered["n"],
             "responses": 2 * n}
 
 
@@ -164,7 +164,7 @@ def provenance(out: Path, follows: dict | None = None) -> str:
     if acc.get("value") is not None:
         parts.append(f"Reward model's held-out accuracy {acc['value']:.3f} (n = {acc['n']}).")
     if follows:
-        parts.append(f"Its scores correlate {follows['r']:.2f} (Pearson) with VADER's over the "
+        parts.append(f"Its scores correlate {_num(follows['r'], '.2f')} (Pearson) with VADER's over the "
                      f"{follows['responses']} held-out pair responses, and it orders "
                      f"{follows['order_agrees']:.3f} of the {follows['pairs']} untied pairs as VADER does.")
     seconds = sum(s.get("wall_seconds") or 0.0 for s in summaries.values())
