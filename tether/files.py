@@ -33,6 +33,28 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def save_atomic(obj, path: Path) -> None:
+    """torch.save `obj` to a temporary file beside `path`, fsync it and rename it over `path`; a write the
+    disk refuses is one TetherError line, the temporary file removed."""
+    import torch
+
+    from tether.errors import TetherError
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        said = storage_error(e)
+        if said is None:
+            raise
+        raise TetherError(f"could not write {path}: {said}") from None
+
+
 def write_json(path: str | Path, obj) -> Path:
     """`obj` as indented JSON, written atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

@@ -146,6 +146,11 @@ class PPOEvalConfig:
     auto, the lab's if every prompt is the lab's; lab, the lab's (they must be); none; or 'module:function',
     a gold reward on real text called like a reward function (it gets the prompt files' columns, e.g.
     tether.verifiable:correct reads `answer`), also logged on the training samples."""
+    cache_base_samples: bool = True
+    """Keep the base's held-out samples in $TETHER_CACHE/eval-samples and reuse them in this run's later
+    evaluations and in runs from the same start: the seed makes them the same samples (keyed by the base's
+    files, how it is made of them, the prompts and the sampling settings; tether/instruments/sample_cache.py).
+    false: sample them anew each time."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, reason) of a gold that is neither a mode nor a function that imports."""

@@ -69,6 +69,10 @@ class EvalConfig:
     """n of the repeated n-gram share: 1 for short responses (the lab's), e.g. 4 for long ones."""
     seed: int = 0
     device: str = "cpu"
+    cache_base_samples: bool = True
+    """Keep the base's held-out samples in $TETHER_CACHE/eval-samples and reuse them when the same base
+    directory (its files' SHA-256), prompts and sampling settings come again, as in a sweep's evaluations:
+    the seed makes them the same samples (tether/instruments/sample_cache.py). false: sample them anew."""
     hacking: HackingConfig = field(default_factory=HackingConfig)
     probes: Literal["auto", "always", "never"] = "auto"
     """The shipped probe sets (tether/instruments/probes) as the source of refusal, over-refusal, sycophancy
@@ -149,6 +153,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, choose_judge
     from tether.instruments.policy import evaluate_policy
     from tether.instruments.probes import VERSION as PROBES_VERSION
+    from tether.instruments.sample_cache import model_dir_key
     from tether.preferences import load_preferences
     from tether.rewards import gold_source, is_lab_prompt, load_reward
 
@@ -210,6 +215,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     probe_options = ProbeOptions(max_new_tokens=cfg.probe_max_new_tokens, temperature=cfg.probe_temperature,
                                  seed=cfg.seed + EVAL_SEED_OFFSET, batch_size=EVAL_BATCH_SIZE)
 
+    cached = bool(items) and cfg.cache_base_samples and Path(base_dir).is_dir()  # a Hub id: not cached
     result = evaluate_policy(
         policy,
         base,
@@ -230,6 +236,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         repetition_n=cfg.repetition_n,
         probes=probes,
         probe_options=probe_options,
+        base_key=model_dir_key(base_dir, base) if cached else None,
     )
     samples, measured = result.pop("samples"), result.pop("probes")
     if lm_eval is not None:

@@ -116,6 +116,7 @@ def evaluate_against_base(
     seed: int = 0,
     batch_size: int = 64,
     temperature: float = 1.0,
+    base_key: str | None = None,
 ) -> dict:
     """{"instruments": {"kl_from_base", "win_rate_vs_base", "win_rate_length_controlled"}, "rewards":
     {"policy"/"base": {"proxy", "gold"}}, "samples": {"policy", "base"}}: KL from policy samples (closed-form
@@ -123,13 +124,23 @@ def evaluate_against_base(
     in characters (tether/instruments/length_controlled.py), and mean proxy (e.g. reward model) and gold
     rewards (None without that score). Policy samples are seeded with `seed`, base samples with seed + 1;
     the samples carry each response's proxy and gold scores, the policy's also its KL from the base. Both
-    models are sampled at `temperature` (> 0)."""
+    models are sampled at `temperature` (> 0). With `base_key` (sample_cache.model_dir_key of the base), the
+    base samples come from tether/instruments/sample_cache.py's cache when it holds them."""
     if not temperature > 0:
         raise ValueError(f"the evaluation samples at a temperature > 0 (the KL needs samples), got "
                          f"{temperature}")
     opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": temperature}
     pol = sample_responses(policy, tokenizer, items, seed=seed, **opts)
-    ref = sample_responses(base, tokenizer, items, seed=seed + 1, **opts)
+    ref_opts = {**opts, "seed": seed + 1}
+    if base_key is None:
+        ref = sample_responses(base, tokenizer, items, **ref_opts)
+    else:
+        from tether.instruments.sample_cache import cached_samples
+
+        def draw():
+            return sample_responses(base, tokenizer, items, **ref_opts)
+
+        ref = cached_samples(base_key, items, ref_opts, draw, tokenizer)
     closed, k1 = response_kls(policy, base, pol.rollouts)
     pol.kl = closed
     for s in (pol, ref):
@@ -196,11 +207,12 @@ def evaluate_judged(
     gold: str = "auto",
     keep_samples: bool = False,
     temperature: float = 1.0,
+    base_key: str | None = None,
 ) -> dict:
     """`evaluate_against_base` as the RL trainers call it: judged as `choose_judge` decides from `gold`
     (auto | lab | none | module:function: a gold reward judges and is reported, else the proxy judges);
-    samples are seeded with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE. Returns the result
-    without the samples unless `keep_samples`."""
+    samples are seeded with seed + EVAL_SEED_OFFSET in batches of EVAL_BATCH_SIZE, the base's cached under
+    `base_key` when given. Returns the result without the samples unless `keep_samples`."""
     judge, gold_fn = choose_judge(gold, items, proxy)
     result = evaluate_against_base(
         policy,
@@ -214,6 +226,7 @@ def evaluate_judged(
         seed=seed + EVAL_SEED_OFFSET,
         batch_size=EVAL_BATCH_SIZE,
         temperature=temperature,
+        base_key=base_key,
     )
     if not keep_samples:
         result.pop("samples")

@@ -183,6 +183,7 @@ def evaluate_policy(
     repetition_n: int = 1,
     probes: dict[str, list[dict]] | None = None,
     probe_options: ProbeOptions | None = None,
+    base_key: str | None = None,
 ) -> dict:
     """{"instruments", "rewards", "samples", "probes"}: every instrument of `policy` against `base` (same
     tokenizer).
@@ -194,7 +195,8 @@ def evaluate_policy(
     repetition_n: the n of the repeated n-gram share (1 suits short responses like the lab's, where function
     words rarely repeat; Welleck et al. 2019 use 4 on long text); probes: probe sets ({set: records},
     `select_probes`) — when given, the behaviour instruments are theirs, not the prompts' labels, and
-    "probes" holds what `evaluate_probes` returned (else None). items may be empty when probes are given."""
+    "probes" holds what `evaluate_probes` returned (else None). items may be empty when probes are given.
+    base_key: the base's held-out samples come from the cache (`evaluate_against_base`)."""
     if not items and not probes:
         raise ValueError("evaluate_policy needs held-out prompts or probe sets")
 
@@ -206,7 +208,8 @@ def evaluate_policy(
         if judge is None:
             raise ValueError("evaluate_policy needs a judge for the win-rate on held-out prompts")
         result = evaluate_against_base(
-            policy, base, tokenizer, items, judge=judge, proxy=proxy, gold=gold, **sampling(0)
+            policy, base, tokenizer, items, judge=judge, proxy=proxy, gold=gold, base_key=base_key,
+            **sampling(0),
         )
         instruments = result["instruments"]
         pol, ref = result["samples"]["policy"], result["samples"]["base"]

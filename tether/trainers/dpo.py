@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from tether import lora
 from tether.config import DPOConfig, DPODataConfig, validate
 from tether.data import collate_prompts, eos_id, pad_id, set_template
 from tether.errors import TetherError
-from tether.files import storage_error
+from tether.files import save_atomic
 from tether.instruments.kl import kl_from_base
 from tether.losses import DPO_LOGPROB_REDUCTION, dpo_loss
 from tether.model_files import load_causal_lm, load_tokenizer
@@ -124,24 +123,6 @@ def fingerprint(cfg: DPOConfig, splits: dict[str, Sequence[DPOPair]]) -> str:
             t = x.tokens
             h.update(repr((t.prompt_ids, t.chosen_ids, t.rejected_ids)).encode())
     return h.hexdigest()
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save `obj` to a temporary file beside `path`, fsync it and rename it over `path`; a write the
-    disk refuses is one TetherError line, the temporary file removed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        said = storage_error(e)
-        if said is None:
-            raise
-        raise TetherError(f"could not write {path}: {said}") from None
 
 
 def cache_checksum(cache: dict) -> str:

@@ -121,6 +121,7 @@ class RLRun:
         self.gold = gold_scorer(gold_source(cfg.eval.gold, train_prompts))
         gold_source(cfg.eval.gold, test_prompts)
         self.vllm = None  # the vLLM sampler, made at the first rollout when rollout.engine is vllm
+        self._base_key = None  # the base's key in the samples cache (`base_key`), computed once
         resume = prepare_run_dir(self.run_dir, resume, cfg, algorithm.stage)
         set_seed(cfg.seed)
         policy, self.tokenizer = load_policy(cfg)
@@ -359,10 +360,11 @@ class RLRun:
         rewards. The judge is eval.gold's gold reward (the lab's on lab prompts by default), else the proxy
         reward. The base samples and is
         scored in the policy's precision (so a base equal to the policy is at KL 0)."""
+        base = self.base_model()
         with self.loop.autocast():
             return evaluate_judged(
                 self.loop.unwrapped,
-                self.base_model(),
+                base,
                 self.tokenizer,
                 self.test_items[: self.cfg.eval.max_prompts],
                 proxy=self.proxy_scores,
@@ -371,7 +373,23 @@ class RLRun:
                 gold=self.cfg.eval.gold,
                 keep_samples=True,
                 temperature=self.cfg.eval.temperature,
+                base_key=self.base_key(base),
             )
+
+    def base_key(self, base) -> str | None:
+        """The base's key in the samples cache (tether/instruments/sample_cache.py), so that every evaluation
+        of this run and of any run from the same start reuses one draw of the base samples: the files of
+        cfg.reference or cfg.policy, how the base was made of them (the policy with adapters off, or a loaded
+        model) and the autocast precision. None when those are not a local directory (a Hub id)."""
+        from tether.instruments.sample_cache import model_dir_key
+
+        c = self.cfg
+        path = Path(c.reference or c.policy)
+        if not c.eval.cache_base_samples or not path.is_dir():
+            return None
+        if self._base_key is None:
+            self._base_key = f"{model_dir_key(path, base)}|{type(base).__name__}|{self.loop.precision}"
+        return self._base_key
 
     def log_eval(self) -> None:
         """Evaluate and log, on the main process only (which alone writes the summary): the means to
