@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 from plumbing_helpers import load_script, write_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,14 +69,17 @@ def test_the_recipe_runs_and_its_table_is_the_runs_own(tmp_path, capsys):
     low, high = harmful["difference_ci95"]
     assert row.split("|")[5].strip() == (f"{harmful['change']:+.3f} [{low:+.3f}, {high:+.3f}]"
                                          .replace("-", "−"))
-    # the policies block: DPO against the base, each cell its eval summary's figures
-    ev = json.loads((out / "eval-dpo" / "summary.json").read_text())
-    win, kl = ev["instruments"]["win_rate_vs_base"], ev["instruments"]["kl_from_base"]
-    assert ev["rm"] == str(out / "rm" / "lora16" / "model") and win["n"] == 2  # max_prompts=2 in --smoke
-    cells = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| DPO"))
-             .strip("|").split("|")]
-    assert cells[1] == f"{kl['value']:.3f} ± {1.96 * kl['stderr']:.3f}".replace("-", "−")
-    assert cells[3].startswith(f"{win['value']:.3f} [{win['ci95'][0]:.3f}, {win['ci95'][1]:.3f}]")
+    # the policies block: DPO and RLOO (against the RM) each against the base, each cell its eval's figures
+    for name, head in (("dpo", "| DPO, β 0.1, 2 steps of 2 pairs"), ("rloo", "| RLOO, β 0.05, 1 iterations")):
+        ev = json.loads((out / f"eval-{name}" / "summary.json").read_text())
+        win, kl = ev["instruments"]["win_rate_vs_base"], ev["instruments"]["kl_from_base"]
+        assert ev["rm"] == str(out / "rm" / "lora16" / "model") and win["n"] == 2  # max_prompts=2 in --smoke
+        cells = [c.strip() for c in next(line for line in text.splitlines() if line.startswith(head))
+                 .strip("|").split("|")]
+        assert cells[1] == f"{kl['value']:.3f} ± {1.96 * kl['stderr']:.3f}".replace("-", "−")
+        assert cells[3].startswith(f"{win['value']:.3f} [{win['ci95'][0]:.3f}, {win['ci95'][1]:.3f}]")
+    rloo = yaml.safe_load((out / "rloo" / "config.yaml").read_text())
+    assert rloo["reward"]["source"] == str(out / "rm" / "lora16" / "model")
     # a second call trains nothing: the same block from the stamps
     before = (out / "rm" / "lora16" / "metrics.jsonl").read_text()
     assert recipe.main([*argv, "--write", str(readme)]) == 0

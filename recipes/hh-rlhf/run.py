@@ -13,9 +13,10 @@ Parts, each kept in --out (default runs/recipes/hh-rlhf) and not run again once 
   accuracy on every test pair that fits the maximum length, its 95 % Wilson interval and n, tether's 0.65
   gate, and the wall time of the whole `tether rm` call (model loading and the held-out pass included).
 - policies: `tether dpo --config recipes/hh-rlhf/dpo.yaml` from the model on OUT/data's training pairs into
-  OUT/dpo, then `tether eval --policy OUT/dpo/model --base MODEL` into OUT/eval-dpo with the best reward
-  model measured in OUT (--judge NAME to choose another) judging 64 held-out HH prompts (labelled harmful),
-  and the probe sets at their default sizes. Its block (`hh-policies`) is the base against each policy: KL
+  OUT/dpo, and `tether rloo --config recipes/hh-rlhf/rloo.yaml` on those pairs' prompts against the best
+  reward model measured in OUT (--judge NAME to choose another) into OUT/rloo; then `tether eval --policy
+  OUT/NAME/model --base MODEL` of each into OUT/eval-NAME, that reward model judging 64 held-out HH prompts
+  (labelled harmful), and the probe sets at their default sizes. Its block (`hh-policies`) is the base against each policy: KL
   from the base, mean RM reward, the RM's win-rate with its 95 % interval, refusal and over-refusal, and the
   reward-hacking verdict.
 - probes: `tether eval --policy MODEL --base MODEL probe_temperature=1` into OUT/probes-self: the shipped
@@ -67,6 +68,8 @@ VARIANTS = {
 DEFAULT_VARIANTS = ("lora16",)
 SMOKE = ["train.max_steps=2", "train.batch_size=2", "train.micro_batch_size=2", "train.warmup_steps=0",
          "train.save_every=0", "data.max_length=64", "lora.layers=[]"]
+SMOKE_RL = ["iterations=1", "rollout.batch_size=2", "rollout.max_new_tokens=4", "train.batch_size=8",
+            "data.max_prompt_length=64", "lora.layers=[]"]
 SMOKE_PROBES = ["probe_max_items=3", "probe_max_new_tokens=4"]
 SMOKE_EVAL = ["max_prompts=2", "max_new_tokens=4", *SMOKE_PROBES]
 # `tether eval` of each policy: 64 held-out HH prompts; the probe sets at their default sizes, answered
@@ -160,26 +163,34 @@ class Recipe:
         return max(sorted(accuracy), key=accuracy.get)
 
     def part_policies(self, judge: str | None) -> str:
-        from tether.config import DPOConfig, load_config
+        from tether.config import DPOConfig, RLOOConfig, load_config
         from tether.instruments.eval_dirs import EvalConfig, evaluate_policy_dirs
         from tether.trainers.dpo import train_dpo
+        from tether.trainers.rloo import train_rloo
 
         self.part_data()
-        rm = self.best_rm(judge)
-        dpo = self.out / "dpo"
-        cfg = load_config(DPOConfig, HERE / "dpo.yaml", [
-            f"policy={self.model}", f"data.train={self.out / 'data' / 'train.jsonl'}",
-            *(SMOKE if self.smoke else [])])
-        trained = self.stamp("dpo", lambda: train_dpo(cfg, dpo, resume=dpo.exists()))
-        ev = load_config(EvalConfig, None, [
-            f"rm={self.out / 'rm' / rm / 'model'}", f"prompts={self.out / 'data' / 'prompts.jsonl'}",
-            *POLICY_EVAL, *(SMOKE_EVAL if self.smoke else [])])
-        run = self.out / "eval-dpo"
-        stamp = self.stamp("eval-dpo", lambda: evaluate_policy_dirs(str(dpo / "model"), str(self.model),
-                                                                   ev, out=str(run)))
-        summary = json.loads((run / "summary.json").read_text())
-        name = f"DPO, β 0.1, 100 steps of 8 pairs ({trained['seconds'] / 60:.1f} min)"
-        return policies_block({name: summary}, stamp)
+        rm = self.out / "rm" / self.best_rm(judge) / "model"
+        train = self.out / "data" / "train.jsonl"
+        common = [f"policy={self.model}", f"data.train={train}"]
+        dpo = load_config(DPOConfig, HERE / "dpo.yaml", [*common, *(SMOKE if self.smoke else [])])
+        rloo = load_config(RLOOConfig, HERE / "rloo.yaml", [*common, f"reward.source={rm}",
+                                                            *(SMOKE_RL if self.smoke else [])])
+        ev = load_config(EvalConfig, None, [f"rm={rm}", f"prompts={self.out / 'data' / 'prompts.jsonl'}",
+                                            *POLICY_EVAL, *(SMOKE_EVAL if self.smoke else [])])
+        evals, stamps = {}, []
+        for name, train_fn, cfg, what in (
+            ("dpo", train_dpo, dpo, f"DPO, β {dpo.beta:g}, {dpo.train.max_steps} steps of "
+                                    f"{dpo.train.batch_size} pairs"),
+            ("rloo", train_rloo, rloo, f"RLOO, β {rloo.kl.beta:g}, {rloo.iterations} iterations of "
+                                       f"{rloo.rollout.batch_size} prompts × {rloo.rloo.k}"),
+        ):
+            run, out = self.out / name, self.out / f"eval-{name}"
+            trained = self.stamp(name, lambda f=train_fn, c=cfg, r=run: f(c, r, resume=r.exists()))
+            stamps.append(self.stamp(f"eval-{name}", lambda r=run, o=out: evaluate_policy_dirs(
+                str(r / "model"), str(self.model), ev, out=str(o))))
+            summary = json.loads((out / "summary.json").read_text())
+            evals[f"{what} ({trained['seconds'] / 60:.1f} min)"] = summary
+        return policies_block(evals, max(stamps, key=lambda s: s["date"]))
 
     def part_probes(self) -> str:
         from tether.config import load_config
