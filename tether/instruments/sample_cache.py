@@ -4,7 +4,7 @@ Evaluating a sweep (several policies against one base on one prompt file) sample
 every time: the evaluation seeds them, so they are identical. `cached_samples` keeps them in
 $TETHER_CACHE/eval-samples/KEY.pt (TETHER_CACHE unset: ~/.cache/tether) and reads them back when every
 input of the sampling is the same again: the base model's files (their SHA-256), the dtype and device it
-was loaded to, each prompt's token ids, the seed, batch size, temperature, top-p and response length, and
+was loaded to, each prompt's token ids, the seed, batch size, temperature and response length, and
 the torch version, thread count and CPU instruction set (floating-point sums, and so samples, can differ
 between them). A file that does not load or was written for another key is sampled again and replaced;
 nothing else in the folder is touched.
