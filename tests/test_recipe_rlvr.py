@@ -251,3 +251,6 @@ def test_the_table_flags_a_policy_that_games_the_format_check(tmp_path):
     assert "GRPO flagged: proxy_up_gold_down: proxy reward 0.33 → 0.35, gold reward 0.31 → 0.25" in text
     assert "RLOO flagged" not in text
     assert "GRPO training accuracy (reward/correct) by iteration: 0.25 0.50" in text
+    # no SFT here; base evaluation, GRPO and RLOO each 1234.4 s: 3703.2 s = 61.7 min
+    assert text.endswith("took 61.7 min in all (their own wall times: base evaluation 1234 s, GRPO 1234 s, "
+                         "RLOO 1234 s).\n")

@@ -16,9 +16,9 @@ Parts, each kept in --out (default runs/recipes/hh-rlhf) and not run again once 
   OUT/dpo, and `tether rloo --config recipes/hh-rlhf/rloo.yaml` on those pairs' prompts against the best
   reward model measured in OUT (--judge NAME to choose another) into OUT/rloo; then `tether eval --policy
   OUT/NAME/model --base MODEL` of each into OUT/eval-NAME, that reward model judging 64 held-out HH prompts
-  (labelled harmful), and the probe sets at their default sizes. Its block (`hh-policies`) is the base against each policy: KL
-  from the base, mean RM reward, the RM's win-rate with its 95 % interval, refusal and over-refusal, and the
-  reward-hacking verdict.
+  (labelled harmful), and the probe sets at their default sizes. Its block (`hh-policies`) is the base
+  against each policy: KL from the base, mean RM reward, the RM's win-rate with its 95 % interval, refusal
+  and over-refusal, and the reward-hacking verdict.
 - probes: `tether eval --policy MODEL --base MODEL probe_temperature=1` into OUT/probes-self: the shipped
   probe sets (tether/instruments/probes) asked of the model and of itself, sampled, so that the two sides are
   independent draws: every difference's interval should hold 0 (the instruments' calibration check). Its

@@ -13,7 +13,8 @@ correct + w·format (it is then exact: proxy = gold + w·format response by resp
 nats (sequence level, ± its standard error); mean response tokens of the first and last training
 iterations; the reward-hacking verdict (tether.instruments.hacking on the run's evaluation: proxy up while
 the gold accuracy falls flags a policy that games the format check); wall time and the commit from
-RUN/config.yaml; the machine from OUT/machine.txt (run.sh writes it).
+RUN/config.yaml; the machine from OUT/machine.txt (run.sh writes it); the whole recipe's time, the sum of
+each step's own wall time (the base evaluation, SFT and the RL runs, their final evaluations included).
 `--write FILE` replaces the text between <!-- figures:rlvr --> and <!-- /figures:rlvr --> in FILE.
 """
 
@@ -143,6 +144,11 @@ def table(out: Path) -> str:
     for r in rows:
         curve = " ".join("-" if v is None else f"{v:.2f}" for v in r["curve"])
         lines += ["", f"{r['name'].upper()} training accuracy (reward/correct) by iteration: {curve}"]
+    parts = [("base evaluation", base["wall_seconds"]), *([("SFT", sft["wall_seconds"])] if sft else []),
+             *((r["name"].upper(), r["seconds"]) for r in rows)]
+    total = sum(sec for _, sec in parts)
+    lines += ["", f"The recipe's steps took {total / 60:.1f} min in all (their own wall times: "
+              + ", ".join(f"{what} {sec:.0f} s" for what, sec in parts) + ")."]
     return "\n".join(lines) + "\n"
 
 
