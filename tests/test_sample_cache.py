@@ -11,7 +11,7 @@ from fault_helpers import run_tether
 from plumbing_helpers import write_jsonl, write_model_dir
 
 import tether.instruments.evaluate
-from tether.instruments.sample_cache import model_dir_key
+from tether.model_files import dir_sha256
 
 SAYS = "reward_helpers:says_answer"  # 1.0 when the response's first word is the record's `answer`
 
@@ -84,19 +84,16 @@ def test_another_setting_or_a_damaged_file_samples_the_base_again(setup, capsys)
     assert n == 1  # the file written in place of the damaged one is read
 
 
-def test_the_model_key_changes_with_any_file_of_the_directory(setup):
-    """model_dir_key hashes every file's name and contents: a file added, or its contents changed, is a
-    new key; the same directory gives the same key."""
-    from tether.model_files import load_causal_lm
-
+def test_the_directory_hash_changes_with_any_file_of_the_directory(setup):
+    """dir_sha256 hashes every file's name and contents: a file added, or its contents changed, is a new
+    value; the same directory gives the same value."""
     base = setup["base"]
-    model = load_causal_lm(str(base))
-    key = model_dir_key(base, model)
-    assert model_dir_key(base, model) == key
+    key = dir_sha256(base)
+    assert dir_sha256(base) == key
     (base / "notes.txt").write_text("x")
-    added = model_dir_key(base, model)
+    added = dir_sha256(base)
     (base / "notes.txt").write_text("yz")  # another size too: file_sha256 re-reads on size or mtime
-    assert len({key, added, model_dir_key(base, model)}) == 3
+    assert len({key, added, dir_sha256(base)}) == 3
 
 
 def test_an_rl_run_samples_its_base_once_and_a_run_from_the_same_start_not_at_all(setup, capsys):

@@ -57,6 +57,16 @@ def file_sha256(path: Path) -> str:
     return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
+def dir_sha256(directory: str | Path) -> str:
+    """SHA-256 over every file in a model directory, each by its relative name and `file_sha256`: two
+    directories with the same files give the same value, a file added, removed or changed another."""
+    root = Path(directory)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(root).as_posix()}={file_sha256(path)};".encode())
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()

@@ -153,7 +153,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
     from tether.instruments.evaluate import EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, choose_judge
     from tether.instruments.policy import evaluate_policy
     from tether.instruments.probes import VERSION as PROBES_VERSION
-    from tether.instruments.sample_cache import model_dir_key
+    from tether.model_files import dir_sha256
     from tether.preferences import load_preferences
     from tether.rewards import gold_source, is_lab_prompt, load_reward
 
@@ -236,7 +236,7 @@ def _evaluate(policy_dir: str, base_dir: str, cfg: EvalConfig, out: str | None) 
         repetition_n=cfg.repetition_n,
         probes=probes,
         probe_options=probe_options,
-        base_key=model_dir_key(base_dir, base) if cached else None,
+        base_key=dir_sha256(base_dir) if cached else None,
     )
     samples, measured = result.pop("samples"), result.pop("probes")
     if lm_eval is not None:

@@ -62,7 +62,7 @@ def sample_responses(
     """One sample per prompt, in batches, reproducible from `seed`."""
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    rollouts, responses = [], []
+    rollouts = []
     for start in range(0, len(items), batch_size):
         batch = collate_prompts(items[start : start + batch_size], pad_id(tokenizer))
         r = sample(
@@ -77,8 +77,13 @@ def sample_responses(
             generator=generator,
         )
         rollouts.append(r)
-        responses += decode_responses(tokenizer, r)
+    return samples_of(tokenizer, items, rollouts)
+
+
+def samples_of(tokenizer, items: Sequence[PromptTokens], rollouts: list[Rollout]) -> Samples:
+    """The Samples of `rollouts` (in the order of `items`): prompts, decoded responses and columns."""
     examples = [x.example for x in items]
+    responses = [text for r in rollouts for text in decode_responses(tokenizer, r)]
     return Samples([ex.prompt for ex in examples], rollouts, responses, columns_of(examples))
 
 
@@ -124,23 +129,30 @@ def evaluate_against_base(
     in characters (tether/instruments/length_controlled.py), and mean proxy (e.g. reward model) and gold
     rewards (None without that score). Policy samples are seeded with `seed`, base samples with seed + 1;
     the samples carry each response's proxy and gold scores, the policy's also its KL from the base. Both
-    models are sampled at `temperature` (> 0). With `base_key` (sample_cache.model_dir_key of the base), the
-    base samples come from tether/instruments/sample_cache.py's cache when it holds them."""
+    models are sampled at `temperature` (> 0). With `base_key` (what the base was made from, e.g. its
+    directory's model_files.dir_sha256), the base samples come from tether/instruments/sample_cache.py's
+    cache when it holds them, and go there when not."""
     if not temperature > 0:
         raise ValueError(f"the evaluation samples at a temperature > 0 (the KL needs samples), got "
                          f"{temperature}")
     opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": temperature}
     pol = sample_responses(policy, tokenizer, items, seed=seed, **opts)
     ref_opts = {**opts, "seed": seed + 1}
-    if base_key is None:
-        ref = sample_responses(base, tokenizer, items, **ref_opts)
+    cached, key = None, None
+    if base_key is not None:
+        from tether.instruments.sample_cache import load_rollouts, samples_key
+
+        param = next(base.parameters())
+        key = samples_key(f"{base_key}|{param.dtype}|{param.device}", items, ref_opts)
+        cached = load_rollouts(key)
+    if cached is not None:
+        ref = samples_of(tokenizer, items, cached)
     else:
-        from tether.instruments.sample_cache import cached_samples
+        ref = sample_responses(base, tokenizer, items, **ref_opts)
+        if key is not None:
+            from tether.instruments.sample_cache import store_rollouts
 
-        def draw():
-            return sample_responses(base, tokenizer, items, **ref_opts)
-
-        ref = cached_samples(base_key, items, ref_opts, draw, tokenizer)
+            store_rollouts(key, ref.rollouts)
     closed, k1 = response_kls(policy, base, pol.rollouts)
     pol.kl = closed
     for s in (pol, ref):

@@ -381,14 +381,14 @@ class RLRun:
         of this run and of any run from the same start reuses one draw of the base samples: the files of
         cfg.reference or cfg.policy, how the base was made of them (the policy with adapters off, or a loaded
         model) and the autocast precision. None when those are not a local directory (a Hub id)."""
-        from tether.instruments.sample_cache import model_dir_key
+        from tether.model_files import dir_sha256
 
         c = self.cfg
         path = Path(c.reference or c.policy)
         if not c.eval.cache_base_samples or not path.is_dir():
             return None
         if self._base_key is None:
-            self._base_key = f"{model_dir_key(path, base)}|{type(base).__name__}|{self.loop.precision}"
+            self._base_key = f"{dir_sha256(path)}|{type(base).__name__}|{self.loop.precision}"
         return self._base_key
 
     def log_eval(self) -> None:
