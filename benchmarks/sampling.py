@@ -9,6 +9,10 @@ exactly --new-tokens tokens (no EOS stops a row), at temperature 1, top-p 1, so 
 ÷ wall time of the whole `sample` call, prompt pass included. Both as loaded (fp32) and with LoRA r 16 on
 every linear layer (whose adapters `sample` merges while it decodes). The best of --reps runs after one
 warm-up; the load average is printed before and after.
+
+`--ragged` times the evaluation's case instead: the first 64 held-out problems of recipes/rlvr-arithmetic
+through the model's chat template, one batch of 64 as `tether eval` samples them, rows ending at their
+EOS (at most --new-tokens each), temperature 1: seconds of the whole call and the response tokens drawn.
 """
 
 from __future__ import annotations
@@ -44,6 +48,27 @@ def tokens_per_s(model, tok, texts: list[str], new_tokens: int, reps: int) -> fl
     return len(texts) * new_tokens / best
 
 
+def ragged(model, tok, new_tokens: int, reps: int) -> tuple[float, int]:
+    """(best seconds of one `sample` call, response tokens of the last call) on 64 RLVR held-out problems."""
+    from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
+    from tether.rollout import sample
+
+    test = Path(__file__).resolve().parents[1] / "recipes/rlvr-arithmetic/data/test.jsonl"
+    examples = load_prompts(str(test))
+    items, _ = tokenize_prompts(examples[:64], tok, 256)
+    batch = collate_prompts(items, pad_id(tok))
+    best, drawn = float("inf"), 0
+    for rep in range(reps + 1):  # the first is the warm-up
+        start = time.perf_counter()
+        r = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens,
+                   eos_token_id=eos_id(tok), pad_token_id=pad_id(tok),
+                   generator=torch.Generator().manual_seed(0))
+        if rep:
+            best = min(best, time.perf_counter() - start)
+        drawn = int(r.response_mask.sum())
+    return best, drawn
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -51,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ragged", action="store_true",
+                    help="the evaluation's case: 64 RLVR problems, EOS stops")
     args = ap.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -61,6 +88,13 @@ def main(argv=None) -> int:
     path = os.path.expanduser(args.model)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    if args.ragged:
+        load = os.getloadavg()[0]
+        seconds, drawn = ragged(model, tok, args.new_tokens, args.reps)
+        print(f"load average {load:.2f} → {os.getloadavg()[0]:.2f}; 64 RLVR problems, ≤ {args.new_tokens} "
+              f"new tokens, EOS stops: {seconds:.2f} s, {drawn} response tokens "
+              f"({drawn / seconds:.1f} tokens/s)")
+        return 0
     distinct = prompts(args.data, 8)
     layouts = {"8 distinct prompts": distinct, "2 prompts × G 4": [p for p in distinct[:2] for _ in range(4)]}
     print(f"load average {os.getloadavg()[0]:.2f}; batch 8, {args.new_tokens} new tokens per row")

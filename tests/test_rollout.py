@@ -116,10 +116,40 @@ def test_repeated_prompts_share_one_prefill_and_each_row_is_still_its_own(model)
         r = _sample(model, prompts, temperature=1.0, seed=2)
     finally:
         hook.remove()
-    assert shapes[0] == ((3, 3), 1) and all(s[0][0] == 10 for s in shapes[1:])
+    assert shapes[0] == ((3, 3), 1) and all(s[0][0] <= 10 for s in shapes[1:])  # ended rows leave the batch
     for prompt, (tokens, logps) in zip(prompts, _rows(r), strict=True):
         assert logps == pytest.approx(_rescore_alone(model, prompt, tokens, 1.0), abs=1e-5)
     assert len({tuple(t) for t, _ in _rows(r)}) > 3  # the copies of a prompt drew different responses
+
+
+def test_ended_rows_leave_the_batch_and_every_row_draws_as_if_sampled_alone(model):
+    """12 rows at temperature 3 (EOS ends some early, as above): the decode steps run on fewer rows once
+    rows have ended, and each row's tokens are those of an independent computation — the row alone, a full
+    forward pass per step without a cache, the CDF inverted here at the uniform number the row gets from the
+    generator's stream (one torch.rand(12) per step, the row's entry), whatever the other rows did."""
+    prompts, T = PROMPTS * 4, 10
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda m, a, k: sizes.append(k["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    try:
+        r = _sample(model, prompts, temperature=3.0, max_new_tokens=T, seed=0)
+    finally:
+        hook.remove()
+    assert r.ended.any() and min(sizes) < len(prompts)
+    g = torch.Generator().manual_seed(0)
+    draws = [torch.rand(len(prompts), generator=g, dtype=torch.float64) for _ in range(T)]  # (B,) per step
+    for i, (prompt, (tokens, _)) in enumerate(zip(prompts, _rows(r), strict=True)):
+        seq, want = list(prompt), []
+        for t in range(T):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([seq])).logits[0, -1].double()
+            cdf = F.softmax(logits / 3.0, -1).cumsum(-1)
+            token = int(torch.searchsorted(cdf, draws[t][i] * cdf[-1], right=True))
+            want.append(token)
+            seq.append(token)
+            if token == EOS:
+                break
+        assert tokens == want, (i, tokens, want)
 
 
 def test_sampling_stops_once_every_row_has_ended(model):

@@ -70,10 +70,12 @@ class Rollout:
 
 
 def _draw(
-    logits: torch.Tensor, temperature: float, top_p: float, generator, banned: torch.Tensor | None = None
+    logits: torch.Tensor, temperature: float, top_p: float, generator, banned: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """One token per row from next-token logits (B, V) → (tokens (B,), log-probs (B,)). `banned` (K,): ids
-    whose logits are masked to −inf for the draw; the log-probs are those of the unmasked logits."""
+    whose logits are masked to −inf for the draw; the log-probs are those of the unmasked logits. `u` (B,),
+    float64 in [0, 1): the rows' uniform numbers, drawn here from `generator` when not given."""
     masked = logits if banned is None else logits.index_fill(-1, banned, -torch.inf)  # (B, V)
     if temperature == 0:
         token = masked.argmax(-1)  # (B,)
@@ -86,8 +88,9 @@ def _draw(
         before = probs.cumsum(-1) - probs  # mass of the more likely tokens
         probs = torch.where(before < top_p, probs, torch.zeros_like(probs))  # the most likely always stays
     cdf = probs.cumsum(-1)  # (B, V)
-    u = torch.rand(logits.shape[0], generator=generator, dtype=torch.float64).to(logits.device)
-    u = (u * cdf[:, -1].double()).to(cdf.dtype)  # (B,) uniform on [0, kept mass)
+    if u is None:
+        u = torch.rand(logits.shape[0], generator=generator, dtype=torch.float64)
+    u = (u.to(logits.device) * cdf[:, -1].double()).to(cdf.dtype)  # (B,) uniform on [0, kept mass)
     idx = torch.searchsorted(cdf, u[:, None], right=True)  # first position whose CDF exceeds u, (B, 1)
     # rounding must not step past the last token that can be drawn (in vocabulary order a banned or
     # underflowed token may follow it)
@@ -196,17 +199,29 @@ def sample(
 
 def _decode(model, prompt_ids, attn, max_new_tokens, eos_token_id, pad_token_id, temperature, top_p,
             generator, banned_token_ids) -> Rollout:
-    """`sample`'s loop: the prompt's forward pass, then one cached forward pass per new token."""
+    """`sample`'s loop: the prompt's forward pass, then one cached forward pass per new token.
+
+    Rows that have ended leave the batch (their KV cache rows too) once they are a quarter of the rows
+    still run: a batch whose responses end at different lengths then stops paying for the finished ones
+    (an evaluation batch of 64 short answers and one long one ran 64 rows to the end before). Every step
+    still draws one uniform number for each of the B rows from `generator`, so the draws a row gets do not
+    depend on when the others ended."""
     B, device = prompt_ids.shape[0], prompt_ids.device
     cache_arg = _cache_argument(model)
+    prompt_mask = attn
     pos = position_ids(attn)  # (B, P)
     out = _prefill(model, prompt_ids, attn, pos)
     banned = _banned(banned_token_ids, out.logits.shape[-1], device)  # (K,) or None
     next_pos = pos[:, -1:] + 1  # (B, 1): rows are left-padded, so the last column is each row's last token
     finished = torch.zeros(B, dtype=torch.bool, device=device)
+    rows = torch.arange(B, device=device)  # (n,) the rows the model still runs, n ≤ B
+    drops_rows = hasattr(_cache_of(out), "reorder_cache")  # a legacy tuple cache keeps every row
     tokens, logps, masks = [], [], []
     for t in range(max_new_tokens):
-        token, logp = _draw(out.logits[:, -1].float(), temperature, top_p, generator, banned)  # (B,), (B,)
+        u = None if temperature == 0 else torch.rand(B, generator=generator, dtype=torch.float64)[rows.cpu()]
+        token_n, logp_n = _draw(out.logits[:, -1].float(), temperature, top_p, generator, banned, u)  # (n,)
+        token = torch.full_like(finished, pad_token_id, dtype=token_n.dtype).index_copy(0, rows, token_n)
+        logp = torch.zeros_like(finished, dtype=logp_n.dtype).index_copy(0, rows, logp_n)  # (B,)
         active = ~finished
         tokens.append(torch.where(active, token, torch.full_like(token, pad_token_id)))
         logps.append(torch.where(active, logp, torch.zeros_like(logp)))
@@ -214,15 +229,19 @@ def _decode(model, prompt_ids, attn, max_new_tokens, eos_token_id, pad_token_id,
         finished = finished | (active & (token == eos_token_id))
         if bool(finished.all()) or t == max_new_tokens - 1:
             break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # (B, P + t + 1)
+        ended = finished[rows]  # (n,)
+        if drops_rows and int(ended.sum()) >= max(1, len(rows) // 4):
+            keep = (~ended).nonzero().squeeze(-1)  # (n',) positions in the running batch
+            _cache_of(out).reorder_cache(keep)
+            rows, attn, next_pos = rows[keep], attn[keep], next_pos[keep]
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # (n, P + t + 1)
         cache = {cache_arg: _cache_of(out)}
-        out = model(input_ids=tokens[-1][:, None], attention_mask=attn, position_ids=next_pos, use_cache=True,
-                    **cache)
+        out = model(input_ids=tokens[-1][rows][:, None], attention_mask=attn, position_ids=next_pos,
+                    use_cache=True, **cache)
         next_pos = next_pos + 1
-    P = prompt_ids.shape[1]
     return Rollout(
         prompt_ids=prompt_ids,
-        prompt_mask=attn[:, :P],
+        prompt_mask=prompt_mask,
         response_ids=torch.stack(tokens, 1),  # (B, R)
         response_mask=torch.stack(masks, 1).long(),  # (B, R)
         logprobs=torch.stack(logps, 1),  # (B, R)
