@@ -254,3 +254,10 @@ def test_the_table_flags_a_policy_that_games_the_format_check(tmp_path):
     # no SFT here; base evaluation, GRPO and RLOO each 1234.4 s: 3703.2 s = 61.7 min
     assert text.endswith("took 61.7 min in all (their own wall times: base evaluation 1234 s, GRPO 1234 s, "
                          "RLOO 1234 s).\n")
+    # --write, given twice, puts the same table into both files' rlvr blocks
+    files = [tmp_path / "a.md", tmp_path / "b.md"]
+    for f in files:
+        f.write_text("x\n<!-- figures:rlvr -->\nold\n<!-- /figures:rlvr -->\ny\n")
+    assert _module("figures").main([str(out), "--write", str(files[0]), "--write", str(files[1])]) == 0
+    for f in files:
+        assert f.read_text() == f"x\n<!-- figures:rlvr -->\n{text}<!-- /figures:rlvr -->\ny\n"

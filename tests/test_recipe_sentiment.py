@@ -162,10 +162,15 @@ def test_frontier_table_holds_each_runs_figures(tmp_path):
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- figures:sentiment -->\nplaceholder\n<!-- /figures:sentiment -->\nend\n")
-    assert frontier.main([str(out), "--readme", str(readme)]) == 0
+    top = tmp_path / "top" / "README.md"  # a second README elsewhere gets the same block
+    top.parent.mkdir()
+    top.write_text(readme.read_text())
+    assert frontier.main([str(out), "--readme", str(readme), "--readme", str(top)]) == 0
     text = readme.read_text()
     assert "placeholder" not in text and "| dpo | β = 0.5 |" in text and text.endswith("end\n")
-    assert (tmp_path / "frontier.png").is_file()
+    assert (tmp_path / "frontier.png").is_file() and not (top.parent / "frontier.png").exists()
+    assert "![frontier](frontier.png)" in text
+    assert top.read_text() == text.replace("![frontier](frontier.png)", "![frontier](../frontier.png)")
 
 
 def test_frontier_states_the_base_mean_the_rm_accuracy_the_whole_time_and_each_invocation(tmp_path):

@@ -15,7 +15,8 @@ iterations; the reward-hacking verdict (tether.instruments.hacking on the run's 
 the gold accuracy falls flags a policy that games the format check); wall time and the commit from
 RUN/config.yaml; the machine from OUT/machine.txt (run.sh writes it); the whole recipe's time, the sum of
 each step's own wall time (the base evaluation, SFT and the RL runs, their final evaluations included).
-`--write FILE` replaces the text between <!-- figures:rlvr --> and <!-- /figures:rlvr --> in FILE.
+`--write FILE` replaces the text between <!-- figures:rlvr --> and <!-- /figures:rlvr --> in FILE (given
+again, in each FILE).
 """
 
 from __future__ import annotations
@@ -155,12 +156,13 @@ def table(out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="the directory run.sh wrote (base/, grpo/, rloo/)")
-    parser.add_argument("--write", metavar="FILE", help="put the table between the figures:rlvr markers")
+    parser.add_argument("--write", metavar="FILE", action="append", default=[],
+                        help="put the table between the figures:rlvr markers (again for another FILE)")
     args = parser.parse_args(argv)
     try:
         text = table(Path(args.out))
-        if args.write:
-            write_blocks(args.write, {"rlvr": text})
+        for path in args.write:
+            write_blocks(path, {"rlvr": text})
     except TetherError as e:
         print(f"figures.py: {e}", file=sys.stderr)
         return 2

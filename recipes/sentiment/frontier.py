@@ -10,13 +10,15 @@ the evaluations' base samples (the same samples in every evaluation: one seed). 
 compound score (tether.sentiment:vader) of each held-out sample, recomputed here from samples.jsonl, so
 that every method is scored alike: mean and 95 % interval mean ± 1.96·s/√n over the prompts.
 --readme FILE replaces the text between `<!-- figures:sentiment -->` and `<!-- /figures:sentiment -->` in FILE
-with the table and copies the plot beside FILE (frontier.png).
+with the table and copies the plot beside FILE (frontier.png); given again, it writes the same block into
+another FILE too, linking that one copy of the plot.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -203,18 +205,23 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_readme(readme: Path, text: str, png: Path) -> None:
-    """`text` and the plot (copied beside the README as frontier.png) in the README's sentiment block."""
-    block = f"{text}\n![frontier](frontier.png)"
-    read_for_write(str(readme), ["sentiment"])  # the markers checked before the plot is copied
-    shutil.copyfile(png, readme.parent / "frontier.png")
-    write_blocks(readme, {"sentiment": block})
+def write_readmes(readmes: list[Path], text: str, png: Path) -> None:
+    """`text` and the plot in each README's sentiment block: the plot is copied beside the first README as
+    frontier.png, and every block links that one copy by its path from its own README."""
+    for readme in readmes:  # every README's markers checked before anything is written
+        read_for_write(str(readme), ["sentiment"])
+    copy = readmes[0].parent / "frontier.png"
+    shutil.copyfile(png, copy)
+    for readme in readmes:
+        link = Path(os.path.relpath(copy.resolve(), readme.parent.resolve())).as_posix()
+        write_blocks(readme, {"sentiment": f"{text}\n![frontier]({link})"})
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="run.sh's output directory")
-    p.add_argument("--readme", help="a README whose results block to replace")
+    p.add_argument("--readme", action="append", default=[],
+                   help="a README whose results block to replace (again for another README)")
     a = p.parse_args(argv)
     out = Path(a.out)
     rows = collect(out)
@@ -227,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     png = plot(rows, out / "frontier.png")
     if a.readme:
         try:
-            write_readme(Path(a.readme), text, png)
+            write_readmes([Path(r) for r in a.readme], text, png)
         except TetherError as e:
             print(f"frontier.py: error: {e}", file=sys.stderr)
             return 2
