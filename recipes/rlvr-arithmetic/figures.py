@@ -91,7 +91,7 @@ def run_row(out: Path, name: str) -> dict:
         "reasons": verdict["reasons"],
         "iterations": summary["iterations"],
         "seconds": summary["wall_seconds"],
-        "commit": (config.get("provenance") or {}).get("git_commit"),
+        "commit": ((config.get("provenance") or {}).get("git_commit") or "")[:7] or None,  # 7 hex
     }
 
 
