@@ -11,8 +11,9 @@ every linear layer (whose adapters `sample` merges while it decodes). The best o
 warm-up; the load average is printed before and after.
 
 `--ragged` times the evaluation's case instead: the first 64 held-out problems of recipes/rlvr-arithmetic
-through the model's chat template, one batch of 64 as `tether eval` samples them, rows ending at their
-EOS (at most --new-tokens each), temperature 1: seconds of the whole call and the response tokens drawn.
+through the model's chat template, sampled by the evaluator's own `sample_responses` in one batch of 64,
+rows ending at their EOS (at most --new-tokens each), temperature 1: seconds of the whole call and the
+response tokens drawn.
 """
 
 from __future__ import annotations
@@ -49,23 +50,20 @@ def tokens_per_s(model, tok, texts: list[str], new_tokens: int, reps: int) -> fl
 
 
 def ragged(model, tok, new_tokens: int, reps: int) -> tuple[float, int]:
-    """(best seconds of one `sample` call, response tokens of the last call) on 64 RLVR held-out problems."""
-    from tether.data import collate_prompts, eos_id, load_prompts, pad_id, tokenize_prompts
-    from tether.rollout import sample
+    """(best seconds of one evaluation sampling — `sample_responses`, the evaluator's own, responses decoded
+    included — and the response tokens of the last) on 64 RLVR held-out problems in one batch."""
+    from tether.data import load_prompts, tokenize_prompts
+    from tether.instruments.evaluate import sample_responses
 
     test = Path(__file__).resolve().parents[1] / "recipes/rlvr-arithmetic/data/test.jsonl"
-    examples = load_prompts(str(test))
-    items, _ = tokenize_prompts(examples[:64], tok, 256)
-    batch = collate_prompts(items, pad_id(tok))
+    items, _ = tokenize_prompts(load_prompts(str(test))[:64], tok, 256)
     best, drawn = float("inf"), 0
     for rep in range(reps + 1):  # the first is the warm-up
         start = time.perf_counter()
-        r = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens,
-                   eos_token_id=eos_id(tok), pad_token_id=pad_id(tok),
-                   generator=torch.Generator().manual_seed(0))
+        s = sample_responses(model, tok, items, max_new_tokens=new_tokens, seed=0, batch_size=64)
         if rep:
             best = min(best, time.perf_counter() - start)
-        drawn = int(r.response_mask.sum())
+        drawn = sum(int(r.response_mask.sum()) for r in s.rollouts)
     return best, drawn
 
 

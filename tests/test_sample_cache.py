@@ -116,7 +116,7 @@ def test_an_rl_run_samples_its_base_once_and_a_run_from_the_same_start_not_at_al
         code, _, err = run_tether(argv, capsys)
         assert code == 0, err
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        evals = [m for m in metrics if "eval_win_rate" in m or "win_rate_vs_base" in m]
+        evals = [m for m in metrics if m["kind"] == "eval"]
         return json.loads((out / "summary.json").read_text())["rewards"]["base"], len(sampled), evals
 
     first, n_first, evals = run("first")

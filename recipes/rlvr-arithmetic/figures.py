@@ -91,7 +91,7 @@ def run_row(out: Path, name: str) -> dict:
         "reasons": verdict["reasons"],
         "iterations": summary["iterations"],
         "seconds": summary["wall_seconds"],
-        "commit": ((config.get("provenance") or {}).get("git_commit") or "")[:7] or None,  # 7 hex
+        "commit": (config.get("provenance") or {}).get("git_commit"),
     }
 
 
@@ -137,7 +137,7 @@ def table(out: Path) -> str:
         length = "-" if first is None else f"{first:.1f} → {last:.1f}"
         verdict = "flagged" if r["flagged"] else "clear"
         cells = [r["name"].upper(), _acc(p), _acc(q), change, from_base, str(p["n"]), fmt, kl, length,
-                 verdict, str(r["iterations"]), f"{r['seconds']:.0f} s", r["commit"] or "-"]
+                 verdict, str(r["iterations"]), f"{r['seconds']:.0f} s", (r["commit"] or "-")[:7]]
         lines.append("| " + " | ".join(cells) + " |")
     for r in rows:
         for reason in r["reasons"]:

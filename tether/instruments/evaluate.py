@@ -28,6 +28,7 @@ from tether.functions import columns_taken
 from tether.instruments.judges import Judge, ScoreFn, ScoreJudge
 from tether.instruments.kl import kl_entry, response_kls
 from tether.instruments.length_controlled import length_controlled_win_rate
+from tether.instruments.sample_cache import load_rollouts, samples_key, store_rollouts
 from tether.instruments.stats import mean_stderr
 from tether.instruments.win_rate import win_rate_of
 from tether.rewards import columns_of
@@ -140,8 +141,6 @@ def evaluate_against_base(
     ref_opts = {**opts, "seed": seed + 1}
     cached, key = None, None
     if base_key is not None:
-        from tether.instruments.sample_cache import load_rollouts, samples_key
-
         param = next(base.parameters())
         key = samples_key(f"{base_key}|{param.dtype}|{param.device}", items, ref_opts)
         cached = load_rollouts(key)
@@ -150,8 +149,6 @@ def evaluate_against_base(
     else:
         ref = sample_responses(base, tokenizer, items, **ref_opts)
         if key is not None:
-            from tether.instruments.sample_cache import store_rollouts
-
             store_rollouts(key, ref.rollouts)
     closed, k1 = response_kls(policy, base, pol.rollouts)
     pol.kl = closed

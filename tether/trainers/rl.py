@@ -53,7 +53,7 @@ from tether.errors import TetherError
 from tether.files import write_json
 from tether.instruments.evaluate import evaluate_judged
 from tether.model_card import write_model_card
-from tether.model_files import resolve_model
+from tether.model_files import dir_sha256, resolve_model
 from tether.reference import load_reference
 from tether.rewards import (
     RunningMoments,
@@ -381,8 +381,6 @@ class RLRun:
         of this run and of any run from the same start reuses one draw of the base samples: the files of
         cfg.reference or cfg.policy, how the base was made of them (the policy with adapters off, or a loaded
         model) and the autocast precision. None when those are not a local directory (a Hub id)."""
-        from tether.model_files import dir_sha256
-
         c = self.cfg
         path = Path(c.reference or c.policy)
         if not c.eval.cache_base_samples or not path.is_dir():
