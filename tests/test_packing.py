@@ -17,7 +17,7 @@ from ppo_helpers import ppo_config, ppo_run, ppo_setup
 from tether.config import DPOConfig, load_config
 from tether.data import collate_completions, pad, position_ids
 from tether.models import build_tiny_llama
-from tether.packing import bins, pack, padded, run_packed, supports_packing
+from tether.packing import bins, pack, padded, run_packed, shared_prefixes, supports_packing
 from tether.reward_model import create_reward_model, token_scores
 from tether.rollout import logits_at
 from tether.trainers.dpo import DPOTask
@@ -54,6 +54,70 @@ def test_pack_layout_by_hand():
     x = torch.arange(6.0).view(2, 3)  # a value per packed position
     assert p.unpack(x).tolist() == [[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 1.0, 2.0], [5.0, 0.0, 0.0, 0.0]]
     assert pack(ids[:2, 1:], attn[:2, 1:]) is None  # 1 and 3 tokens in bins of 3: no row saved
+
+
+def test_shared_prefixes_by_hand():
+    """Rows (index: tokens) 0: 1 2 3, 1: 1 2 4, 2: 1 2 3 5, 3: 9, longest T = 4, so a link needs
+    k ≥ max(1, ⌈4/8⌉) = 1. Sorted: row 0 (1 2 3), row 2 (1 2 3 5), row 1 (1 2 4), row 3 (9): row 2 borrows
+    3 tokens from row 0, row 1 two from row 2 (common prefix 1 2), row 3 nothing. With room for 5 own
+    tokens per chain: row 0 (3) + row 2's 1 = 4, row 1's own 1 would make 5: taken; at 4 it is not."""
+    rows = [[1, 2, 3], [1, 2, 4], [1, 2, 3, 5], [9]]
+    assert shared_prefixes(rows, 100) == [(-1, 0), (2, 2), (0, 3), (-1, 0)]
+    assert shared_prefixes(rows, 5) == [(-1, 0), (2, 2), (0, 3), (-1, 0)]
+    assert shared_prefixes(rows, 4) == [(-1, 0), (-1, 0), (0, 3), (-1, 0)]
+    # T = 17 → k ≥ ⌈17/8⌉ = 3: a common prefix of 2 is not shared, of 3 is
+    long = [7] * 17
+    assert shared_prefixes([[1, 2, 8], [1, 2, 9], long], 100) == [(-1, 0), (-1, 0), (-1, 0)]
+    assert shared_prefixes([[1, 2, 3, 8], [1, 2, 3, 9], long], 100) == [(-1, 0), (0, 3), (-1, 0)]
+
+
+def test_pack_shares_a_pairs_prompt_by_hand():
+    """A preference batch (chosen rows, then rejected rows): prompt 5 6 7 with answers 14 15 / 3, prompt 8
+    with 4 6 11 15 3 / 4. Rows 0 and 2 share 5 6 7; row 3 (8 4) is all of row 1's beginning, so it has no
+    token of its own. Sorted, row 2 (5 6 7 3) comes before row 0 (5 6 7 14 15), so the chain of rows 2 and 0
+    is 5 6 7 3 | 14 15 (6 tokens, row 0's own two at positions 3 4), and the chain of rows 1 and 3 is row 1's
+    6 tokens. Bins of 6 (the longest row): one chain each, 12 positions where the padded batch has 24 and
+    the rows 17 real tokens. Row 0's 14 sees 5 6 7 and itself, not row 2's 3."""
+    b = collate_completions([[5, 6, 7], [8]] * 2, [[14, 15], [4, 6, 11, 15, 3], [3], [4]], PAD)
+    p = pack(b["input_ids"], b["attention_mask"])
+    assert p.input_ids.tolist() == [[5, 6, 7, 3, 14, 15], [8, 4, 6, 11, 15, 3]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 3, 4], [0, 1, 2, 3, 4, 5]]
+    m = p.attention_mask[:, 0].int().tolist()
+    assert m[0][3] == [1, 1, 1, 1, 0, 0]  # row 2's 3
+    assert m[0][4] == [1, 1, 1, 0, 1, 0]  # row 0's 14: its prompt and itself
+    assert m[0][5] == [1, 1, 1, 0, 1, 1]
+    # packed flat index of each real token, rows in order: row 0 = 0 1 2 4 5, row 1 = 6..11, row 2 = 0 1 2 3,
+    # row 3 = 6 7 (row 1's first two)
+    assert p.to_packed.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 6, 7]
+    x = torch.arange(12.0).view(2, 6)
+    assert p.unpack(x)[3].tolist() == [6.0, 7.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_shared_prefix_logits_and_gradients_equal_each_row_alone():
+    """Left-padded rows as RL rollouts make them (a GRPO group: one prompt, four responses, one of them
+    the same as another, one ending inside another) plus two unrelated rows: the logits at every real
+    position, and the gradient of a sum of selected log-softmax values, equal those of each row run alone."""
+    model = tiny_model(seed=5).train()
+    prompt = [5, 6, 7, 8, 9, 10]
+    rows = [prompt + [11, 12, 3], prompt + [13], prompt + [11, 12, 3], prompt + [11], [4, 4, 5], [14, 15]]
+    ids, attn = pad(rows, PAD, side="left")
+    p = pack(ids, attn)
+    assert p is not None and p.input_ids.numel() < attn.sum()  # fewer positions than real tokens: shared
+    select = attn.bool().clone()
+    select[:, 0] = False
+    weights = torch.randn(int(select.sum()), 16, generator=torch.Generator().manual_seed(0))
+
+    def loss_packed():
+        return (logits_at(model, ids, attn, select).log_softmax(-1) * weights).sum()
+
+    def loss_alone():
+        out = []
+        for b, r in enumerate(rows):
+            logits = model(input_ids=torch.tensor([r]), position_ids=torch.arange(len(r))[None]).logits[0]
+            out.append(logits[select[b][attn[b].bool()]])
+        return (torch.cat(out).log_softmax(-1) * weights).sum()
+
+    _assert_same(_both(lambda m: loss_packed(), model)[0], _both(lambda m: loss_alone(), model)[0])
 
 
 def test_packed_logits_equal_each_row_alone():
@@ -106,7 +170,8 @@ def _assert_same(packed_run, padded_run, atol=1e-5):
 def pairs_batch():
     # chosen rows of 5 and 6 tokens, rejected of 4 and 2 (bins of 6: the 4 and the 2 share one)
     batch = collate_completions(PROMPTS[:2] * 2, [COMPLETIONS[0], COMPLETIONS[1], [3], [4]], PAD)
-    assert pack(batch["input_ids"], batch["attention_mask"]) is not None
+    p = pack(batch["input_ids"], batch["attention_mask"])
+    assert p is not None and p.input_ids.numel() < batch["attention_mask"].sum()  # the prompts are shared
     return batch
 
 
