@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKER = re.compile(r"<!-- (/?)figures:([\w-]+) -->")
 WIDTH = 110  # the README's line length for prose
 # Every block name a script writes, so that a misspelt marker is named rather than silently skipped: the lab
-# figures of benchmarks/readme_figures.py, then the recipes' (recipes/*/run.py).
+# figures of benchmarks/readme_figures.py, then the recipes' (recipes/*/run.py), then the benchmarks'.
 LAB_BLOCKS = ("default", "betas", "algo", "verify", "probe", "sweep")
 RECIPE_BLOCKS = ("hh-rm", "hh-policies", "smollm2-probes", "rlvr", "sentiment")
-BLOCKS = LAB_BLOCKS + RECIPE_BLOCKS
+BENCH_BLOCKS = ("vs-trl",)  # benchmarks/vs_trl.py
+BLOCKS = LAB_BLOCKS + RECIPE_BLOCKS + BENCH_BLOCKS
 
 
 # ------------------------------------------------------------------------------------------------- numbers

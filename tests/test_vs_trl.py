@@ -113,3 +113,27 @@ def test_tether_configs_load_and_make_one_step_of_the_benchmark_batch(tmp_path, 
         assert (cfg.train.max_steps, cfg.data.max_length) == (5, 256)
     if stage == "dpo":
         assert cfg.precompute_reference is False
+
+
+def test_readme_block_by_hand():
+    """A record of two stages: SFT TRL 20 s/step at 8 GB, tether 5 s at 2 GB → lead 20/5 = 4.00×, memory
+    2/8 = 0.25; GRPO TRL 9 s at 6 GB, tether 6 s at 3 GB → 1.50×, 0.50, completion lengths printed with one
+    decimal. Steps 2,6 → "(t6 − t2) / 4"; RM and DPO absent → no rows; the stages in STAGES order."""
+    def r(tool, stage, s, gb, **kw):
+        return {"tool": tool, "stage": stage, "s_per_step": s, "peak_rss_gb": gb, **kw}
+
+    record = {"commit": "abc1234", "date": "2026-12-02 13:30 UTC", "cpus": 2, "cpu": "AMD EPYC", "threads": 2,
+              "pairs": 64, "steps": [2, 6], "load_start": [0.96, 0.8, 0.8], "load_end": [1.94, 1.9, 1.6],
+              "results": [r("trl", "grpo", 9.0, 6.0, completion_tokens=61.3),
+                          r("tether", "grpo", 6.0, 3.0, completion_tokens=63.0),
+                          r("trl", "sft", 20.0, 8.0), r("tether", "sft", 5.0, 2.0)]}
+    text = vs.block(record)
+    rows = text.splitlines()
+    assert rows[2] == "| SFT (8 rows) | 20.00 | 8.00 GB | 5.00 | 2.00 GB | 4.00× | 0.25 |"
+    grpo = "| GRPO (2 prompts × G 4, sampling included) | 9.00 | 6.00 GB | 6.00 | 3.00 GB | 1.50× | 0.50 |"
+    assert rows[3] == grpo
+    assert rows[4] == ""
+    stamp = " ".join(rows[5:])
+    assert "--stages sft,grpo --steps 2,6` at commit abc1234 on 2026-12-02 13:30 UTC" in stamp
+    assert "(t6 − t2) / 4" in stamp and "load average 0.96 at the start and 1.94 at the end" in stamp
+    assert "TRL 61.3 tokens, tether 63.0" in stamp
