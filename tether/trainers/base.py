@@ -171,7 +171,10 @@ class Loop:
                 enable_gradient_checkpointing(m)
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         betas = tuple(cfg.betas)
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        # fused: one kernel per tensor instead of a dozen elementwise passes (on 2 CPU cores, SmolLM2-135M's
+        # step takes 0.06 s instead of 0.46-0.68 s; benchmarks/README.md); the same update to float rounding
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay,
+                                      fused=True)
         *prepared, self.optimizer = self.accelerator.prepare(*modules, optimizer)
         self.models = dict(zip(names, prepared, strict=True))
         self.model = self.models["model"]
