@@ -155,8 +155,9 @@ def shared_prefixes(rows: list[list[int]], limit: int) -> list[tuple[int, int]]:
     """For each row, (parent, k): its first k tokens are row `parent`'s first k, to be computed once (k = 0,
     parent −1: none). Rows are visited in lexicographic order and each borrows from the one before it, so the
     tokens left to compute are the nodes of the rows' prefix trie (Σ lengths − Σ LCP of sorted neighbours).
-    A link is taken when k ≥ max(1, ⌈T / 8⌉) (T the longest row: a shorter shared prefix does not pay for the
-    larger bins' attention) and the chain it joins keeps ≤ `limit` tokens of its own (chains share a bin)."""
+    A link is taken when k ≥ max(1, ⌈T / 8⌉) (T the longest row: a few shared tokens, such as a chat
+    template's opening, are not worth tying two rows into one longer bin, whose attention costs C²) and the
+    chain it joins keeps ≤ `limit` tokens of its own (a chain shares one bin)."""
     T = max((len(r) for r in rows), default=0)
     least = max(1, -(-T // 8))
     order = sorted(range(len(rows)), key=lambda i: (rows[i], i))
@@ -188,7 +189,7 @@ Forward = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 def run_packed(model, input_ids: Tensor, attention_mask: Tensor, forward: Forward,
                select: Tensor | None = None) -> Tensor:
     """`forward(input_ids, attention_mask, position_ids, keep)` on the packed batch where `model` supports
-    it and packing saves a row, else on the padded one.
+    it and packing saves positions (`pack`), else on the padded one.
 
     Without `select`, forward returns one value per position, (b, t, ...), and the result is (B, T, ...)
     (0 at padding when packed, the model's values there when not). With `select` (B, T) bool, a subset of
