@@ -404,11 +404,20 @@ def main(argv=None) -> int:
     if args.write:
         from figure_blocks import read_for_write, write_blocks  # imports tether: not in the TRL child
 
-        read_for_write(args.write, ["vs-trl"])  # markers checked before anything runs
+        from tether.errors import TetherError
+
+        try:
+            read_for_write(args.write, ["vs-trl"])  # markers checked before anything runs
+        except TetherError as e:
+            ap.error(f"--write: {e}")
     if args.from_json:
         if not args.write:
             ap.error("--from-json needs --write")
-        write_blocks(args.write, {"vs-trl": block(json.loads(Path(args.from_json).read_text()))})
+        try:
+            record = json.loads(Path(args.from_json).read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--from-json {args.from_json}: {e}")
+        write_blocks(args.write, {"vs-trl": block(record)})
         return 0
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if not stages or set(stages) - set(STAGES):

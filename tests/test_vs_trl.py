@@ -137,3 +137,22 @@ def test_readme_block_by_hand():
     assert "--stages sft,grpo --steps 2,6` at commit abc1234 on 2026-12-02 13:30 UTC" in stamp
     assert "(t6 − t2) / 4" in stamp and "load average 0.96 at the start and 1.94 at the end" in stamp
     assert "TRL 61.3 tokens, tether 63.0" in stamp
+
+
+def test_write_errors_are_one_line(tmp_path, capsys):
+    """A README without the vs-trl markers, and a --from-json file that is not there: exit 2 with a one-line
+    message naming the problem, nothing written."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit) as e:
+        vs.main(["--from-json", str(tmp_path / "r.json"), "--write", str(readme)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--write: " in err and "no block <!-- figures:vs-trl -->" in err
+    assert readme.read_text() == "# no markers\n"
+    readme.write_text("<!-- figures:vs-trl -->\n<!-- /figures:vs-trl -->\n")
+    with pytest.raises(SystemExit) as e:
+        vs.main(["--from-json", str(tmp_path / "missing.json"), "--write", str(readme)])
+    assert e.value.code == 2
+    assert "--from-json " in capsys.readouterr().err
+    assert readme.read_text() == "<!-- figures:vs-trl -->\n<!-- /figures:vs-trl -->\n"
