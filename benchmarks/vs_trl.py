@@ -75,25 +75,36 @@ GRPO_G, GRPO_PROMPTS, GRPO_NEW_TOKENS, GRPO_BETA, GRPO_PROMPT_CHARS = 4, 2, 64, 
 # ------------------------------------------------------------------------------------------------ pure parts
 
 
-STAGE_NAMES = {"sft": "SFT (8 rows)", "rm": "reward model (4 pairs)", "dpo": "DPO (4 pairs, reference in the "
-               "step)", "grpo": "GRPO (2 prompts × G 4, sampling included)"}
+STAGE_NAMES = {
+    "sft": "SFT (8 rows)",
+    "rm": "reward model (4 pairs)",
+    "dpo": "DPO (4 pairs, reference in the step)",
+    "grpo": "GRPO (2 prompts × G 4, sampling included)",
+}
+
+
+def lead_and_memory(trl: dict, tether: dict) -> tuple[float, float]:
+    """(lead, memory) of one stage's two results: lead = TRL s/step ÷ tether s/step, memory = tether peak
+    RSS ÷ TRL peak RSS."""
+    return trl["s_per_step"] / tether["s_per_step"], tether["peak_rss_gb"] / trl["peak_rss_gb"]
 
 
 def block(record: dict) -> str:
     """The README's `vs-trl` block from a --json record: one row per stage (seconds per step and peak RSS of
-    both tools, lead = TRL s/step ÷ tether s/step, memory = tether RSS ÷ TRL RSS), then its provenance."""
-    from figure_blocks import wrap  # not at the top: the TRL child's interpreter has no tether
+    both tools, `lead_and_memory`), then its provenance."""
+    from figure_blocks import md_row, md_rule, wrap  # not at the top: the TRL child has no tether
 
     by = {(r["tool"], r["stage"]): r for r in record["results"]}
-    lines = ["| stage | TRL s/step | TRL peak RSS | tether s/step | tether peak RSS | tether's lead "
-             "| memory |", "|---|---|---|---|---|---|---|"]
+    header = ["stage", "TRL s/step", "TRL peak RSS", "tether s/step", "tether peak RSS", "tether's lead",
+              "memory"]
+    lines = [md_row(header), md_rule(len(header))]
     stages = [s for s in STAGES if ("tether", s) in by and ("trl", s) in by]
     for s in stages:
         trl, tether = by["trl", s], by["tether", s]
-        lines.append(f"| {STAGE_NAMES[s]} | {trl['s_per_step']:.2f} | {trl['peak_rss_gb']:.2f} GB | "
-                     f"{tether['s_per_step']:.2f} | {tether['peak_rss_gb']:.2f} GB | "
-                     f"{trl['s_per_step'] / tether['s_per_step']:.2f}× | "
-                     f"{tether['peak_rss_gb'] / trl['peak_rss_gb']:.2f} |")
+        lead, memory = lead_and_memory(trl, tether)
+        lines.append(md_row([STAGE_NAMES[s], f"{trl['s_per_step']:.2f}", f"{trl['peak_rss_gb']:.2f} GB",
+                             f"{tether['s_per_step']:.2f}", f"{tether['peak_rss_gb']:.2f} GB", f"{lead:.2f}×",
+                             f"{memory:.2f}"]))
     n1, n2 = record["steps"]
     grpo = ""
     if "grpo" in stages:
@@ -459,8 +470,7 @@ def main(argv=None) -> int:
     print(f"\n{'stage':<6}{'TRL s/step':>11}{'TRL RSS':>9}{'tether s/step':>14}{'tether RSS':>11}"
           f"{'lead':>8}{'memory':>8}")
     for trl_r, tether_r in results:
-        lead = trl_r["s_per_step"] / tether_r["s_per_step"]
-        memory = tether_r["peak_rss_gb"] / trl_r["peak_rss_gb"]
+        lead, memory = lead_and_memory(trl_r, tether_r)
         print(f"{trl_r['stage']:<6}{trl_r['s_per_step']:>11.2f}{trl_r['peak_rss_gb']:>7.2f}GB"
               f"{tether_r['s_per_step']:>14.2f}{tether_r['peak_rss_gb']:>9.2f}GB{lead:>7.2f}x{memory:>8.2f}")
         if "completion_tokens" in trl_r:
