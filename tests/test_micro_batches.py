@@ -49,7 +49,9 @@ def setup(tmp_path_factory):
                          ids=["group_by_length", "micro_batch_tokens"])
 def test_the_weights_do_not_depend_on_the_grouping(setup, tmp_path, train):
     """Three SFT steps of 8 examples: in order (micro-batches of 4), grouped by length, or cut at 40 tokens,
-    the step's loss is the same sum divided by the same token count, so the weights agree to rounding."""
+    the step's loss is the same sum divided by the same token count, so the weights agree to rounding. Adam
+    divides each gradient by its running RMS, so the rounding of a gradient near 0 (micro-batches packed
+    otherwise) can move its weight by up to ~lr: measured 1.1e-5 at most, against ≥ 1e-3 moved."""
     steps = {"max_steps": 3, "save_every": 0}
     plain = train_sft(sft_config(setup, **steps), tmp_path / "plain")
     other = train_sft(sft_config(setup, **steps, **train), tmp_path / "other")
@@ -58,4 +60,4 @@ def test_the_weights_do_not_depend_on_the_grouping(setup, tmp_path, train):
     moved = max(float((a[k] - load_file(setup["model"] / "model.safetensors")[k]).abs().max()) for k in a)
     assert moved > 1e-3  # the steps did train
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+        assert torch.allclose(a[k], b[k], atol=3e-5), k

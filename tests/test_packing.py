@@ -17,7 +17,7 @@ from ppo_helpers import ppo_config, ppo_run, ppo_setup
 from tether.config import DPOConfig, load_config
 from tether.data import collate_completions, pad, position_ids
 from tether.models import build_tiny_llama
-from tether.packing import bins, pack, padded, run_packed, shared_prefixes, supports_packing
+from tether.packing import bin_length, bins, pack, padded, run_packed, shared_prefixes, supports_packing
 from tether.reward_model import create_reward_model, token_scores
 from tether.rollout import logits_at
 from tether.trainers.dpo import DPOTask
@@ -38,6 +38,18 @@ def test_bins_first_fit_decreasing():
     assert bins([], 3) == []
 
 
+def test_bin_length_by_hand():
+    """Chains of 300, 250, 200 and 150 tokens, the least length 300; candidates 300 + 18k (300 // 16 = 18) up
+    to 600, cost = positions × (1 + C / 3073). C = 300: one bin each, 1200 × 1.0976 = 1317.1. C = 444: 300
+    (144 left), 250 (194 left), 200 a bin of its own, 150 to the second: 3 × 444 = 1332 positions, worse.
+    C = 462: 300 (162 left), 250 (212 left), 200 beside 250 (12 left), 150 beside 300: 2 × 462 = 924 × 1.1503
+    = 1062.9, and every longer candidate still needs 2 bins (one would be 900), so costs more: 462. Two
+    chains of 256 stay apart: 512 × 1.0833 = 554.7 in two bins against 512 × 1.1666 = 597.3 in one."""
+    assert bin_length([300, 250, 200, 150], 300) == 462
+    assert bin_length([256, 256], 256) == 256
+    assert bin_length([5], 5) == 5
+
+
 def test_pack_layout_by_hand():
     """Rows of 2, 3 and 1 real tokens (right, left and right padded) in bins of 3: the row of 3 alone, then
     2 + 1 end to end (positions 0 1 0; the third position sees only itself). A value per packed position
@@ -53,7 +65,10 @@ def test_pack_layout_by_hand():
     assert m[0] == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
     x = torch.arange(6.0).view(2, 3)  # a value per packed position
     assert p.unpack(x).tolist() == [[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 1.0, 2.0], [5.0, 0.0, 0.0, 0.0]]
-    assert pack(ids[:2, 1:], attn[:2, 1:]) is None  # 1 and 3 tokens in bins of 3: no row saved
+    # 1 and 3 tokens: bins of 3 would save nothing (2 × 3 = 6 positions); one bin of 4 (bin_length) holds both
+    two = pack(ids[:2, 1:], attn[:2, 1:])
+    assert two.input_ids.tolist() == [[22, 23, 24, 12]] and two.position_ids.tolist() == [[0, 1, 2, 0]]
+    assert pack(ids[:1, :2], attn[:1, :2]) is None  # one full row: nothing to save
 
 
 def test_shared_prefixes_by_hand():

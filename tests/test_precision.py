@@ -15,11 +15,20 @@ from tether import precision
 from tether.activations import enable_gradient_checkpointing
 from tether.config import LoRAConfig
 from tether.data import pad_id
+from tether.errors import TetherError
 from tether.lora import add_adapters
 from tether.reward_model import score_head
 from tether.trainers import experience, ppo
 from tether.trainers.base import Loop
-from tether.trainers.dpo import DPOTask, attach_reference, load_causal_lm, train_dpo
+from tether.trainers.dpo import (
+    REF_CACHE,
+    DPOTask,
+    attach_reference,
+    load_causal_lm,
+    read_cache,
+    reference_logprobs,
+    train_dpo,
+)
 from tether.trainers.metrics import read_metrics
 from tether.trainers.rl import RLRun
 
@@ -65,39 +74,48 @@ def test_the_loop_gets_float32_for_bf16_on_a_cpu_without_units(tmp_path, monkeyp
     assert loop.accelerator.mixed_precision == "no"
 
 
-def _grads(model, checkpointing: bool):
-    """Mean squared logit of a batch, backward; returns (grads of the trainable parameters, calls of the first
+def _grads(model, checkpointing: bool, layers: int = 0):
+    """Mean squared logit of a batch, backward; returns (grads of the trainable parameters, calls of each
     layer's input norm: 1 per forward, and one more when the backward pass recomputes the layer)."""
-    calls = []
-    norm = model.get_base_model().model.layers[0].input_layernorm  # the layer's first module
-    handle = norm.register_forward_hook(lambda *a: calls.append(1))
+    calls = [0, 0]
+    for i, layer in enumerate(model.get_base_model().model.layers):  # the norm: each layer's first module
+        layer.input_layernorm.register_forward_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1))
     if checkpointing:
-        enable_gradient_checkpointing(model)
+        enable_gradient_checkpointing(model, layers)
     ids = torch.tensor([[2, 4, 5, 6, 7, 3], [2, 8, 9, 10, 3, 0]])
     model(input_ids=ids).logits.pow(2).mean().backward()
-    handle.remove()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, len(calls)
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, calls
 
 
-def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients():
-    """In eval mode (how tether trains), with LoRA: without checkpointing the first layer's norm runs once
-    per forward+backward; with it, twice (the recomputation). The gradients agree to float32 rounding."""
+def _lora_model():
     torch.manual_seed(0)
-    plain = add_adapters(tiny_model().eval(), LoRAConfig(r=4, alpha=8))
-    torch.manual_seed(0)
-    ckpt = add_adapters(tiny_model().eval(), LoRAConfig(r=4, alpha=8))
-    for m in (plain, ckpt):  # move B off 0 so every adapter gets a gradient
-        with torch.no_grad():
-            for n, p in m.named_parameters():
-                if "lora_B" in n:
-                    p.fill_(0.01)
-    g0, calls0 = _grads(plain, checkpointing=False)
-    g1, calls1 = _grads(ckpt, checkpointing=True)
-    assert (calls0, calls1) == (1, 2)
+    model = add_adapters(tiny_model().eval(), LoRAConfig(r=4, alpha=8))
+    with torch.no_grad():  # move B off 0 so every adapter gets a gradient
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.01)
+    return model
+
+
+@pytest.mark.parametrize("layers, recomputed", [(0, [2, 2]), (1, [2, 1]), (5, [2, 2])])
+def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(layers, recomputed):
+    """In eval mode (how tether trains), with LoRA, on the 2-layer tiny model: without checkpointing each
+    layer's norm runs once per forward+backward; with it, twice in each checkpointed layer (the
+    recomputation): both layers with layers=0 (all) and with 5 (more than there are), only the first with
+    layers=1. The gradients agree to float32 rounding."""
+    g0, calls0 = _grads(_lora_model(), checkpointing=False)
+    ckpt = _lora_model()
+    g1, calls1 = _grads(ckpt, checkpointing=True, layers=layers)
+    assert (calls0, calls1) == ([1, 1], recomputed)
     assert g0.keys() == g1.keys() and len(g0) > 0
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], atol=1e-6, rtol=1e-5)
     assert not ckpt.get_base_model().model.layers[0].mlp.training  # sub-modules keep eval mode
+
+
+def test_checkpoint_layers_needs_gradient_checkpointing(tmp_path):
+    with pytest.raises(TetherError, match="train.checkpoint_layers needs gradient_checkpointing: true"):
+        sft_config(sft_setup(tmp_path / "d"), checkpoint_layers=4)
 
 
 # -------------------------------------------------------------------------------------- reference passes
@@ -130,11 +148,13 @@ def test_ppo_reference_and_critic_run_under_the_policy_s_bf16_autocast(cpu_bf16,
     assert trainer.evaluate()["instruments"]["kl_from_base"]["value"] == 0.0
     assert reward_autocast and not any(reward_autocast)  # the proxy reward is scored as in training
 
-    under_autocast, values = [], experience.critic_values
+    under_autocast, chunks, values = [], [], experience.critic_values
 
     def spy(critic, rollout):
         under_autocast.append(torch.is_autocast_enabled("cpu"))
-        return values(critic, rollout)
+        out = values(critic, rollout)
+        chunks.append((rollout, out))
+        return out
 
     monkeypatch.setattr(experience, "critic_values", spy)  # the scoring passes
     monkeypatch.setattr(ppo, "critic_values", spy)  # the update's passes
@@ -142,11 +162,13 @@ def test_ppo_reference_and_critic_run_under_the_policy_s_bf16_autocast(cpu_bf16,
         score_head(trainer.critic).weight.normal_(generator=torch.Generator().manual_seed(0))
     exp, loss_fn = captured_step(trainer)
     assert torch.equal(exp.ref_logprobs, exp.old_logprobs) and torch.count_nonzero(exp.kl) == 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16 = values(trainer.critic, exp.rollout)
-    with torch.no_grad():
-        fp32 = values(trainer.critic, exp.rollout)
-    assert torch.equal(exp.old_values, bf16) and not torch.equal(bf16, fp32)
+    assert torch.equal(torch.cat([out for _, out in chunks]), exp.old_values)
+    for rollout, out in chunks:  # each scoring chunk again, as it ran (packing lays out a chunk alone)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = values(trainer.critic, rollout)
+        with torch.no_grad():
+            fp32 = values(trainer.critic, rollout)
+        assert torch.equal(out, bf16) and not torch.equal(bf16, fp32)
     RLRun.update(trainer, exp, loss_fn)
     assert len(under_autocast) > 4 and all(under_autocast)  # 4 scoring chunks, then the update's passes
 
@@ -165,9 +187,11 @@ def test_grpo_reference_runs_under_the_policy_s_bf16_autocast(cpu_bf16, tmp_path
 def test_dpo_reference_log_probs_run_under_the_policy_s_bf16_autocast(cpu_bf16, tmp_path, precompute):
     """Before the first update π = π_ref, so with both scored under the same bf16 autocast every log-ratio
     log π(y|x) − log π_ref(y|x) is exactly 0: step 1's logged implicit rewards β·(log π − log π_ref) are 0.0
-    for chosen and rejected, whether the reference log-probs were precomputed (before the Loop exists) or
-    are scored at the step. Evaluated before training, the held-out implicit rewards and the KL of policy
-    samples from the reference are exactly 0 too."""
+    for chosen and rejected when the reference is scored at the step (on the policy's own batch). Log-probs
+    precomputed before the Loop exists are those of the same passes run by hand under bf16 autocast, and not
+    the float32 ones (the step's batch packs the rows otherwise, so there they agree to rounding only).
+    Evaluated before training (passes in the same batches as the precomputed ones), the held-out implicit
+    rewards and the KL of policy samples from the reference are exactly 0 too."""
     paths = {
         "policy": write_model_dir(tmp_path / "policy"),
         "train": write_jsonl(tmp_path / "train.jsonl", reversal_pairs(16, seed=1)),
@@ -178,8 +202,17 @@ def test_dpo_reference_log_probs_run_under_the_policy_s_bf16_autocast(cpu_bf16, 
     cfg = config(paths, *bf16, "train.max_steps=1", "train.save_every=0", "train.eval_every=0",
                  "data.test=null")
     train_dpo(cfg, tmp_path / "run")
-    first = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"][0]
-    assert (first["chosen_reward"], first["rejected_reward"]) == (0.0, 0.0)
+    if precompute:  # computed before the Loop, in the file's order: the same passes again, by hand
+        cache, _ = read_cache(tmp_path / "run" / REF_CACHE)
+        reference, items = load_causal_lm(str(paths["policy"]), "float32"), items_of(paths, "train")
+        passes = (reference, items, pad_id(tiny_tokenizer()), "sum", "cpu", cfg.train.micro_batch_size)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = reference_logprobs(*passes)
+        plain = reference_logprobs(*passes)
+        assert torch.equal(cache["train"], autocast) and not torch.equal(autocast, plain)
+    else:  # scored in the step, on the policy's batch: the same packed layout, so the same numbers
+        first = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"][0]
+        assert (first["chosen_reward"], first["rejected_reward"]) == (0.0, 0.0)
 
     AcceleratorState._reset_state(reset_partial_state=True)  # the next Loop's accelerator starts afresh
     cfg, tok, items = config(paths, *bf16), tiny_tokenizer(), items_of(paths, "test")

@@ -17,10 +17,15 @@ import torch
 from tether.errors import TetherError
 
 
-def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    """Checkpoint every decoder layer of `model` (a transformers model, or a peft model around one) with
+def enable_gradient_checkpointing(model: torch.nn.Module, layers: int = 0) -> None:
+    """Checkpoint the decoder layers of `model` (a transformers model, or a peft model around one) with
     non-reentrant torch.utils.checkpoint (transformers also makes the embeddings' output require grads, so
-    a frozen LoRA base still passes gradients back to the adapters)."""
+    a frozen LoRA base still passes gradients back to the adapters): all of them, or with `layers` > 0 only
+    the first `layers` (the rest keep their activations; more than the model has: all).
+
+    Checkpointing the first ones is what lowers the peak: the backward pass reaches them last, when the kept
+    layers' activations are already freed, so the peak is the kept layers' activations plus every layer's
+    input; the time added is that share of one forward pass."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     from tether.lora import train_while_grad, unwrap
@@ -33,8 +38,11 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         raise TetherError(f"{type(inner).__name__} does not support gradient checkpointing")
-    layers = [m for m in inner.modules() if isinstance(m, GradientCheckpointingLayer)]
-    if not layers:
+    found = [m for m in inner.modules() if isinstance(m, GradientCheckpointingLayer)]  # layer order
+    if not found:
         raise TetherError(f"{type(inner).__name__} has no checkpointable decoder layers")
-    for layer in layers:
-        train_while_grad(layer)
+    for i, layer in enumerate(found):
+        if layers and i >= layers:
+            layer.gradient_checkpointing = False  # the transformers switch of this layer alone
+        else:
+            train_while_grad(layer)

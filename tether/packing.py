@@ -4,21 +4,22 @@
     out = run_packed(model, input_ids, attention_mask, forward, select)    # (N, ...) at select's positions
 
 A padded batch (B, T) spends compute on every padding position: in HH-RLHF pairs the mean row is ~150 tokens
-and the padded one ~230. `pack` places the rows' real tokens in bins of the batch's own length C (the
-longest row), first-fit by decreasing length, so B' ≤ B rows of C positions hold them all. Inside a bin each
-row keeps its own position ids (0, 1, …, restarting per row) and attends only to itself: a block-diagonal
-causal mask (B', 1, C, C). With transformers' SDPA attention the result at every real position equals the
-padded batch's to float rounding (tests/test_packing.py); position ids alone would not isolate the rows.
-Rows that begin with the same tokens — a preference pair's chosen and rejected rows after their shared
+and the padded one ~230. `pack` places the rows' real tokens in bins of length C, at least the batch's own
+length (the longest row), first-fit by decreasing length, so B' ≤ B rows of C positions hold them all. Inside
+a bin each row keeps its own position ids (0, 1, …, restarting per row) and attends only to itself: a
+block-diagonal causal mask (B', 1, C, C). With transformers' SDPA attention the result at every real position
+equals the padded batch's to float rounding (tests/test_packing.py); position ids alone would not isolate the
+rows. Rows that begin with the same tokens — a preference pair's chosen and rejected rows after their shared
 prompt, a GRPO group's G responses to one prompt — compute that prefix once: the later row's own tokens sit
 after it in the same bin and attend to the earlier row's copy (same positions, same keys and values, so the
-same result), and the prefix's outputs are handed to both rows (their gradients add up, as they would from
-two copies). Rows linked that way form a chain that stays in one bin, so a bin is as long as the longest
-row or the longest chain, whichever is longer (a chain holds at most 2T tokens of its own). On benchmarks/
-vs_trl.py's 64 HH-RLHF pairs (prompts are two thirds of a row), in batches of 4 pairs with SmolLM2's
-tokenizer, the packed batches have 12,938 positions against 18,272 without sharing and 24,320 padded
-(15,418 real tokens). A packing that would not compute fewer positions than the padded batch
-(B' · C ≥ B · T) is not used.
+same result), and the prefix's outputs are handed to both rows (their gradients add up, as they would from two
+copies). Rows linked that way form a chain that stays in one bin, so a bin is at least as long as the longest
+row or the longest chain, whichever is longer (a chain holds at most 2T tokens of its own), and up to twice
+that where longer bins hold the chains in fewer positions (`bin_length`: attention's cost grows with C). On
+benchmarks/vs_trl.py's 64 HH-RLHF pairs (prompts are two thirds of a row), in batches of 4 pairs with
+SmolLM2's tokenizer, the packed batches have 10,938 positions (12,938 in bins only as long as the longest
+chain) against 18,272 without sharing and 24,320 padded (15,418 real tokens). A packing that would not compute
+fewer positions than the padded batch (B' · C ≥ B · T) is not used.
 
 Models whose attention is not SDPA (eager takes masks as additive floats, flash-attention none at all) run
 padded, as does a batch that packing would not shorten; `padded()` turns packing off in a block (benchmarks
@@ -120,7 +121,7 @@ def pack(input_ids: Tensor, attention_mask: Tensor) -> Packing | None:
                 chains[-1].append(child[chains[-1][-1]])
     chains.sort(key=min)
     own = [sum(lengths[i] - links[i][1] for i in c) for c in chains]
-    capacity = max(T, *own)
+    capacity = bin_length(own, max(T, *own))
     groups = bins(own, capacity)
     B2 = len(groups)
     if B2 * capacity >= len(rows) * T:
@@ -149,6 +150,25 @@ def pack(input_ids: Tensor, attention_mask: Tensor) -> Packing | None:
         real,
         torch.cat(where).to(device),
     )
+
+
+# Per layer, attention costs a position ≈ 4·C·hidden FLOPs in a bin of C positions (QKᵀ and the weighted sum
+# of values) against ≈ 2 × the layer's parameters for its linear maps: for SmolLM2-135M (hidden 576, 3.54 M
+# parameters a layer) C / 3073 of them. Measured on it (the trunk's forward + backward over 1,024 positions,
+# 2 cores): as 4 bins of 256 4.84 s, 2 × 512 5.05 s (+4 %), 1 × 1,024 5.84 s (+21 %); this model says +8 %
+# and +23 %. Wider models spend a smaller share on attention, so for them it errs towards shorter bins.
+ATTENTION_LENGTH = 3073
+
+
+def bin_length(own: list[int], least: int) -> int:
+    """The bin length C ≥ `least` at which chains of `own` tokens pack (`bins`) at the least cost, positions ×
+    (1 + C / ATTENTION_LENGTH), among least, least + least/16, …, 2·least (the shortest of equal cost).
+    Bins as long as the longest chain leave room that no other chain fills (micro-batches of 4 HH-RLHF
+    pairs: 24 % more positions than the chains' tokens), where a somewhat longer bin takes two."""
+    def cost(c: int) -> float:
+        return len(bins(own, c)) * c * (1 + c / ATTENTION_LENGTH)
+
+    return min(range(least, 2 * least + 1, max(1, least // 16)), key=cost)
 
 
 def shared_prefixes(rows: list[list[int]], limit: int) -> list[tuple[int, int]]:

@@ -59,6 +59,9 @@ class LoopConfig:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory
     for about one more forward pass of time (tether.activations)."""
+    checkpoint_layers: int = ranged(0, ">= 0")
+    """With gradient_checkpointing: recompute only the first this many decoder layers (0: all), for part of
+    the memory saved at that part of the time."""
     report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = dataclasses.field(
         default_factory=list
     )
@@ -79,6 +82,8 @@ class LoopConfig:
         if self.batch_size % self.micro_batch_size:
             m = self.micro_batch_size
             yield "batch_size", f"must be a multiple of micro_batch_size ({m}), got {self.batch_size}"
+        if self.checkpoint_layers and not self.gradient_checkpointing:
+            yield "checkpoint_layers", "needs gradient_checkpointing: true"
         if len(set(self.report_to)) < len(self.report_to):
             yield "report_to", f"names a tracker twice: {self.report_to}"
         missing = missing_tracker(self.report_to)

@@ -168,7 +168,7 @@ class Loop:
         modules = [model, *(extra_models or {}).values()]
         if cfg.gradient_checkpointing:
             for m in modules:
-                enable_gradient_checkpointing(m)
+                enable_gradient_checkpointing(m, cfg.checkpoint_layers)
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         betas = tuple(cfg.betas)
         # fused: one kernel per tensor instead of a dozen elementwise passes (on 2 CPU cores, SmolLM2-135M's
