@@ -1,6 +1,6 @@
 """TRL's trainers and tether's side by side on the same HH-RLHF pairs: seconds per step and peak RSS.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/vs_trl.py [--stages sft,rm,dpo,grpo] [--steps 2,6] [--json F]
+    PYTHONPATH=. .venv/bin/python benchmarks/vs_trl.py [--stages sft,rm,dpo,dpo-cached,grpo] [--steps 2,6]
 
 TRL runs in its own virtual environment (never imported by tether or its tests), made once with
 
@@ -29,6 +29,9 @@ learning rate 1e-6, no warm-up, no evaluation, no checkpoints, torch threads --t
 - rm: 4 pairs (scalar head, Bradley-Terry);
 - dpo: 4 pairs, sigmoid loss, β 0.1, the reference's log-probs computed in the step (tether
   precompute_reference=false, TRL precompute_ref_log_probs=False);
+- dpo-cached: the same with the reference's log-probs computed once for all pairs before the first step
+  (tether precompute_reference=true, its default; TRL precompute_ref_log_probs=True), so that pass is
+  start-up and cancels from s/step on both sides;
 - grpo: 2 prompts × G 4 samples at temperature 1 (top-p 1, no top-k) of at most 64 new tokens, from the
   last 300 characters of the pairs' prompts; reward `length_reward` below (this function, on both sides),
   β 0.04, per-group reward scaling, per-sequence mean loss (TRL loss_type="grpo"), one optimizer step per
@@ -59,7 +62,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # figure_blocks (imported where used: it needs tether)
-STAGES = ("sft", "rm", "dpo", "grpo")
+STAGES = ("sft", "rm", "dpo", "dpo-cached", "grpo")
 DEFAULT_MODEL = "~/.cache/tether/models/smollm2-135m-instruct"
 DEFAULT_DATA = "/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz"
 DEFAULT_TRL_PYTHON = ROOT / "benchmarks" / ".venv-trl" / "bin" / "python"
@@ -79,6 +82,7 @@ STAGE_NAMES = {
     "sft": "SFT (8 rows)",
     "rm": "reward model (4 pairs)",
     "dpo": "DPO (4 pairs, reference in the step)",
+    "dpo-cached": "DPO (4 pairs, cached reference)",
     "grpo": "GRPO (2 prompts × G 4, sampling included)",
 }
 
@@ -208,7 +212,7 @@ def tether_config(stage: str, model: str, data: Path, steps: int, threads: int) 
         return {"model": model, "dtype": "float32", "seed": 0, "data": d,
                 "train": {**train, "batch_size": 4, "micro_batch_size": 4}}
     return {"policy": model, "dtype": "float32", "seed": 0, "beta": DPO_BETA, "loss_type": "sigmoid",
-            "precompute_reference": False, "data": d, "eval": {"kl_prompts": 0},
+            "precompute_reference": stage == "dpo-cached", "data": d, "eval": {"kl_prompts": 0},
             "train": {**train, "batch_size": 4, "micro_batch_size": 4}}
 
 
@@ -221,7 +225,8 @@ def tether_command(stage: str, args, data: Path, steps: int, work: Path) -> tupl
         shutil.rmtree(out)
     paths = [str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    return [args.tether_python, "-m", "tether.cli", stage, "--config", str(path), "--out", str(out)], env
+    command = stage.split("-")[0]  # dpo-cached: `tether dpo`
+    return [args.tether_python, "-m", "tether.cli", command, "--config", str(path), "--out", str(out)], env
 
 
 def tether_completion_tokens(out: Path) -> float | None:
@@ -267,9 +272,9 @@ def trl_child(stage: str, model: str, data: Path, steps: int, threads: int, out:
     elif stage == "rm":
         cfg = trl.RewardConfig(**common, per_device_train_batch_size=4, max_length=MAX_LENGTH)
         trainer = trl.RewardTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows))
-    elif stage == "dpo":
+    elif stage in ("dpo", "dpo-cached"):
         cfg = trl.DPOConfig(**common, per_device_train_batch_size=4, max_length=MAX_LENGTH, beta=DPO_BETA,
-                            loss_type=["sigmoid"], precompute_ref_log_probs=False)
+                            loss_type=["sigmoid"], precompute_ref_log_probs=stage == "dpo-cached")
         trainer = trl.DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows))
     else:
         prompts = [json.loads(x) for x in open(data / "prompts.jsonl")]

@@ -2,6 +2,7 @@
 reward, the files both tools read and tether's configs. Nothing is trained and TRL is not imported (the
 module imports it only inside the child that runs under TRL's own interpreter)."""
 
+import argparse
 import gzip
 import json
 from pathlib import Path
@@ -90,7 +91,8 @@ def test_data_files_hold_the_same_pairs_for_every_stage(tmp_path):
     assert rows("prompts.jsonl") == [{"prompt": "p1"}, {"prompt": "z" * 300}]
 
 
-STAGE_CLASSES = [("sft", SFTConfig, 8), ("rm", RMConfig, 4), ("dpo", DPOConfig, 4), ("grpo", GRPOConfig, 8)]
+STAGE_CLASSES = [("sft", SFTConfig, 8), ("rm", RMConfig, 4), ("dpo", DPOConfig, 4),
+                 ("dpo-cached", DPOConfig, 4), ("grpo", GRPOConfig, 8)]
 
 
 @pytest.mark.parametrize("stage, cls, rows", STAGE_CLASSES)
@@ -111,8 +113,8 @@ def test_tether_configs_load_and_make_one_step_of_the_benchmark_batch(tmp_path, 
         assert cfg.reward.source == "vs_trl:length_reward" and cfg.reward.no_eos == "keep"
     else:
         assert (cfg.train.max_steps, cfg.data.max_length) == (5, 256)
-    if stage == "dpo":
-        assert cfg.precompute_reference is False
+    if stage.startswith("dpo"):  # the reference in the step, or cached before the first
+        assert cfg.precompute_reference is (stage == "dpo-cached")
 
 
 def test_readme_block_by_hand():
@@ -156,3 +158,11 @@ def test_write_errors_are_one_line(tmp_path, capsys):
     assert e.value.code == 2
     assert "--from-json " in capsys.readouterr().err
     assert readme.read_text() == "<!-- figures:vs-trl -->\n<!-- /figures:vs-trl -->\n"
+
+
+def test_the_cached_reference_stage_runs_tether_dpo(tmp_path):
+    """dpo-cached is no tether command of its own: it runs `tether dpo` with its config."""
+    args = argparse.Namespace(model="some/model", threads=2, tether_python="python")
+    cmd, _ = vs.tether_command("dpo-cached", args, tmp_path, 3, tmp_path)
+    assert cmd[:4] == ["python", "-m", "tether.cli", "dpo"]
+    assert json.loads(Path(cmd[5]).read_text())["precompute_reference"] is True
