@@ -77,7 +77,7 @@ class Positions:
     def __init__(self):
         self.train = self.forward = 0
         self.counting = False
-        torch.nn.modules.module.register_module_forward_pre_hook(self.hook)
+        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(self.hook)  # every module
 
     def hook(self, module, args):
         if self.counting and isinstance(module, torch.nn.Embedding) and module.num_embeddings >= 1000:
