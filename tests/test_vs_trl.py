@@ -98,13 +98,15 @@ STAGE_CLASSES = [("sft", SFTConfig, 8), ("rm", RMConfig, 4), ("dpo", DPOConfig, 
 @pytest.mark.parametrize("stage, cls, rows", STAGE_CLASSES)
 def test_tether_configs_load_and_make_one_step_of_the_benchmark_batch(tmp_path, stage, cls, rows):
     """Each config the script writes is accepted by tether's loader (an unknown key or a refused value would
-    end the run), at fp32 without checkpointing, and a step is one optimizer step over the benchmark's batch:
+    end the run), at fp32, without checkpointing but for DPO with the reference in the step (its first 10
+    layers), and a step is one optimizer step over the benchmark's batch:
     8 SFT rows, 4 pairs, or 2 prompts × G 4 = 8 GRPO samples in one minibatch, one epoch."""
     path = tmp_path / f"{stage}.yaml"
     path.write_text(json.dumps(vs.tether_config(stage, "some/model", tmp_path, 5, 2)))
     cfg = load_config(cls, path)
     assert cfg.dtype == "float32" and cfg.train.mixed_precision == "no"
-    assert cfg.train.gradient_checkpointing is False
+    assert cfg.train.gradient_checkpointing is (stage == "dpo")  # the lean configuration, there only
+    assert cfg.train.checkpoint_layers == (10 if stage == "dpo" else 0)
     assert (cfg.train.batch_size, cfg.train.micro_batch_size, cfg.train.threads) == (rows, rows, 2)
     assert cfg.data.chat_template == "never"
     if stage == "grpo":
