@@ -98,7 +98,7 @@ STAGE_CLASSES = [("sft", SFTConfig, 8), ("rm", RMConfig, 4), ("dpo", DPOConfig, 
 @pytest.mark.parametrize("stage, cls, rows", STAGE_CLASSES)
 def test_tether_configs_load_and_make_one_step_of_the_benchmark_batch(tmp_path, stage, cls, rows):
     """Each config the script writes is accepted by tether's loader (an unknown key or a refused value would
-    end the run), at fp32, without checkpointing but for DPO with the reference in the step (its first 10
+    end the run), at fp32, without checkpointing but for DPO with the reference in the step (its first 15
     layers), and a step is one optimizer step over the benchmark's batch:
     8 SFT rows, 4 pairs, or 2 prompts × G 4 = 8 GRPO samples in one minibatch, one epoch."""
     path = tmp_path / f"{stage}.yaml"
@@ -106,7 +106,7 @@ def test_tether_configs_load_and_make_one_step_of_the_benchmark_batch(tmp_path, 
     cfg = load_config(cls, path)
     assert cfg.dtype == "float32" and cfg.train.mixed_precision == "no"
     assert cfg.train.gradient_checkpointing is (stage == "dpo")  # the lean configuration, there only
-    assert cfg.train.checkpoint_layers == (10 if stage == "dpo" else 0)
+    assert cfg.train.checkpoint_layers == (15 if stage == "dpo" else 0)
     assert (cfg.train.batch_size, cfg.train.micro_batch_size, cfg.train.threads) == (rows, rows, 2)
     assert cfg.data.chat_template == "never"
     if stage == "grpo":
@@ -133,14 +133,19 @@ def test_readme_block_by_hand():
                           r("trl", "sft", 20.0, 8.0), r("tether", "sft", 5.0, 2.0)]}
     text = vs.block(record)
     rows = text.splitlines()
-    assert rows[2] == "| SFT (8 rows) | 20.00 | 8.00 GB | 5.00 | 2.00 GB | 4.00× | 0.25 |"
-    grpo = "| GRPO (2 prompts × G 4, sampling included) | 9.00 | 6.00 GB | 6.00 | 3.00 GB | 1.50× | 0.50 |"
+    assert rows[2] == "| SFT (8 rows) | 20.00 | 8.00 GB | 5.00 | 2.00 GB | 4.00× | 0.250 |"
+    grpo = "| GRPO (2 prompts × G 4, sampling included) | 9.00 | 6.00 GB | 6.00 | 3.00 GB | 1.50× | 0.500 |"
     assert rows[3] == grpo
     assert rows[4] == ""
     stamp = " ".join(rows[5:])
     assert "--stages sft,grpo --steps 2,6` at commit abc1234 on 2026-12-02 13:30 UTC" in stamp
     assert "(t6 − t2) / 4" in stamp and "load average 0.96 at the start and 1.94 at the end" in stamp
     assert "TRL 61.3 tokens, tether 63.0" in stamp
+    dpo = {**record, "dpo_checkpoint_layers": 12,
+           "results": [r("trl", "dpo", 9.0, 8.0), r("tether", "dpo", 3.0, 4.0)]}
+    assert vs.block(dpo).splitlines()[2] == (  # the record's own setting, not the script's constant
+        "| DPO (4 pairs, reference in the step; tether checkpoints 12 layers) | 9.00 | 8.00 GB | 3.00 "
+        "| 4.00 GB | 3.00× | 0.500 |")
 
 
 def test_write_errors_are_one_line(tmp_path, capsys):
