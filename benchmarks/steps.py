@@ -407,7 +407,7 @@ def print_row(r: dict, peak: float) -> None:
     computed = r["flops_computed_per_step"] / r["mean_step_s"] / peak
     shape = f"{r['rows']}x{r['length']}" + (f" mb{r['micro_batch']}" if r["micro_batch"] else "")
     shape += (f" lora{r['lora']}" if r.get("lora") else "") + (" ckpt" if r.get("grad_ckpt") else "")
-    print(f"{r['stage']:<11}{shape:<12}{r['mean_real_tokens']:>9.0f}{r['mean_response_tokens']:>9.0f}"
+    print(f"{r['stage']:<11}{shape:<12}{r['real_tokens'] / r['rows']:>9.0f}{r['mean_response_tokens']:>9.0f}"
           f"{r['mean_step_s']:>9.2f}{r['real_tokens'] / r['mean_step_s']:>10.0f}{r['peak_rss_gb']:>8.2f}GB"
           f"{real:>7.1%}{computed:>10.1%}{r['load']:>6.1f}", flush=True)
 
