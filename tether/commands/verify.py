@@ -8,6 +8,7 @@ grpo_kl_in_reward; the paper's grpo within 0.05 nats of its own predicted fixed 
 reported); IPO reported without a target; limits from a perturbed start: β = 0.01 puts ≥ 0.95 on the
 best response, β = 100 ends within 0.02 nats of π*.
 --quick runs a shorter rloo only (20-30 s on 2 cores; target 0.02 nats). Progress lines go to stderr.
+--workers N trains N runs at once (default 2; each run is seeded and one thread: N changes no KL).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     parser.add_argument("--quick", action="store_true", help="a shorter rloo only, no limits")
     parser.add_argument("--out", help="keep the run directories here (default: a deleted temporary one)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="runs trained at once, each in its own process on one thread (default 2)")
 
 
 def _target(entry: dict) -> str:
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     def progress(name: str, entry: dict) -> None:
         print(f"verify: {name}: {entry['seconds']:.1f} s, {_verdict(entry)}", file=sys.stderr, flush=True)
 
-    result = verify(quick=args.quick, out=args.out, progress=progress)
+    result = verify(quick=args.quick, out=args.out, progress=progress, workers=args.workers)
     print(json.dumps(result, indent=2) if args.json else to_table(result))
     missed = failures(result)
     for line in missed:

@@ -25,12 +25,15 @@ within 0.02 nats of π* (≈ π_ref). Both use RLOO: DPO at β = 0.01 has to ope
 
 from __future__ import annotations
 
+import multiprocessing
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
+from tether.errors import TetherError
 from tether.verify.predict import grpo_fixed_point, ipo_optimum
 from tether.verify.runs import Run, run_one, write_files
 from tether.verify.task import DEFAULT_TASK, ExactTask, exact, kl, sequence_logprobs
@@ -106,9 +109,9 @@ def _check(entry: dict, target: dict | None) -> dict:
     return entry
 
 
-def run_algorithm(name: str, run: Run, task: ExactTask, files, work: Path, ref, optimum,
-                  quick: bool = False) -> dict:
-    logp, seconds = run_one(run, task, files, work / name)
+def algorithm_entry(name: str, run: Run, task: ExactTask, logp, seconds: float, ref, optimum,
+                    quick: bool = False) -> dict:
+    """The entry of algorithm run `name` that trained to `logp` in `seconds`, checked against its target."""
     entry = {**_numbers(task, logp, ref, optimum), "seconds": seconds}
     if name == "grpo":
         fixed = grpo_fixed_point(task, ref, run.beta, run.group)
@@ -122,9 +125,9 @@ def run_algorithm(name: str, run: Run, task: ExactTask, files, work: Path, ref, 
     return _check(entry, {"kl_to_optimum": target})
 
 
-def run_limit(name: str, run: Run, task: ExactTask, files, work: Path, ref, start) -> dict:
+def limit_entry(run: Run, task: ExactTask, logp, seconds: float, ref, start) -> dict:
+    """The entry of a limit run from `start` that trained to `logp`, checked against its target."""
     optimum = task.optimum(ref, run.beta)
-    logp, seconds = run_one(run, task, files, work / name)
     entry = {"beta": run.beta, "algorithm": run.algorithm, "start_kl_to_reference": kl(start, ref),
              "start_best_probability": float(start.exp()[task.index[task.best]]),
              **_numbers(task, logp, ref, optimum), "seconds": seconds}
@@ -132,31 +135,50 @@ def run_limit(name: str, run: Run, task: ExactTask, files, work: Path, ref, star
     return _check(entry, target)
 
 
+def run_all(runs: dict[str, Run], task: ExactTask, files, work: Path, workers: int):
+    """Yield (name, (logp, seconds)) of every run in `runs`, in their order, training `workers` at a time in
+    separate processes (each run is seeded and one thread, so which process trains it changes nothing)."""
+    workers = min(workers, len(runs))
+    if workers <= 1:
+        for name, run in runs.items():
+            yield name, run_one(run, task, files, work / name)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(run_one, run, task, files, work / name) for name, run in runs.items()}
+        for name, future in futures.items():
+            yield name, future.result()
+
+
 def verify(quick: bool = False, out: str | Path | None = None,
-           progress: Callable[[str, dict], None] | None = None) -> dict:
+           progress: Callable[[str, dict], None] | None = None, workers: int = 2) -> dict:
     """Train every algorithm (quick: a shorter rloo only, no limits) on the exact task and measure it.
 
     out: keep the run directories there (default: a temporary directory, deleted). progress(name, entry)
-    is called after each run. Returns {"beta", "algorithms", "optimum", "limits"} (see `tether verify`).
+    is called after each run, in the table's order. workers: runs trained at once, each in its own process
+    with one thread (1: one after another in this process). Returns {"beta", "algorithms", "optimum",
+    "limits"} (see `tether verify`).
     """
+    if workers < 1:
+        raise TetherError(f"verify: workers must be at least 1, got {workers}")
     torch.set_num_threads(1)
     task = DEFAULT_TASK
+    runs = QUICK if quick else RUNS
     with tempfile.TemporaryDirectory(prefix="tether-verify-") as tmp:
         work = Path(out) if out is not None else Path(tmp)
         files = write_files(task, work)
         ref = _load_logprobs(files.reference, task)
+        start = _load_logprobs(files.perturbed, task)
         optimum = task.optimum(ref, BETA)
         algorithms, limits = {}, {}
-        for name, run in (QUICK if quick else RUNS).items():
-            algorithms[name] = run_algorithm(name, run, task, files, work, ref, optimum, quick)
+        every = {**runs, **({} if quick else LIMITS)}
+        for name, (logp, seconds) in run_all(every, task, files, work, workers):
+            if name in runs:
+                entry = algorithm_entry(name, runs[name], task, logp, seconds, ref, optimum, quick)
+                algorithms[name] = entry
+            else:
+                entry = limits[name] = limit_entry(LIMITS[name], task, logp, seconds, ref, start)
             if progress:
-                progress(name, algorithms[name])
-        if not quick:
-            start = _load_logprobs(files.perturbed, task)
-            for name, run in LIMITS.items():
-                limits[name] = run_limit(name, run, task, files, work, ref, start)
-                if progress:
-                    progress(name, limits[name])
+                progress(name, entry)
     p = optimum
     return {
         "beta": BETA,
