@@ -8,7 +8,7 @@ after `--warmup` untimed ones. A step is what the trainer really runs: the task'
 `make_group_experience`/`make_experience` and then one optimizer step of `update_epochs`), backward and
 `Loop.optimizer_step` (AdamW, clipping). GRPO and PPO steps exclude sampling: their "rollouts" are fixed
 token sequences (prompt half, response half of each row), so the step's shape does not depend on what the
-model happens to generate.
+model happens to generate, and they carry π_old's log-probs as the sampler records them (`rl_steps`).
 
 Data: HH-RLHF pairs, either the raw file (`chosen`/`rejected` "Human:/Assistant:" transcripts, .jsonl or
 .jsonl.gz) or a preference file {"prompt": messages, "chosen", "rejected"}. Only pairs whose longer row
@@ -31,6 +31,7 @@ padded tail. Real above computed is work saved; computed ÷ peak is the arithmet
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import os
@@ -279,12 +280,20 @@ def fixed_rollout(bench: Bench, rows: int, step: int):
 
 
 def rl_steps(bench: Bench, loop, make_exp, minibatch_loss, rows: int):
-    """make_exp (the scoring passes) then `update_epochs` for one epoch of one minibatch: one step."""
+    """make_exp (the scoring passes) then `update_epochs` for one epoch of one minibatch: one step.
+
+    The rollouts carry π_old's log-probs as the sampler records them while it samples (what a trainer at
+    fp32 with the hf engine scores with, `RLRun.sampled_logprobs`, so that its scoring skips the policy's
+    forward pass): sampling is not part of the step, so they are computed under the starting policy inside
+    the first step, a warm-up one (untimed and uncounted unless --warmup 0)."""
+    from tether.rollout import score_responses
     from tether.trainers.experience import update_epochs
 
-    for step in range(bench.args.warmup + bench.args.steps):
-        exp = make_exp(fixed_rollout(bench, rows, step), torch.randn(rows, generator=torch.Generator()
-                                                                     .manual_seed(step)))
+    with torch.no_grad():
+        rollouts = [fixed_rollout(bench, rows, step) for step in range(bench.args.warmup + bench.args.steps)]
+        rollouts = [dataclasses.replace(r, logprobs=score_responses(loop.model, r)) for r in rollouts]
+    for step, rollout in enumerate(rollouts):
+        exp = make_exp(rollout, torch.randn(rows, generator=torch.Generator().manual_seed(step)))
         update_epochs(loop, exp, minibatch_loss, 1, None, loop.cfg.batch_size, loop.cfg.micro_batch_size,
                       torch.Generator().manual_seed(step))
         yield
@@ -308,13 +317,13 @@ def stage_grpo(bench: Bench):
     def make_exp(rollout, scores):
         return make_group_experience(loop.model, ref, rollout, scores, 0.0,
                                      lambda r: grpo_advantages(r, cfg.grpo.group_size, cfg.grpo.scale),
-                                     "k1", loop.cfg.micro_batch_size)
+                                     "k1", loop.cfg.micro_batch_size, sampled_logprobs=True)
 
     def mb_loss(part, num_tokens, num_sequences):
         return group_minibatch_loss(loop.model, None, args, part, num_tokens, num_sequences)
 
     return rl_steps(bench, loop, make_exp, mb_loss, rows), {
-        "rows": rows, "passes": {"train": 1, "forward": 2}}
+        "rows": rows, "passes": {"train": 1, "forward": 1}}
 
 
 def stage_ppo(bench: Bench):
@@ -329,13 +338,14 @@ def stage_ppo(bench: Bench):
     cfg.train.micro_batch_size = loop.cfg.micro_batch_size
 
     def make_exp(rollout, scores):
-        return make_experience(loop.model, ref, loop.models["value"], rollout, scores, 0.05, cfg)
+        return make_experience(loop.model, ref, loop.models["value"], rollout, scores, 0.05, cfg,
+                               sampled_logprobs=True)
 
     def mb_loss(part, num_tokens, num_sequences):
         return minibatch_loss(loop.model, loop.models["value"], None, cfg.ppo, part, num_tokens)
 
     return rl_steps(bench, loop, make_exp, mb_loss, rows), {
-        "rows": rows, "passes": {"train": 2, "forward": 3}}
+        "rows": rows, "passes": {"train": 2, "forward": 2}}
 
 
 def run_stage(args) -> dict:
