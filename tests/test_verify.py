@@ -233,6 +233,13 @@ def test_runs_in_worker_processes_train_what_one_process_trains(tmp_path):
         assert (apart[name][0] - ref).abs().max() > 1e-3, name
 
 
+def test_verify_refuses_fewer_than_one_worker(capsys):
+    """--workers 0 is a one-line error and exit code 2, before anything is trained."""
+    assert main(["verify", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "tether verify: error: workers must be at least 1, got 0"
+
+
 @pytest.mark.slow
 def test_verify_full(capsys):
     """Every algorithm and both limits meet their targets: PPO and RLOO with each accepted kl.estimator within

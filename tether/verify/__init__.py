@@ -159,7 +159,7 @@ def verify(quick: bool = False, out: str | Path | None = None,
     "limits"} (see `tether verify`).
     """
     if workers < 1:
-        raise TetherError(f"verify: workers must be at least 1, got {workers}")
+        raise TetherError(f"workers must be at least 1, got {workers}")
     torch.set_num_threads(1)
     task = DEFAULT_TASK
     runs = QUICK if quick else RUNS
