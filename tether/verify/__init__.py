@@ -167,14 +167,14 @@ def verify(quick: bool = False, out: str | Path | None = None,
         work = Path(out) if out is not None else Path(tmp)
         files = write_files(task, work)
         ref = _load_logprobs(files.reference, task)
-        start = _load_logprobs(files.perturbed, task)
+        start = None if quick else _load_logprobs(files.perturbed, task)  # the limits' starting policy
         optimum = task.optimum(ref, BETA)
         algorithms, limits = {}, {}
         every = {**runs, **({} if quick else LIMITS)}
         for name, (logp, seconds) in run_all(every, task, files, work, workers):
             if name in runs:
-                entry = algorithm_entry(name, runs[name], task, logp, seconds, ref, optimum, quick)
-                algorithms[name] = entry
+                entry = algorithms[name] = algorithm_entry(name, runs[name], task, logp, seconds, ref,
+                                                           optimum, quick)
             else:
                 entry = limits[name] = limit_entry(LIMITS[name], task, logp, seconds, ref, start)
             if progress:
