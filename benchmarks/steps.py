@@ -71,6 +71,20 @@ def peak_rss_gb() -> float:
     return float("nan")
 
 
+def parameter_counts(model_path: str) -> tuple[int, int]:
+    """(N, all): the causal LM's non-embedding parameters (without the token embedding and an untied LM head,
+    Kaplan et al.'s N) and all its parameters, counted on the meta device (no weights in memory)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    emb = m.get_input_embeddings().weight.numel()
+    head = m.get_output_embeddings()
+    untied = head is not None and head.weight is not m.get_input_embeddings().weight
+    n_params = sum(p.numel() for p in m.parameters())
+    return n_params - emb - (head.weight.numel() if untied else 0), n_params
+
+
 class Positions:
     """Counts the positions fed to every token embedding (nn.Embedding of ≥ 1000 rows: the vocabulary), split
     by whether gradients were being recorded: what the model computed, packed or not."""
@@ -356,16 +370,7 @@ def run_stage(args) -> dict:
     makers = {"sft": stage_sft, "rm": stage_rm, "dpo": stage_dpo,
               "dpo-cached": lambda b: stage_dpo(b, cached=True), "grpo": stage_grpo, "ppo": stage_ppo}
     steps, shape = makers[args.child](bench)
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):  # parameter counts without a third copy of the weights in memory
-        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(bench.model_path))
-    emb = m.get_input_embeddings().weight.numel()
-    head = m.get_output_embeddings()
-    untied = head is not None and head.weight is not m.get_input_embeddings().weight
-    n_params = sum(p.numel() for p in m.parameters())
-    N = n_params - emb - (head.weight.numel() if untied else 0)
-    del m
+    N, n_params = parameter_counts(bench.model_path)
     times = []
     positions = Positions()
     for i in range(args.warmup + args.steps):

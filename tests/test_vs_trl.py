@@ -133,8 +133,9 @@ def test_readme_block_by_hand():
                           r("trl", "sft", 20.0, 8.0), r("tether", "sft", 5.0, 2.0)]}
     text = vs.block(record)
     rows = text.splitlines()
-    assert rows[2] == "| SFT (8 rows) | 20.00 | 8.00 GB | 5.00 | 2.00 GB | 4.00× | 0.250 |"
-    grpo = "| GRPO (2 prompts × G 4, sampling included) | 9.00 | 6.00 GB | 6.00 | 3.00 GB | 1.50× | 0.500 |"
+    assert rows[2] == "| SFT (8 rows) | 20.00 | 8.00 GB | 5.00 | 2.00 GB | 4.00× | 0.250 | — |"
+    grpo = ("| GRPO (2 prompts × G 4, sampling included) | 9.00 | 6.00 GB | 6.00 | 3.00 GB | 1.50× | 0.500 "
+            "| — |")
     assert rows[3] == grpo
     assert rows[4] == ""
     stamp = " ".join(rows[5:])
@@ -145,7 +146,32 @@ def test_readme_block_by_hand():
            "results": [r("trl", "dpo", 9.0, 8.0), r("tether", "dpo", 3.0, 4.0)]}
     assert vs.block(dpo).splitlines()[2] == (  # the record's own setting, not the script's constant
         "| DPO (4 pairs, reference in the step; tether checkpoints 12 layers) | 9.00 | 8.00 GB | 3.00 "
-        "| 4.00 GB | 3.00× | 0.500 |")
+        "| 4.00 GB | 3.00× | 0.500 | — |")
+    # with the peak read twice (120 and 150 GFLOP/s): tether's 90 GFLOP/s on real tokens is 90/150 = 60 %
+    # of the higher; the stamp names it and N (106,200,000 → 106.2 M)
+    rated = {**record, "matmul_peak_gflops": [120.0, 150.0], "non_embedding_params": 106_200_000,
+             "results": [r("trl", "sft", 20.0, 8.0), r("tether", "sft", 5.0, 2.0, real_gflop_per_s=90.0)]}
+    text = vs.block(rated)
+    assert text.splitlines()[2] == "| SFT (8 rows) | 20.00 | 8.00 GB | 5.00 | 2.00 GB | 4.00× | 0.250 | 60% |"
+    assert "N = 106.2 M non-embedding" in " ".join(text.splitlines()) and "150.0 GFLOP/s" in text
+
+
+def test_real_tokens_count_every_row_whole_over_the_timed_steps():
+    """item_tokens: an SFT row 3 prompt + 2 completion tokens = 5; a pair with a 3-token prompt and answers of
+    2 and 4 tokens = (3 + 2) + (3 + 4) = 12, as PairTokens and inside a DPOPair. step_tokens with the batch
+    the whole data (3 items: one step an epoch, every step all items, whatever the permutation): steps 2..5
+    of a 6-step run are 4 steps × (5 + 12 + 12) = 116 tokens; with batch 1 the steps of an epoch, one
+    item each, visit every item once: 3 steps of one epoch = 29."""
+    from tether.data import SFTTokens
+    from tether.preferences import PairTokens
+    from tether.trainers.dpo import DPOPair
+
+    sft = SFTTokens([1, 2, 3], [4, 5])
+    pair = PairTokens([1, 2, 3], [4, 5], [6, 7, 8, 9])
+    assert (vs.item_tokens(sft), vs.item_tokens(pair), vs.item_tokens(DPOPair(pair))) == (5, 12, 12)
+    items = [sft, pair, DPOPair(pair)]
+    assert vs.step_tokens(items, batch_size=3, seed=0, n1=2, n2=6) == 116
+    assert vs.step_tokens(items, batch_size=1, seed=7, n1=3, n2=6) == 29  # steps 3, 4, 5: epoch 1, whole
 
 
 def test_write_errors_are_one_line(tmp_path, capsys):
