@@ -1,6 +1,7 @@
 """Precision for the hardware (tether.precision) on fake /proc/cpuinfo texts, and gradient checkpointing
 (tether.activations): the layers are recomputed in the backward pass and the gradients do not change."""
 
+import contextlib
 import logging
 
 import pytest
@@ -181,6 +182,29 @@ def test_grpo_reference_runs_under_the_policy_s_bf16_autocast(cpu_bf16, tmp_path
     assert trainer.loop.accelerator.mixed_precision == "bf16" and trainer.ref is not None
     exp, loss_fn = captured_step(trainer)
     assert torch.equal(exp.ref_logprobs, exp.old_logprobs) and torch.count_nonzero(exp.kl) == 0
+
+
+def test_the_rollout_samples_inside_one_bf16_autocast_block(cpu_bf16, tmp_path):
+    """accelerate runs each forward call of the bf16 policy in its own autocast block, opened inside forward;
+    the rollout opens one around the whole `sample` call, so a forward pre-hook (which runs before forward)
+    sees autocast on at the prompt pass and at every decode step, and autocast's bf16 copies of the weights
+    last the rollout. Without that block (Loop.autocast replaced by a no-op) the hook sees it off at every
+    call, and the samples are the same token for token and log-prob for log-prob: the cached copy is the
+    cast each call would make."""
+    paths = ppo_setup(tmp_path / "data")
+    trainer = grpo_run(grpo_config(paths, mixed_precision="bf16", device="cpu"), tmp_path / "run")
+    assert trainer.loop.accelerator.mixed_precision == "bf16"
+    seen = []
+    trainer.loop.unwrapped.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    items = trainer.prompt_batch(0)
+    one_block = trainer.rollout(items, seed=3)
+    calls = len(seen)
+    assert calls > 2 and all(seen)  # the prompt pass and the decode steps
+    trainer.loop.autocast = contextlib.nullcontext
+    per_call = trainer.rollout(items, seed=3)
+    assert len(seen) == 2 * calls and not any(seen[calls:])
+    assert torch.equal(one_block.response_ids, per_call.response_ids)
+    assert torch.equal(one_block.logprobs, per_call.logprobs)
 
 
 @pytest.mark.parametrize("precompute", [True, False])

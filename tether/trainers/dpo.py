@@ -280,14 +280,14 @@ class DPOTask:
         policy.eval()
         generator = torch.Generator().manual_seed(self.cfg.seed + KL_SEED_OFFSET)
         device, rollouts = loop.accelerator.device, []
-        for i in range(0, len(prompts), self.cfg.train.micro_batch_size):
-            batch = collate_prompts(prompts[i : i + self.cfg.train.micro_batch_size], self.pad_value)
-            rollouts.append(sample(
-                policy, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                max_new_tokens=self.cfg.eval.max_new_tokens, eos_token_id=eos_id(self.tokenizer),
-                pad_token_id=self.pad_value, generator=generator,
-            ))
-        with loop.autocast():
+        with loop.autocast():  # one block: weights cast once, not at every decode step (RLRun.rollout)
+            for i in range(0, len(prompts), self.cfg.train.micro_batch_size):
+                batch = collate_prompts(prompts[i : i + self.cfg.train.micro_batch_size], self.pad_value)
+                rollouts.append(sample(
+                    policy, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                    max_new_tokens=self.cfg.eval.max_new_tokens, eos_token_id=eos_id(self.tokenizer),
+                    pad_token_id=self.pad_value, generator=generator,
+                ))
             kl = kl_from_base(policy, self.reference, rollouts)
         policy.train(was_training)
         return {"kl_from_reference": kl["value"], "kl_from_reference_stderr": kl["stderr"],

@@ -225,22 +225,29 @@ class RLRun:
 
     def rollout(self, items, seed: int) -> Rollout:
         """Sample one response per item with the unwrapped policy (a stream of `seed` per process), cut at
-        the stop strings."""
+        the stop strings.
+
+        Under mixed precision the whole call runs in one autocast block (`Loop.autocast`): autocast keeps
+        its low-precision copies of the weights until the outermost block ends, so they are cast once for
+        the rollout, where the forward's own block (accelerate's wrapper) alone casts every weight again at
+        every decode step. The samples are the same; bf16 on a CPU with bf16 units drew 95 against 55-62
+        tokens/s at batch 8 (benchmarks/README.md, "Sampling throughput")."""
         r, tok = self.cfg.rollout, self.tokenizer
         if r.engine == "vllm":
             return cut_at_stop(self.vllm_rollout(items, seed), tok, r.stop, pad_id(tok))
         batch = collate_prompts(items, pad_id(tok))
-        rollout = sample(
-            self.loop.unwrapped,
-            batch["input_ids"].to(self.device),
-            batch["attention_mask"].to(self.device),
-            max_new_tokens=r.max_new_tokens,
-            eos_token_id=eos_id(tok),
-            pad_token_id=pad_id(tok),
-            temperature=r.temperature,
-            top_p=r.top_p,
-            generator=torch.Generator().manual_seed(shard_seed(seed, self.loop.rank)),
-        )
+        with self.loop.autocast():
+            rollout = sample(
+                self.loop.unwrapped,
+                batch["input_ids"].to(self.device),
+                batch["attention_mask"].to(self.device),
+                max_new_tokens=r.max_new_tokens,
+                eos_token_id=eos_id(tok),
+                pad_token_id=pad_id(tok),
+                temperature=r.temperature,
+                top_p=r.top_p,
+                generator=torch.Generator().manual_seed(shard_seed(seed, self.loop.rank)),
+            )
         return cut_at_stop(rollout, tok, r.stop, pad_id(tok))
 
     @property
