@@ -6,9 +6,13 @@ The rows are vs_trl.py's GRPO rollout: the last 300 characters of the first pair
 selection of the HH-RLHF file), tokenised without a chat template, batch 8 in two layouts: 8 distinct
 prompts, and 2 prompts × G 4 copies in a row (GRPO's; the copies share one prompt pass). Every row decodes
 exactly --new-tokens tokens (no EOS stops a row), at temperature 1, top-p 1, so that tokens/s is new tokens
-÷ wall time of the whole `sample` call, prompt pass included. Both as loaded (fp32) and with LoRA r 16 on
-every linear layer (whose adapters `sample` merges while it decodes). The best of --reps runs after one
-warm-up; the load average is printed before and after.
+÷ wall time of the whole `sample` call, prompt pass included. `--bf16` times the fp32 model under bf16
+autocast instead (what `train.mixed_precision=bf16` samples with), two ways: one autocast block around the
+whole call, and one per forward pass (accelerate's wrapper of a prepared model's forward), where autocast's
+cache of bf16 weight copies ends with each pass; bf16 pays only on a CPU with bf16 units
+(`tether.precision.cpu_has_bf16`). Otherwise both as loaded (fp32)
+and with LoRA r 16 on every linear layer (whose adapters `sample` merges while it decodes). The best of
+--reps runs after one warm-up; the load average is printed before and after.
 
 `--ragged` times the evaluation's case instead: the first 64 held-out problems of recipes/rlvr-arithmetic
 through the model's chat template, sampled by the evaluator's own `sample_responses` in one batch of 64,
@@ -34,16 +38,18 @@ def prompts(data: str, n: int) -> list[str]:
     return [p["prompt"][-GRPO_PROMPT_CHARS:] for p in select_pairs(data, n)]
 
 
-def tokens_per_s(model, tok, texts: list[str], new_tokens: int, reps: int) -> float:
+def tokens_per_s(model, tok, texts: list[str], new_tokens: int, reps: int, precision: str = "no") -> float:
     from tether.data import pad
+    from tether.precision import autocast
     from tether.rollout import sample
 
     ids, mask = pad([tok(t)["input_ids"] for t in texts], tok.pad_token_id or 0, side="left")
     best = float("inf")
     for rep in range(reps + 1):  # the first is the warm-up
         start = time.perf_counter()
-        sample(model, ids, mask, max_new_tokens=new_tokens, eos_token_id=-1, pad_token_id=0,
-               generator=torch.Generator().manual_seed(rep))
+        with autocast(precision, "cpu"):
+            sample(model, ids, mask, max_new_tokens=new_tokens, eos_token_id=-1, pad_token_id=0,
+                   generator=torch.Generator().manual_seed(rep))
         if rep:
             best = min(best, time.perf_counter() - start)
     return len(texts) * new_tokens / best
@@ -74,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true",
+                    help="under bf16 autocast, as train.mixed_precision=bf16 samples (no LoRA rows)")
     ap.add_argument("--ragged", action="store_true",
                     help="the evaluation's case: 64 RLVR problems, EOS stops")
     args = ap.parse_args(argv)
@@ -96,6 +104,19 @@ def main(argv=None) -> int:
     distinct = prompts(args.data, 8)
     layouts = {"8 distinct prompts": distinct, "2 prompts × G 4": [p for p in distinct[:2] for _ in range(4)]}
     print(f"load average {os.getloadavg()[0]:.2f}; batch 8, {args.new_tokens} new tokens per row")
+    if args.bf16:
+        from tether.precision import cpu_has_bf16
+
+        print(f"bf16 autocast; this CPU {'has' if cpu_has_bf16() else 'has no'} bf16 units")
+        for name, texts in layouts.items():
+            rate = tokens_per_s(model, tok, texts, args.new_tokens, args.reps, "bf16")
+            print(f"fp32 weights, one bf16 autocast around the call, {name}: {rate:.1f} tokens/s")
+        model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)  # as accelerate wraps it
+        for name, texts in layouts.items():
+            rate = tokens_per_s(model, tok, texts, args.new_tokens, args.reps)
+            print(f"fp32 weights, bf16 autocast per forward pass, {name}: {rate:.1f} tokens/s")
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        return 0
     for name, texts in layouts.items():
         print(f"fp32, {name}: {tokens_per_s(model, tok, texts, args.new_tokens, args.reps):.1f} tokens/s")
     torch.manual_seed(0)
