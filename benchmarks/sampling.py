@@ -10,9 +10,9 @@ exactly --new-tokens tokens (no EOS stops a row), at temperature 1, top-p 1, so 
 autocast instead (what `train.mixed_precision=bf16` samples with), two ways: one autocast block around the
 whole call, and one per forward pass (accelerate's wrapper of a prepared model's forward), where autocast's
 cache of bf16 weight copies ends with each pass; bf16 pays only on a CPU with bf16 units
-(`tether.precision.cpu_has_bf16`). Otherwise both as loaded (fp32)
-and with LoRA r 16 on every linear layer (whose adapters `sample` merges while it decodes). The best of
---reps runs after one warm-up; the load average is printed before and after.
+(`tether.precision.cpu_has_bf16`). Otherwise both as loaded (fp32) and with LoRA r 16 on every linear
+layer (whose adapters `sample` merges while it decodes). The best of --reps runs after one warm-up; the load
+average is printed before and after.
 
 `--ragged` times the evaluation's case instead: the first 64 held-out problems of recipes/rlvr-arithmetic
 through the model's chat template, sampled by the evaluator's own `sample_responses` in one batch of 64,
