@@ -245,10 +245,11 @@ def tether_items(stage: str, config: Path) -> tuple[list, object]:
     """(the training items tether's trainer of `stage` builds from the run's config file — its loaders, its
     tokenizer — and the loaded config)."""
     from tether.config import DPOConfig, RMConfig, SFTConfig, load_config
-    from tether.data import load_sft, set_template, tokenize_sft
+    from tether.data import set_template
     from tether.model_files import load_tokenizer
     from tether.trainers.dpo import load_dpo_pairs
     from tether.trainers.rm import load_rm_pairs
+    from tether.trainers.sft import load_sft_items
 
     cls = {"sft": SFTConfig, "rm": RMConfig}.get(stage, DPOConfig)
     cfg = load_config(cls, config)
@@ -257,8 +258,7 @@ def tether_items(stage: str, config: Path) -> tuple[list, object]:
     tokenizer = load_tokenizer(cfg.tokenizer or model, cfg.trust_remote_code)
     set_template(tokenizer, d.template)
     if stage == "sft":
-        items, _ = tokenize_sft(load_sft(d.train, d.columns, d.all_assistant_turns), tokenizer, d.max_length,
-                                d.too_long, d.chat_template)
+        items = load_sft_items(d.train, tokenizer, d)
     elif stage == "rm":
         items = load_rm_pairs(d.train, tokenizer, d)
     else:

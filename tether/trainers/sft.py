@@ -18,7 +18,7 @@ import torch
 from accelerate.utils import set_seed
 
 from tether import lora
-from tether.config import SFTConfig
+from tether.config import SFTConfig, SFTDataConfig
 from tether.data import SFTTokens, collate_sft, load_sft, pad_id, set_template, tokenize_sft
 from tether.errors import TetherError
 from tether.losses import sft_loss
@@ -29,6 +29,14 @@ from tether.trainers.run_files import claim_run, prepare_run_dir
 from tether.trainers.supervised import to_device, train_supervised
 
 log = logging.getLogger(__name__)
+
+
+def load_sft_items(path, tokenizer, d: SFTDataConfig) -> list[SFTTokens]:
+    """The demonstrations of a file (any source, tether.data_sources), tokenised as the config asks: its
+    columns, all assistant turns or the last, max_length with too_long, the chat template."""
+    items, _ = tokenize_sft(load_sft(path, d.columns, d.all_assistant_turns), tokenizer, d.max_length,
+                            d.too_long, d.chat_template)
+    return items
 
 
 class SFTTask:
@@ -103,12 +111,8 @@ def _train_sft(cfg: SFTConfig, run_dir: Path, resume) -> Path:
     if lora.enabled(cfg.lora):
         model = lora.add_adapters(model, cfg.lora, "causal", cfg.model)
     d = cfg.data
-    train, _ = tokenize_sft(load_sft(d.train, d.columns, d.all_assistant_turns), tokenizer,
-                            d.max_length, d.too_long, d.chat_template)
-    test = None
-    if d.test:
-        test, _ = tokenize_sft(load_sft(d.test, d.columns, d.all_assistant_turns), tokenizer,
-                               d.max_length, d.too_long, d.chat_template)
+    train = load_sft_items(d.train, tokenizer, d)
+    test = load_sft_items(d.test, tokenizer, d) if d.test else None
     if not train:
         raise TetherError(f"{d.train}: no training records left after skipping")
 
